@@ -1,0 +1,1 @@
+"""The framebus event contract: topics, CloudEvents encoding, and (as they land) event models."""

@@ -1,0 +1,107 @@
+"""The topic catalogue: every framebus topic, its key, partitions, retention and event types.
+
+This is the one place topic names live. ``framebus up`` creates these topics, the
+README's catalogue table is rendered from them, and services look names up here.
+Partition counts are the local/CI defaults; production clusters may create more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Cleanup(StrEnum):
+    DELETE = "delete"
+    COMPACT = "compact"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str  # what the record key is, so partitioning is explicit
+    partitions: int
+    purpose: str
+    event_types: tuple[str, ...] = ()
+    cleanup: Cleanup = Cleanup.DELETE
+    retention_ms: int = 7 * DAY_MS  # -1 keeps records forever
+    extra_config: tuple[tuple[str, str], ...] = field(default=())
+
+    def configs(self) -> dict[str, str]:
+        """Topic-level configs passed to CreateTopics."""
+        configs = {"cleanup.policy": self.cleanup.value, "retention.ms": str(self.retention_ms)}
+        if self.cleanup is Cleanup.COMPACT:
+            # Compacted topics keep the latest value per key forever; retention does not apply.
+            configs["retention.ms"] = "-1"
+            configs["min.cleanable.dirty.ratio"] = "0.1"
+            configs["segment.ms"] = str(60 * 60 * 1000)
+        configs.update(dict(self.extra_config))
+        return configs
+
+
+REQUEST_TIERS = ("interactive", "standard", "batch")
+
+_REQUEST_TOPICS = tuple(
+    TopicSpec(f"framebus.requests.{tier}", "tenant id", 6,
+              f"Generation requests of the {tier} tier, as published by producers.",
+              ("framebus.generation.requested",))
+    for tier in REQUEST_TIERS
+)
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    *_REQUEST_TOPICS,
+    TopicSpec("framebus.requests.rejected", "tenant id", 3,
+              "Records the scheduler refused, with the reason, kept for a month.",
+              ("framebus.generation.requested",), retention_ms=30 * DAY_MS),
+    TopicSpec("framebus.control", "tenant id", 6, "Control commands such as cancel.",
+              ("framebus.control.cancel",)),
+    TopicSpec("framebus.workers", "worker id", 1,
+              "Worker announcements: warm model, accepted shapes, free slots, heartbeat.",
+              ("framebus.worker.announced",), retention_ms=DAY_MS),
+    TopicSpec("framebus.jobs", "worker id", 6, "One record = one batch dispatched to one worker.",
+              ("framebus.job.dispatched",)),
+    TopicSpec("framebus.results", "tenant id", 6, "Terminal outcome of each request, with usage and output.",
+              ("framebus.generation.completed", "framebus.generation.failed", "framebus.generation.cancelled")),
+    TopicSpec("framebus.status", "request id", 6, "Latest state of every request (compacted).",
+              ("framebus.generation.status",), cleanup=Cleanup.COMPACT),
+    TopicSpec("framebus.usage", "tenant id", 6, "Metered usage per terminal request.",
+              ("framebus.usage.recorded",), retention_ms=400 * DAY_MS),
+    # The ledger is the system of record for money: it is never compacted or expired,
+    # and keyed by tenant so one partition owner folds each tenant's balance.
+    TopicSpec("framebus.ledger", "tenant id", 6, "Credits, reservations, charges and releases.",
+              ("framebus.ledger.credited", "framebus.ledger.reserved",
+               "framebus.ledger.charged", "framebus.ledger.released"), retention_ms=-1),
+    TopicSpec("framebus.tenants", "tenant id", 3, "Tenant settings and API key hashes (compacted).",
+              ("framebus.tenant.updated",), cleanup=Cleanup.COMPACT),
+    TopicSpec("framebus.batches", "batch id", 3, "Bulk batch job lifecycle.",
+              ("framebus.batch.submitted", "framebus.batch.completed")),
+    TopicSpec("framebus.webhooks.dead", "tenant id", 3,
+              "Webhook deliveries that exhausted their retries, for replay.",
+              ("framebus.webhook.dead",), retention_ms=30 * DAY_MS),
+)
+
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
+
+
+def request_topic(tier: str) -> str:
+    if tier not in REQUEST_TIERS:
+        raise ValueError(f"`tier` must be one of {', '.join(REQUEST_TIERS)} but is {tier!r}.")
+    return f"framebus.requests.{tier}"
+
+
+def render_markdown() -> str:
+    """The catalogue as a Markdown table (embedded in the README; a test keeps it current)."""
+    rows = ["| topic | key | partitions | cleanup / retention | event types | purpose |",
+            "|---|---|---|---|---|---|"]
+    for spec in CATALOGUE:
+        if spec.cleanup is Cleanup.COMPACT:
+            keep = "compacted"
+        elif spec.retention_ms < 0:
+            keep = "delete, kept forever"
+        else:
+            keep = f"delete, {spec.retention_ms // DAY_MS} d"
+        types = ", ".join(f"`{t}`" for t in spec.event_types)
+        rows.append(f"| `{spec.name}` | {spec.key} | {spec.partitions} | {keep} | {types} | {spec.purpose} |")
+    return "\n".join(rows)

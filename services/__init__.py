@@ -1,0 +1,1 @@
+"""framebus services: one subpackage per service, plus ``common`` adapters and the CLI."""

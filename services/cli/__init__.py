@@ -1,0 +1,1 @@
+"""The ``framebus`` command line."""

@@ -1,0 +1,1 @@
+"""Settings and thin adapters (Kafka, S3, ffmpeg) shared by every service."""

@@ -1,0 +1,68 @@
+"""Thin Kafka adapter over kafka-python: admin (topics) and producer/consumer factories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.topics import TopicSpec
+from services.common.errors import KafkaAdapterError
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    name: str
+    created: bool  # False: it existed already (left as it was)
+    partitions: int
+
+
+def admin_client(bootstrap: str, *, client_id: str = "framebus-admin") -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=15000,
+                                bootstrap_timeout_ms=10000)
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+
+
+def ensure_topics(admin: KafkaAdminClient, specs: Iterable[TopicSpec], *, prefix: str = "") -> list[TopicOutcome]:
+    """Create each topic that is missing; leave existing ones untouched. Idempotent and race-safe."""
+    specs = {prefix + spec.name: spec for spec in specs}
+    request = {name: {"num_partitions": spec.partitions, "replication_factor": 1, "configs": spec.configs()}
+               for name, spec in specs.items()}
+    try:
+        response = admin.create_topics(request, timeout_ms=30000, raise_errors=False, wait_for_metadata=True)
+        described = admin.describe_topics(list(specs))
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"creating topics failed: {exc}") from exc
+    created = set()
+    for result in response["topics"]:
+        if result["error_code"] == 0:
+            created.add(result["name"])
+        elif result["error_code"] != TopicAlreadyExistsError.errno:
+            raise KafkaAdapterError(f"creating topic {result['name']!r} failed: {result['error_message']}")
+    partitions = {topic["name"]: len(topic["partitions"]) for topic in described}
+    return [TopicOutcome(name, name in created, partitions.get(name, 0)) for name in specs]
+
+
+def producer(bootstrap: str, **overrides) -> KafkaProducer:
+    """A producer that never pretends: acks from all in-sync replicas, idempotent, bounded retries."""
+    config = {"bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": True,
+              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000}
+    config.update(overrides)
+    try:
+        return KafkaProducer(**config)
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"cannot create a producer for {bootstrap}: {exc}") from exc
+
+
+def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) -> KafkaConsumer:
+    config = {"bootstrap_servers": bootstrap, "group_id": group_id, "auto_offset_reset": "earliest",
+              "enable_auto_commit": False}
+    config.update(overrides)
+    try:
+        return KafkaConsumer(*topics, **config)
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"cannot create a consumer for {bootstrap}: {exc}") from exc

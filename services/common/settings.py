@@ -1,0 +1,80 @@
+"""One typed settings object for every service, read from ``FRAMEBUS_*`` environment variables.
+
+With no configuration framebus runs *embedded*: ``framebus up`` starts a local Kafka
+broker and S3 server on 127.0.0.1. Setting ``FRAMEBUS_KAFKA_BOOTSTRAP`` or
+``FRAMEBUS_S3_ENDPOINT`` points it at existing ones instead, and nothing is started.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_HOST = "127.0.0.1"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "framebus"
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "framebus"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field is documented in the README's table."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAMEBUS_", env_file=None, frozen=True, extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="Bootstrap servers of an existing cluster; unset = start a local broker.")
+    kafka_port: int = Field(9092, ge=1, le=65535, description="Port of the local broker.")
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker.")
+    kafka_heap: str = Field("512m", pattern=r"^\d+[mg]$", description="JVM heap of the local broker.")
+    topic_prefix: str = Field("", description="Prefix on every topic name (isolates tests and tenants of a shared cluster).")
+
+    # --- S3 --------------------------------------------------------------------------
+    s3_endpoint: str | None = Field(
+        None, description="Endpoint URL of an existing S3 service (e.g. https://us-east-1.linodeobjects.com); unset = start a local server.")
+    s3_port: int = Field(7070, ge=1, le=65535, description="Port of the local S3 server.")
+    s3_region: str = Field("us-east-1", description="S3 region used for signing.")
+    s3_access_key: str = Field("framebus", description="S3 access key id.")
+    s3_secret_key: SecretStr = Field(SecretStr("framebus-local-secret"), description="S3 secret key.")
+    s3_bucket: str = Field("framebus-videos", min_length=3, max_length=63, description="Bucket for videos and manifests.")
+    s3_presign_expiry_s: int = Field(3600, ge=1, le=604800, description="Lifetime of presigned GET URLs.")
+
+    # --- Local runtime ---------------------------------------------------------------
+    cache_dir: Path = Field(default_factory=_default_cache_dir,
+                            description="Downloads kept between runs: Kafka jars, the versitygw binary.")
+    state_dir: Path = Field(default_factory=_default_state_dir,
+                            description="Data, logs and pid files of the local servers.")
+    startup_timeout_s: float = Field(90.0, gt=0, description="How long `up` waits for each local server to answer.")
+
+    @field_validator("kafka_bootstrap", "s3_endpoint", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint is None
+
+    @cached_property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{LOCAL_HOST}:{self.kafka_port}"
+
+    @cached_property
+    def s3_endpoint_url(self) -> str:
+        return self.s3_endpoint or f"http://{LOCAL_HOST}:{self.s3_port}"
+
+    def topic(self, name: str) -> str:
+        """The full name of a catalogue topic under this deployment's prefix."""
+        return f"{self.topic_prefix}{name}"
