@@ -26,7 +26,7 @@ def _errors_exit():
     try:
         yield
     except (InfraError, FramebusError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
 
 

@@ -1,0 +1,62 @@
+"""The `framebus` command as a user runs it: a real process, real output, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from infra.process import free_port
+from services.common.settings import Settings
+
+
+def framebus(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_")}
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True,
+                          env={**clean, "COLUMNS": "200", **env}, timeout=timeout)
+
+
+def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    return {"FRAMEBUS_KAFKA_BOOTSTRAP": settings.bootstrap_servers, "FRAMEBUS_S3_ENDPOINT": settings.s3_endpoint_url,
+            "FRAMEBUS_S3_ACCESS_KEY": settings.s3_access_key,
+            "FRAMEBUS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+            "FRAMEBUS_TOPIC_PREFIX": settings.topic_prefix, "FRAMEBUS_S3_BUCKET": settings.s3_bucket,
+            "FRAMEBUS_STATE_DIR": str(settings.state_dir), **extra}
+
+
+def test_up_against_existing_servers_reports_them_as_external(settings: Settings) -> None:
+    done = framebus("up", env=_env_for(settings, COLUMNS="60"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("external") == 2 and settings.bootstrap_servers in done.stdout
+    assert "topics: 14 ready (14 created now)" in done.stdout
+
+
+def test_smoke_command_prints_each_check(settings: Settings) -> None:
+    done = framebus("smoke", env=_env_for(settings))
+    assert done.returncode == 0, done.stderr
+    for check in ("ok Kafka", "ok S3", "ok ffmpeg"):
+        assert check in done.stdout
+
+
+def test_up_with_a_taken_port_prints_one_line_and_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        done = framebus("up", env={"FRAMEBUS_KAFKA_PORT": str(holder.getsockname()[1]),
+                                   "FRAMEBUS_KAFKA_CONTROLLER_PORT": str(free_port()),
+                                   "FRAMEBUS_S3_PORT": str(free_port()), "FRAMEBUS_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "already in use" in done.stderr and "FRAMEBUS_KAFKA_PORT" in done.stderr
+
+
+def test_down_with_nothing_running_says_so(tmp_path: Path) -> None:
+    done = framebus("down", env={"FRAMEBUS_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 0 and "nothing was running" in done.stdout
+
+
+def test_topics_lists_the_catalogue() -> None:
+    done = framebus("topics", env={})
+    assert done.returncode == 0 and "framebus.requests.interactive" in done.stdout
