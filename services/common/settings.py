@@ -78,3 +78,17 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of a catalogue topic under this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+
+def render_markdown() -> str:
+    """The settings as a Markdown table (embedded in the README; a test keeps it current)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory is not None else field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        if isinstance(default, Path):
+            default = str(default).replace(str(Path.home()), "~")
+        shown = "unset" if default is None else f"`{default}`" if default != "" else "empty"
+        rows.append(f"| `FRAMEBUS_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)

@@ -180,3 +180,12 @@ def test_down_never_signals_a_process_it_did_not_start(tmp_path: Path, infra_cac
 
 def _foreign_record(process: psutil.Popen) -> ProcessRecord:
     return ProcessRecord("kafka", process.pid, process.create_time() - 1000, "127.0.0.1:1", ("java",))
+
+
+def test_pom_fetches_the_kafka_version_the_broker_runs() -> None:
+    import xml.etree.ElementTree as ET
+
+    from infra.kafka.broker import KAFKA_VERSION, POM
+
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    assert ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns).text == KAFKA_VERSION

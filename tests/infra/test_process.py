@@ -121,3 +121,4 @@ def test_spawned_process_runs_in_its_own_session(tmp_path: Path, sleeper) -> Non
     assert psutil.Process(sleeper.pid).as_dict(["pid"])  # still running
     assert subprocess.run(["ps", "-o", "sid=", "-p", str(sleeper.pid)], capture_output=True, text=True).stdout.strip() \
         == str(sleeper.pid)
+

@@ -27,7 +27,7 @@ def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def test_up_against_existing_servers_reports_them_as_external(settings: Settings) -> None:
-    done = framebus("up", env=_env_for(settings, COLUMNS="60"))
+    done = framebus("up", env=_env_for(settings))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("external") == 2 and settings.bootstrap_servers in done.stdout
     assert "topics: 14 ready (14 created now)" in done.stdout

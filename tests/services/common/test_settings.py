@@ -51,3 +51,10 @@ def test_bad_values_are_rejected_naming_the_field(monkeypatch) -> None:
 
 def test_topic_prefix_applies_to_catalogue_names() -> None:
     assert Settings(topic_prefix="staging.").topic("framebus.jobs") == "staging.framebus.jobs"
+
+
+def test_readme_documents_every_setting() -> None:
+    from services.common.settings import render_markdown
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    assert render_markdown() in readme, "README settings table is stale: paste services.common.settings.render_markdown()"

@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` runs the main job, `make test` runs the tests.
+# Both set up a fresh machine first (system packages, .venv, pip install) via infra/setup.sh.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-unit up down bench clean-state
+
+setup:
+	@bash infra/setup.sh
+
+demo: setup
+	$(BIN)/framebus demo
+
+# Unit and integration tests together; pytest's exit code 5 (no tests collected) is a failure.
+test: setup
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing"; exit 1; fi; exit $$rc
+
+test-unit: setup
+	$(BIN)/python -m pytest -m unit
+
+up: setup
+	$(BIN)/framebus up
+
+down:
+	$(BIN)/framebus down
+
+bench: setup
+	$(BIN)/python -m bench.startup
+
+clean-state: setup
+	$(BIN)/framebus down --purge

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything framebus needs on a fresh Debian machine, then the project into .venv.
+# Idempotent and quick when everything is there. Downloads are cached outside the clone:
+# pip in ~/.cache/pip, Maven in ~/.m2, Go in ~/.cache/go-build and ~/go/pkg/mod,
+# Kafka jars and the versitygw binary in ~/.cache/framebus (FRAMEBUS_CACHE_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v go >/dev/null || need_apt+=(golang-go)
+command -v npm >/dev/null || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+  echo "setup: installing system packages: ${need_apt[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Debian's Go may be older than versitygw needs; GOTOOLCHAIN=auto lets `go` fetch a newer
+# toolchain through the module proxy when a module asks for one.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+
+stamp="$VENV/.framebus-installed"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+echo "setup: ready ($("$VENV/bin/python" --version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(java -version 2>&1 | head -1))"
