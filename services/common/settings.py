@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("framebus-videos", min_length=3, max_length=63, description="Bucket for videos and manifests.")
     s3_presign_expiry_s: int = Field(3600, ge=1, le=604800, description="Lifetime of presigned GET URLs.")
 
+    # --- Producers and the gateway ------------------------------------------------
+    tenant: str = Field("demo", description="Tenant the CLI acts for when --tenant is not given.")
+    submit_deadline_s: float = Field(30.0, gt=0, le=600,
+                                     description="How long a submit may retry before it reports the broker unavailable.")
+    webhook_http_hosts: frozenset[str] = Field(frozenset(), description="Hosts allowed plain-http webhook URLs (JSON list).")
+    gateway_host: str = Field(LOCAL_HOST, description="Address the HTTP gateway binds.")
+    gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP gateway.")
+    gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")
+    gateway_submissions_per_minute: int = Field(600, ge=1, description="Default per-tenant submission rate (429 above).")
+
     # --- Local runtime ---------------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir,
                             description="Downloads kept between runs: Kafka jars, the versitygw binary.")

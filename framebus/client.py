@@ -1,0 +1,167 @@
+"""The framebus producer SDK: submit generation requests to Kafka and follow them.
+
+    from framebus.client import FramebusClient
+
+    with FramebusClient(tenant_id="acme") as client:          # FRAMEBUS_* settings apply
+        receipt = client.submit({"request_id": "order-42", "prompt": "a red fox in snow",
+                                 "tier": "interactive", "num_frames": 17})
+        print(receipt.tokens, client.status("order-42"))
+
+Contract:
+- ``submit`` validates first (``pydantic.ValidationError`` naming each bad field; nothing
+  invalid is sent), then returns only after the broker acknowledged the record
+  (``acks=all``, idempotent producer, key = tenant id). If the broker cannot be reached
+  or does not acknowledge within ``submit_deadline_s`` (retries included) it raises
+  ``SubmitError``; it never reports success it did not get.
+- The ``request_id`` is the idempotency key: submitting it again is safe; the scheduler
+  runs each (tenant, request_id) once.
+- ``status`` reads the compacted status topic: the latest state the pipeline published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from kafka.errors import KafkaError
+from pydantic import BaseModel, ConfigDict
+
+from schemas.codec import decode_event, encode_event
+from schemas.events import CancelRequested, GenerationRequest, StatusChanged, status_key, utc_now
+from schemas.state import RequestState, Tier
+from schemas.topics import request_topic
+from services.common import kafka as kafka_adapter
+from services.common.compacted import read_latest
+from services.common.errors import FramebusError
+from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
+SDK_SOURCE = "/framebus/sdk"
+
+
+class SubmitError(FramebusError):
+    """The broker did not acknowledge a record within the deadline; nothing was accepted."""
+
+
+class Receipt(BaseModel):
+    """Proof that framebus accepted a request: where the record sits and what it will cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    tenant_id: str
+    tier: Tier
+    state: RequestState = RequestState.ACCEPTED
+    tokens: float
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    accepted_at: datetime
+
+
+class FramebusClient:
+    def __init__(self, *, tenant_id: str | None = None, settings: Settings | None = None,
+                 source: str = SDK_SOURCE) -> None:
+        self.settings = settings or Settings()
+        self.tenant_id = tenant_id or self.settings.tenant
+        self.source = source
+        deadline_ms = int(self.settings.submit_deadline_s * 1000)
+        self._producer = kafka_adapter.producer(
+            self.settings.bootstrap_servers, delivery_timeout_ms=deadline_ms, max_block_ms=deadline_ms,
+            request_timeout_ms=min(deadline_ms, 10000), linger_ms=0, bootstrap_timeout_ms=deadline_ms)
+
+    # --- requests ---------------------------------------------------------------------
+    def build_request(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationRequest:
+        """Validate a request (a mapping, or a model to re-check); the client's tenant fills in a missing tenant_id."""
+        if isinstance(request, GenerationRequest):
+            request = request.model_dump()
+        fields = {"tenant_id": self.tenant_id, **request}
+        return GenerationRequest.model_validate(fields, context={"webhook_http_hosts": self.settings.webhook_http_hosts})
+
+    def submit(self, request: GenerationRequest | Mapping[str, Any], *, traceparent: str | None = None) -> Receipt:
+        return self.submit_many([request], traceparent=traceparent)[0]
+
+    def submit_many(self, requests: Iterable[GenerationRequest | Mapping[str, Any]], *,
+                    traceparent: str | None = None) -> list[Receipt]:
+        """Validate all, then send all and wait for every acknowledgement (pipelined).
+
+        All requests are validated before any is sent. If any record is not acknowledged
+        the call raises SubmitError naming it; the ones before it may have been accepted.
+        """
+        built = [self.build_request(r) for r in requests]
+        pending = []
+        for request in built:
+            record = encode_event(request, source=self.source, traceparent=traceparent)
+            topic = self.settings.topic(request_topic(request.tier))
+            event_id = dict(record.headers)["ce_id"].decode()
+            try:
+                future = self._producer.send(topic, key=record.key, value=record.value, headers=record.headers)
+            except KafkaError as exc:
+                raise SubmitError(f"request {request.request_id!r} was not sent: {exc}") from exc
+            pending.append((request, topic, event_id, future))
+        receipts = []
+        for request, topic, event_id, future in pending:
+            try:
+                metadata = future.get(timeout=self.settings.submit_deadline_s)
+            except KafkaError as exc:
+                raise SubmitError(f"request {request.request_id!r} was not acknowledged by Kafka within "
+                                  f"{self.settings.submit_deadline_s:g}s: {exc}") from exc
+            receipts.append(Receipt(request_id=request.request_id, tenant_id=request.tenant_id, tier=request.tier,
+                                    tokens=request.quote(), topic=topic, partition=metadata.partition,
+                                    offset=metadata.offset, event_id=event_id, accepted_at=utc_now()))
+        self._publish_accepted(built, receipts, traceparent)
+        return receipts
+
+    def _publish_accepted(self, requests: list[GenerationRequest], receipts: list[Receipt],
+                          traceparent: str | None) -> None:
+        """Record ``accepted`` on the status topic. Best effort: the request is already safe in Kafka."""
+        try:
+            futures = [self.publish(StatusChanged(
+                request_id=r.request_id, tenant_id=r.tenant_id, state=RequestState.ACCEPTED, tier=r.tier,
+                request_digest=r.digest(), tokens=receipt.tokens, batch_id=r.batch_id,
+                timings={"accepted_at": receipt.accepted_at}), "framebus.status", traceparent=traceparent)
+                for r, receipt in zip(requests, receipts, strict=True)]
+            for future in futures:
+                future.get(timeout=self.settings.submit_deadline_s)
+        except KafkaError:
+            log.warning("requests were accepted but their `accepted` status was not recorded", exc_info=True)
+
+    def publish(self, event, topic: str, *, traceparent: str | None = None):
+        """Send any contract event to a catalogue topic; returns the send future."""
+        record = encode_event(event, source=self.source, traceparent=traceparent)
+        return self._producer.send(self.settings.topic(topic), key=record.key, value=record.value,
+                                   headers=record.headers)
+
+    # --- follow-ups ---------------------------------------------------------------------
+    def cancel(self, request_id: str, *, reason: str = "cancelled by the client") -> CancelRequested:
+        """Ask the pipeline to cancel; returns once the broker acknowledged the cancel."""
+        event = CancelRequested(request_id=request_id, tenant_id=self.tenant_id, reason=reason)
+        try:
+            self.publish(event, "framebus.control").get(timeout=self.settings.submit_deadline_s)
+        except KafkaError as exc:
+            raise SubmitError(f"cancel of {request_id!r} was not acknowledged by Kafka: {exc}") from exc
+        return event
+
+    def status(self, request_id: str, *, timeout_s: float = 10.0) -> StatusChanged | None:
+        """The latest published status of one of this tenant's requests, or None if unknown."""
+        record = read_latest(self.settings.bootstrap_servers, self.settings.topic("framebus.status"),
+                             status_key(self.tenant_id, request_id), timeout_s=timeout_s)
+        if record is None:
+            return None
+        event = decode_event(record.headers, record.value).event
+        return event if isinstance(event, StatusChanged) else None
+
+    def quote(self, request: GenerationRequest | Mapping[str, Any]) -> float:
+        return self.build_request(request).quote()
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+    def __enter__(self) -> FramebusClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

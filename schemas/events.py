@@ -1,0 +1,410 @@
+"""The event models: the source of truth of the framebus contract.
+
+Every event carries ``schema_version`` "MAJOR.MINOR". Within a major version changes are
+additive only: a consumer accepts a newer minor (ignoring fields it does not know) and
+rejects an unknown major with ``unsupported_version``. Producers are strict: unknown
+fields are rejected, so a typo such as ``widht`` never reaches Kafka.
+
+Bounds live in ``schemas.limits``; messages name the field and the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from schemas import limits
+from schemas.state import ErrorCode, ModelName, RequestState, Tier
+from schemas.tokens import quote_tokens
+
+SCHEMA_VERSION = "1.0"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+RequestId = Annotated[str, Field(pattern=limits.REQUEST_ID_PATTERN, description="Client-chosen idempotency key: 1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit.")]
+TenantId = Annotated[str, Field(pattern=limits.TENANT_ID_PATTERN, description="Tenant id: 2-63 of a-z 0-9 -, starting with a letter or digit.")]
+BatchId = Annotated[str, Field(pattern=limits.BATCH_ID_PATTERN)]
+Tokens = Annotated[float, Field(ge=0, description="Tokens, to 0.001.")]
+
+
+class Event(BaseModel):
+    """Base of every event: strict, immutable, versioned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    event_type: ClassVar[str]
+    schema_version: str = Field(SCHEMA_VERSION, pattern=r"^\d+\.\d+$",
+                                description="MAJOR.MINOR of the event's schema.")
+
+    def partition_key(self) -> str:
+        """The Kafka record key; by default the tenant, so one partition owns each tenant."""
+        return self.tenant_id  # type: ignore[attr-defined]
+
+    def subject(self) -> str:
+        return self.tenant_id  # type: ignore[attr-defined]
+
+
+# --- requests --------------------------------------------------------------------------
+
+class GenerationFields(BaseModel):
+    """What to render: the fields a client chooses, shared by the event and the HTTP body."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tier: Tier = Tier.STANDARD
+    prompt: str = Field(min_length=1, description=f"At most {limits.PROMPT_MAX_BYTES} UTF-8 bytes.")
+    negative_prompt: str = Field("", description=f"At most {limits.NEGATIVE_PROMPT_MAX_BYTES} UTF-8 bytes.")
+    model: ModelName = ModelName.WAN21_T2V_1_3B
+    width: int = Field(832, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
+                       description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.")
+    height: int = Field(480, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
+                        description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.")
+    num_frames: int = Field(81, ge=1, le=limits.MAX_NUM_FRAMES, description="Frames; 4k+1 (1, 5, 9, ... 81, ...).")
+    fps: int = Field(16, ge=limits.MIN_FPS, le=limits.MAX_FPS)
+    num_inference_steps: int = Field(50, ge=limits.MIN_STEPS, le=limits.MAX_STEPS)
+    guidance_scale: float = Field(5.0, ge=limits.MIN_GUIDANCE, le=limits.MAX_GUIDANCE, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=limits.MAX_SEED, description="Unset: the scheduler picks one and reports it.")
+    webhook_url: str | None = Field(None, max_length=limits.WEBHOOK_URL_MAX_CHARS,
+                                    description="https URL for completion webhooks (http only for allowlisted hosts).")
+    batch_id: BatchId | None = None
+    custom_id: str | None = Field(None, pattern=limits.CUSTOM_ID_PATTERN)
+    metadata: dict[str, str] = Field(default_factory=dict, description="Small free-form map echoed on every event.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_fits(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("`prompt` must contain more than whitespace")
+        _max_bytes("prompt", value, limits.PROMPT_MAX_BYTES)
+        return value
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative_prompt_fits(cls, value: str) -> str:
+        _max_bytes("negative_prompt", value, limits.NEGATIVE_PROMPT_MAX_BYTES)
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_16(cls, value: int, info: ValidationInfo) -> int:
+        if value % limits.DIMENSION_MULTIPLE:
+            raise ValueError(f"`{info.field_name}` must be a multiple of {limits.DIMENSION_MULTIPLE} but is {value}")
+        return value
+
+    @field_validator("num_frames")
+    @classmethod
+    def _four_k_plus_one(cls, value: int) -> int:
+        if (value - 1) % 4:
+            raise ValueError(f"`num_frames` must be 4k+1 (e.g. {value - (value - 1) % 4} or "
+                             f"{value + 4 - (value - 1) % 4}) but is {value}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > limits.METADATA_MAX_KEYS:
+            raise ValueError(f"`metadata` may have at most {limits.METADATA_MAX_KEYS} keys but has {len(value)}")
+        for key, item in value.items():
+            if not re.match(limits.METADATA_KEY_PATTERN, key):
+                raise ValueError(f"`metadata` key {key!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+            if len(item) > limits.METADATA_VALUE_MAX_CHARS:
+                raise ValueError(f"`metadata[{key!r}]` must be at most {limits.METADATA_VALUE_MAX_CHARS} characters "
+                                 f"but is {len(item)}")
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        if size > limits.METADATA_MAX_BYTES:
+            raise ValueError(f"`metadata` must encode to at most {limits.METADATA_MAX_BYTES} bytes but is {size}")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_https(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = AnyUrl(value)
+        except ValueError as exc:
+            raise ValueError(f"`webhook_url` is not a valid URL: {value!r}") from exc
+        if url.username or url.password:
+            raise ValueError("`webhook_url` must not carry credentials")
+        allowed_http = (info.context or {}).get("webhook_http_hosts", frozenset())
+        if url.scheme == "https" or (url.scheme == "http" and url.host in allowed_http):
+            return value
+        raise ValueError(f"`webhook_url` must use https (http only for allowlisted hosts) but is {value!r}")
+
+    def quote(self) -> float:
+        return quote_tokens(width=self.width, height=self.height, num_frames=self.num_frames,
+                            num_inference_steps=self.num_inference_steps, prompt=self.prompt)
+
+
+class GenerationRequest(Event, GenerationFields):
+    """framebus.generation.requested: one prompt to render, for one tenant."""
+
+    event_type: ClassVar[str] = "framebus.generation.requested"
+
+    request_id: RequestId
+    tenant_id: TenantId
+    submitted_at: datetime = Field(default_factory=utc_now)
+
+    def digest(self) -> str:
+        """A hash of what was asked (not when): equal for an exact resubmission, so idempotency can tell."""
+        body = self.model_dump(mode="json", exclude={"submitted_at", "schema_version"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _max_bytes(field: str, value: str, limit: int) -> None:
+    size = len(value.encode())
+    if size > limit:
+        raise ValueError(f"`{field}` must be at most {limit} UTF-8 bytes but is {size}")
+
+
+class CancelRequested(Event):
+    """framebus.control.cancel: stop a request; queued ones end at once, running ones between steps."""
+
+    event_type: ClassVar[str] = "framebus.control.cancel"
+
+    request_id: RequestId
+    tenant_id: TenantId
+    reason: str = Field("cancelled by the client", max_length=512)
+    requested_at: datetime = Field(default_factory=utc_now)
+
+
+# --- results -----------------------------------------------------------------------------
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str
+    key: str
+    url: str = Field(description="Presigned GET URL.")
+    url_expires_at: datetime
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    duration_s: float = Field(ge=0)
+    codec: str
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    poster_key: str | None = None
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: Tokens
+    gpu_seconds: float = Field(0.0, ge=0)
+    steps_run: int = Field(0, ge=0)
+    steps_skipped_by_cache: int = Field(0, ge=0)
+
+
+class Timings(BaseModel):
+    """Wall-clock points and stage durations; each is set by the stage that knows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accepted_at: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    denoise_s: float | None = None
+    decode_s: float | None = None
+    encode_s: float | None = None
+    upload_s: float | None = None
+    finished_at: datetime | None = None
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: ErrorCode
+    message: str = Field(max_length=2048)
+
+
+class _Result(Event):
+    request_id: RequestId
+    tenant_id: TenantId
+    tier: Tier
+    model: ModelName
+    batch_id: BatchId | None = None
+    custom_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    timings: Timings = Field(default_factory=Timings)
+
+
+class GenerationCompleted(_Result):
+    event_type: ClassVar[str] = "framebus.generation.completed"
+
+    outcome: Literal["completed"] = "completed"
+    output: Output
+    usage: Usage
+    seed: int = Field(ge=0, le=limits.MAX_SEED)
+
+
+class GenerationFailed(_Result):
+    event_type: ClassVar[str] = "framebus.generation.failed"
+
+    outcome: Literal["failed"] = "failed"
+    error: ErrorInfo
+    usage: Usage | None = None
+
+
+class GenerationCancelled(_Result):
+    event_type: ClassVar[str] = "framebus.generation.cancelled"
+
+    outcome: Literal["cancelled"] = "cancelled"
+    reason: str = Field("cancelled", max_length=512)
+    usage: Usage | None = None
+
+
+class StatusChanged(Event):
+    """framebus.generation.status, on the compacted status topic: the latest state of a request."""
+
+    event_type: ClassVar[str] = "framebus.generation.status"
+
+    request_id: RequestId
+    tenant_id: TenantId
+    state: RequestState
+    tier: Tier
+    updated_at: datetime = Field(default_factory=utc_now)
+    request_digest: str | None = Field(None, description="sha256 of the request, for idempotent resubmission.")
+    tokens: Tokens | None = None
+    batch_id: BatchId | None = None
+    output: Output | None = None
+    error: ErrorInfo | None = None
+    timings: Timings = Field(default_factory=Timings)
+
+    def partition_key(self) -> str:
+        # Request ids are chosen by clients, so two tenants may pick the same one.
+        return status_key(self.tenant_id, self.request_id)
+
+
+def status_key(tenant_id: str, request_id: str) -> str:
+    return f"{tenant_id}/{request_id}"
+
+
+# --- metering and ledger ----------------------------------------------------------------
+
+class UsageRecorded(Event):
+    """framebus.usage.recorded: shaped for OpenMeter-style ingestion (subject = tenant)."""
+
+    event_type: ClassVar[str] = "framebus.usage.recorded"
+
+    request_id: RequestId
+    tenant_id: TenantId
+    tier: Tier
+    model: ModelName
+    tokens: Tokens
+    gpu_seconds: float = Field(ge=0)
+    video_seconds: float = Field(ge=0)
+    width: int
+    height: int
+    num_frames: int
+    num_inference_steps: int
+    recorded_at: datetime = Field(default_factory=utc_now)
+
+
+class _LedgerEntry(Event):
+    tenant_id: TenantId
+    entry_id: str = Field(min_length=1, max_length=128, description="Unique per entry; folds dedupe on it.")
+    tokens: Tokens
+    at: datetime = Field(default_factory=utc_now)
+
+
+class LedgerCredited(_LedgerEntry):
+    event_type: ClassVar[str] = "framebus.ledger.credited"
+
+    reason: str = Field("credit", max_length=512)
+    actor: str = Field("admin", max_length=128)
+
+
+class LedgerReserved(_LedgerEntry):
+    event_type: ClassVar[str] = "framebus.ledger.reserved"
+
+    request_id: RequestId
+
+
+class LedgerCharged(_LedgerEntry):
+    event_type: ClassVar[str] = "framebus.ledger.charged"
+
+    request_id: RequestId
+
+
+class LedgerReleased(_LedgerEntry):
+    event_type: ClassVar[str] = "framebus.ledger.released"
+
+    request_id: RequestId
+    reason: str = Field("released", max_length=512)
+
+
+# --- batches and tenants -------------------------------------------------------------------
+
+class BatchCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: int = Field(ge=0)
+    completed: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    cancelled: int = Field(0, ge=0)
+
+
+class BatchCompleted(Event):
+    event_type: ClassVar[str] = "framebus.batch.completed"
+
+    batch_id: BatchId
+    tenant_id: TenantId
+    counts: BatchCounts
+    tokens: Tokens
+    manifest_key: str
+    manifest_url: str
+    errors_key: str | None = None
+    completed_at: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
+        return self.batch_id
+
+
+class ApiKeyRecord(BaseModel):
+    """A tenant's API key as stored: its public id and the SHA-256 of its secret, never the secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_id: str = Field(pattern=r"^[a-z0-9]{8,32}$")
+    secret_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: datetime = Field(default_factory=utc_now)
+    revoked: bool = False
+
+
+class TenantUpdated(Event):
+    """framebus.tenant.updated, on the compacted tenants topic: a tenant's full current settings."""
+
+    event_type: ClassVar[str] = "framebus.tenant.updated"
+
+    tenant_id: TenantId
+    display_name: str = Field("", max_length=256)
+    api_keys: tuple[ApiKeyRecord, ...] = ()
+    credit_limit_tokens: Tokens = 0.0
+    submissions_per_minute: int | None = Field(None, ge=1, le=100_000, description="Unset: the gateway default.")
+    disabled: bool = False
+    updated_at: datetime = Field(default_factory=utc_now)
+
+
+EVENT_MODELS: dict[str, type[Event]] = {
+    model.event_type: model
+    for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
+                  StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
+                  BatchCompleted, TenantUpdated)
+}

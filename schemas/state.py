@@ -1,0 +1,58 @@
+"""The lifecycle of one generation request, shared by every service."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RequestState(StrEnum):
+    ACCEPTED = "accepted"  # a producer's record is on a request topic
+    QUEUED = "queued"  # admitted by the scheduler, tokens reserved
+    DISPATCHED = "dispatched"  # in a batch on framebus.jobs for one worker
+    RUNNING = "running"  # the worker started denoising
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RequestState.COMPLETED, RequestState.FAILED, RequestState.CANCELLED})
+
+
+class Tier(StrEnum):
+    INTERACTIVE = "interactive"
+    STANDARD = "standard"
+    BATCH = "batch"
+
+
+class ModelName(StrEnum):
+    """Models a request may name. The generator's registry maps each to weights."""
+
+    WAN_TINY = "wan-tiny"  # built from config with seeded weights: tests, CI, the demo
+    WAN21_T2V_1_3B = "wan2.1-t2v-1.3b"
+    WAN21_T2V_14B = "wan2.1-t2v-14b"
+    WAN22_TI2V_5B = "wan2.2-ti2v-5b"
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable reasons on `failed` events, rejections and HTTP errors."""
+
+    INVALID_REQUEST = "invalid_request"
+    INVALID_JSON = "invalid_json"
+    MISSING_HEADER = "missing_header"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_TENANT = "unknown_tenant"
+    UNKNOWN_MODEL = "unknown_model"
+    DUPLICATE_REQUEST = "duplicate_request"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    QUEUE_FULL = "queue_full"
+    EXPIRED = "expired"
+    WORKER_LOST = "worker_lost"
+    GENERATION_ERROR = "generation_error"
+    ENCODE_ERROR = "encode_error"
+    STORAGE_ERROR = "storage_error"
+    INTERNAL_ERROR = "internal_error"

@@ -1,0 +1,134 @@
+"""Reading compacted topics as tables: one key's latest value, or all of them, kept current.
+
+``TopicTable`` is how a gateway replica materializes framebus.status and
+framebus.tenants: it reads every partition from the beginning (no consumer group, so
+every replica sees everything), reports when it has caught up with the end offsets it
+saw at start, then follows new records. Records that do not decode are counted and
+skipped; the table never stops on a bad record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as SyncTopicPartition
+from kafka.partitioner.default import murmur2
+
+log = logging.getLogger(__name__)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Java client's default partitioner (and kafka-python's) picks for ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
+    """The latest record for ``key`` (None if absent or deleted), reading only its partition."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        tp = SyncTopicPartition(topic, partition_for(key.encode(), len(partitions)))
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        latest = None
+        deadline = time.monotonic() + timeout_s
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=500).get(tp, []):
+                if record.key == key.encode():
+                    latest = record if record.value is not None else None
+        return latest
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[bytes, object]:
+    """Every live key's latest record in ``topic`` (tombstones remove keys)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        table: dict[bytes, object] = {}
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if record.value is None:
+                        table.pop(record.key, None)
+                    else:
+                        table[record.key] = record
+        return table
+    finally:
+        consumer.close()
+
+
+class TopicTable:
+    """Follows a compacted topic from the beginning and hands each record to ``apply``."""
+
+    def __init__(self, bootstrap: str, topic: str, apply: Callable[[object], None]) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.apply = apply
+        self.caught_up = asyncio.Event()
+        self.skipped = 0  # records ``apply`` could not use
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self, *, catch_up_timeout_s: float = 60.0) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await self._consumer.stop()
+            raise RuntimeError(f"topic {self.topic} does not exist; run `framebus up` to create it")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        ends = await self._consumer.end_offsets(tps)
+        self._task = asyncio.create_task(self._follow(ends), name=f"table:{self.topic}")
+        await asyncio.wait_for(self.caught_up.wait(), timeout=catch_up_timeout_s)
+
+    async def _follow(self, ends: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        pending = {tp for tp, end in ends.items() if end > 0}
+        if not pending:
+            self.caught_up.set()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    try:
+                        self.apply(record)
+                    except Exception:  # noqa: BLE001 - one bad record must not stop the table
+                        self.skipped += 1
+                        log.warning("skipped a record of %s at %s:%s", self.topic, tp.partition, record.offset,
+                                    exc_info=True)
+            if pending:
+                for tp in list(pending):
+                    if await self._consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+                if not pending:
+                    self.caught_up.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
