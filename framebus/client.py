@@ -21,7 +21,7 @@ Contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +64,10 @@ class Receipt(BaseModel):
 
 class FramebusClient:
     def __init__(self, *, tenant_id: str | None = None, settings: Settings | None = None,
-                 source: str = SDK_SOURCE) -> None:
+                 source: str = SDK_SOURCE, on_accepted: Callable[[StatusChanged], None] | None = None) -> None:
+        """``on_accepted`` sees each ``accepted`` status as it is published (the gateway's own table uses it)."""
         self.settings = settings or Settings()
+        self.on_accepted = on_accepted
         self.tenant_id = tenant_id or self.settings.tenant
         self.source = source
         deadline_ms = int(self.settings.submit_deadline_s * 1000)
@@ -118,12 +120,12 @@ class FramebusClient:
     def _publish_accepted(self, requests: list[GenerationRequest], receipts: list[Receipt],
                           traceparent: str | None) -> None:
         """Record ``accepted`` on the status topic. Best effort: the request is already safe in Kafka."""
+        statuses = [accepted_status(r, receipt) for r, receipt in zip(requests, receipts, strict=True)]
+        if self.on_accepted is not None:
+            for status in statuses:
+                self.on_accepted(status)
         try:
-            futures = [self.publish(StatusChanged(
-                request_id=r.request_id, tenant_id=r.tenant_id, state=RequestState.ACCEPTED, tier=r.tier,
-                request_digest=r.digest(), tokens=receipt.tokens, batch_id=r.batch_id,
-                timings={"accepted_at": receipt.accepted_at}), "framebus.status", traceparent=traceparent)
-                for r, receipt in zip(requests, receipts, strict=True)]
+            futures = [self.publish(status, "framebus.status", traceparent=traceparent) for status in statuses]
             for future in futures:
                 future.get(timeout=self.settings.submit_deadline_s)
         except KafkaError:
@@ -136,9 +138,10 @@ class FramebusClient:
                                    headers=record.headers)
 
     # --- follow-ups ---------------------------------------------------------------------
-    def cancel(self, request_id: str, *, reason: str = "cancelled by the client") -> CancelRequested:
+    def cancel(self, request_id: str, *, reason: str = "cancelled by the client",
+               tenant_id: str | None = None) -> CancelRequested:
         """Ask the pipeline to cancel; returns once the broker acknowledged the cancel."""
-        event = CancelRequested(request_id=request_id, tenant_id=self.tenant_id, reason=reason)
+        event = CancelRequested(request_id=request_id, tenant_id=tenant_id or self.tenant_id, reason=reason)
         try:
             self.publish(event, "framebus.control").get(timeout=self.settings.submit_deadline_s)
         except KafkaError as exc:
@@ -165,3 +168,19 @@ class FramebusClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def accepted_status(request: GenerationRequest, receipt: Receipt) -> StatusChanged:
+    return StatusChanged(
+        request_id=request.request_id, tenant_id=request.tenant_id, state=RequestState.ACCEPTED, tier=request.tier,
+        request_digest=request.digest(), tokens=receipt.tokens, batch_id=request.batch_id,
+        request_topic=receipt.topic, request_partition=receipt.partition, request_offset=receipt.offset,
+        request_event_id=receipt.event_id, timings={"accepted_at": receipt.accepted_at})
+
+
+def receipt_from_status(status: StatusChanged) -> Receipt:
+    """The receipt originally returned for the request ``status`` describes."""
+    return Receipt(request_id=status.request_id, tenant_id=status.tenant_id, tier=status.tier,
+                   tokens=status.tokens or 0.0, topic=status.request_topic or "", partition=status.request_partition or 0,
+                   offset=status.request_offset or 0, event_id=status.request_event_id or "",
+                   accepted_at=status.timings.accepted_at or status.updated_at)

@@ -282,6 +282,11 @@ class StatusChanged(Event):
     updated_at: datetime = Field(default_factory=utc_now)
     request_digest: str | None = Field(None, description="sha256 of the request, for idempotent resubmission.")
     tokens: Tokens | None = None
+    # Where the request record sits, so an idempotent resubmission returns the same receipt.
+    request_topic: str | None = None
+    request_partition: int | None = None
+    request_offset: int | None = None
+    request_event_id: str | None = None
     batch_id: BatchId | None = None
     output: Output | None = None
     error: ErrorInfo | None = None

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from infra.errors import InfraError
-from services.common.errors import FramebusError
+from services.cli.output import console, errors_exit
 from services.common.settings import Settings
 from services.common.stack import Stack, StackReport
+from services.cli import requests as request_commands
+from services.cli import tenants as tenant_commands
 
 app = typer.Typer(help="framebus: event-driven text-to-video on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-console = Console()
-err_console = Console(stderr=True)
-
-
-@contextmanager
-def _errors_exit():
-    """Known failures print one line (cause and fix) and exit 1, with no traceback."""
-    try:
-        yield
-    except (InfraError, FramebusError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(1) from exc
-
-
 def _print_stack(report: StackReport) -> None:
     table = Table(title="framebus stack", title_justify="left")
     for column in ("service", "listens on", "state", "ready in"):
@@ -55,14 +39,14 @@ def bring_up(settings: Settings) -> StackReport:
 @app.command()
 def up() -> None:
     """Start local Kafka and S3 (unless configured to use existing ones), create topics and the bucket."""
-    with _errors_exit():
+    with errors_exit():
         bring_up(Settings())
 
 
 @app.command()
 def down(purge: bool = typer.Option(False, help="Also delete local Kafka and S3 data.")) -> None:
     """Stop the local servers that `up` started (never any other process)."""
-    with _errors_exit():
+    with errors_exit():
         stopped = Stack(Settings()).down(purge=purge)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     if purge:
@@ -70,8 +54,8 @@ def down(purge: bool = typer.Option(False, help="Also delete local Kafka and S3 
 
 
 @app.command()
-def status() -> None:
-    """Show where each part listens and whether it runs."""
+def ps() -> None:
+    """Show where Kafka and S3 listen and whether the local ones run."""
     table = Table("service", "endpoint", "state")
     for service in Stack(Settings()).status():
         table.add_row(service.name, service.endpoint, service.state)
@@ -83,7 +67,7 @@ def smoke() -> None:
     """Check a running stack: a CloudEvent through Kafka, an object through S3, ffmpeg present."""
     from services.demo.smoke import run_smoke
 
-    with _errors_exit():
+    with errors_exit():
         results = run_smoke(Settings())
     table = Table("check", "result", "took", title="smoke check", title_justify="left")
     for result in results:
@@ -96,7 +80,7 @@ def demo() -> None:
     """The main job. For now: `up` plus the smoke check; the full pipeline demo grows here."""
     console.print("[bold]framebus demo[/]: the generation pipeline is not built yet, so this runs "
                   "`up` and a smoke check of Kafka, S3 and ffmpeg.")
-    with _errors_exit():
+    with errors_exit():
         bring_up(Settings())
     smoke()
     console.print("stack left running; stop it with [bold]framebus down[/].")
@@ -115,6 +99,24 @@ def topics(as_json: bool = typer.Option(False, "--json", help="Print the catalog
     for t in CATALOGUE:
         table.add_row(t.name, t.key, str(t.partitions), t.cleanup.value, ", ".join(t.event_types))
     console.print(table)
+
+
+for command in (request_commands.submit, request_commands.status, request_commands.cancel, request_commands.quote):
+    app.command()(command)
+app.add_typer(tenant_commands.app, name="tenants")
+
+
+@app.command()
+def gateway(host: str | None = typer.Option(None, help="Bind address (default FRAMEBUS_GATEWAY_HOST)."),
+            port: int | None = typer.Option(None, help="Port (default FRAMEBUS_GATEWAY_PORT).")) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    from services.gateway.app import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=host or settings.gateway_host, port=port or settings.gateway_port,
+                log_level="info")
 
 
 if __name__ == "__main__":

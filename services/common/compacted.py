@@ -19,12 +19,24 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as SyncTopicPartition
 from kafka.partitioner.default import murmur2
 
+from services.common.errors import KafkaAdapterError
+
+
+
 log = logging.getLogger(__name__)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition the Java client's default partitioner (and kafka-python's) picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partitions_of(bootstrap: str, topic: str) -> set[int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        return set(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
 
 
 def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
@@ -88,12 +100,12 @@ class TopicTable:
         self._task: asyncio.Task | None = None
 
     async def start(self, *, catch_up_timeout_s: float = 60.0) -> None:
+        # aiokafka learns partitions only for assigned topics, so ask once with the sync client.
+        partitions = await asyncio.to_thread(partitions_of, self.bootstrap, self.topic)
+        if not partitions:
+            raise KafkaAdapterError(f"topic {self.topic} does not exist; run `framebus up` to create it")
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self._consumer.stop()
-            raise RuntimeError(f"topic {self.topic} does not exist; run `framebus up` to create it")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)

@@ -1,0 +1,35 @@
+"""Terminal output shared by the CLI commands: consoles and the one-line error policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from infra.errors import InfraError
+from schemas.validation import describe_errors
+from services.common.errors import FramebusError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def errors_exit() -> Iterator[None]:
+    """Known failures print one line each and exit non-zero, with no traceback.
+
+    Exit codes: 1 for an operational failure (cause and fix printed), 2 for invalid input.
+    """
+    try:
+        yield
+    except ValidationError as exc:
+        for problem in describe_errors(exc):
+            err_console.print(f"[bold red]invalid[/] {problem.field}: {problem.message}", soft_wrap=True,
+                              highlight=False)
+        raise typer.Exit(2) from exc
+    except (InfraError, FramebusError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from exc

@@ -1,0 +1,1 @@
+"""The HTTP gateway: FastAPI over the producer SDK and the materialized status and tenant tables."""

@@ -1,0 +1,71 @@
+"""The HTTP shapes of the gateway: request bodies, responses and the error envelope."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.events import ErrorInfo, GenerationFields, Output, RequestId, StatusChanged, Timings
+from schemas.state import RequestState, Tier
+
+
+class GenerationCreate(GenerationFields):
+    """POST /v1/generations: what to render. The tenant comes from the API key."""
+
+    request_id: RequestId | None = Field(
+        None, description="Idempotency key. Same id and body again: the same receipt. Same id, other body: 409. "
+                          "Unset: the gateway picks one (no idempotency).")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_https(cls, value: str | None) -> str | None:
+        # Replaces the inherited check: the scheme rule needs the gateway's allowlist, so the
+        # gateway applies it when it builds the GenerationRequest (a 422 names the field either way).
+        return value
+
+
+class GenerationStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    state: RequestState
+    terminal: bool
+    tier: Tier
+    tokens: float | None = None
+    updated_at: datetime
+    timings: Timings
+    output: Output | None = None
+    error: ErrorInfo | None = None
+
+    @classmethod
+    def from_status(cls, status: StatusChanged) -> GenerationStatus:
+        return cls(request_id=status.request_id, state=status.state, terminal=status.state.is_terminal,
+                   tier=status.tier, tokens=status.tokens, updated_at=status.updated_at, timings=status.timings,
+                   output=status.output, error=status.error)
+
+
+class CancelAccepted(BaseModel):
+    request_id: str
+    state: RequestState
+    cancel_requested: bool = True
+
+
+class Quote(BaseModel):
+    tokens: float = Field(description="Tokens this request will be billed, per the published formula.")
+    standard_units: float = Field(description="tokens / 100: multiples of a 1024x1024, 81-frame, 50-step request.")
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldProblem] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,107 @@
+"""The gateway's FastAPI app: the only place that reads settings and builds real clients.
+
+    framebus gateway            # uvicorn on FRAMEBUS_GATEWAY_HOST:FRAMEBUS_GATEWAY_PORT
+
+At startup it materializes framebus.status and framebus.tenants from the beginning and
+reports ready (GET /readyz) once both have caught up, so any replica answers any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from framebus.client import FramebusClient, SubmitError
+from schemas.state import ErrorCode
+from schemas.validation import FieldError, describe_errors
+from services.common.compacted import TopicTable
+from services.common.settings import Settings
+from services.gateway.limits import BodySizeLimit
+from services.gateway.ratelimit import RateLimiter, retry_after_header
+from services.gateway.routes import router
+from services.gateway.runtime import Conflict, Gateway, NotFound, RateLimited, Unauthenticated
+from services.gateway.tables import StatusTable, TenantTable
+
+GATEWAY_SOURCE = "/framebus/gateway"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    statuses, tenants = StatusTable(), TenantTable()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        client = await asyncio.to_thread(FramebusClient, settings=settings, source=GATEWAY_SOURCE,
+                                         on_accepted=statuses.apply)
+        tables = [TopicTable(settings.bootstrap_servers, settings.topic("framebus.status"), statuses.apply_record),
+                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record)]
+        for table in tables:
+            await table.start()
+        app.state.gateway = Gateway(settings=settings, client=client, statuses=statuses, tenants=tenants,
+                                    limiter=RateLimiter(clock=time.monotonic))
+        app.state.tables = tables
+        try:
+            yield
+        finally:
+            for table in tables:
+                await table.stop()
+            await asyncio.to_thread(client.close)
+
+    app = FastAPI(title="framebus gateway", version="1.0",
+                  description="Submit text-to-video generations, follow them, cancel them, quote them.",
+                  lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.include_router(router)
+    _install_error_handlers(app)
+    return app
+
+
+def _error(status: int, code: str, message: str, fields=(), headers=None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message,
+                      "fields": [{"field": f.field, "message": f.message} for f in fields]}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+            problems.append(FieldError(".".join(loc) or "(body)", str(error.get("msg", "")).removeprefix("Value error, ")))
+        return _error(422, ErrorCode.INVALID_REQUEST, _summary(problems), problems)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_model(_: Request, exc: ValidationError) -> JSONResponse:
+        problems = describe_errors(exc)
+        return _error(422, ErrorCode.INVALID_REQUEST, _summary(problems), problems)
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
+        return _error(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, exc.code, str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return _error(429, "rate_limited", str(exc), headers={"Retry-After": retry_after_header(exc.retry_after_s)})
+
+    @app.exception_handler(SubmitError)
+    async def kafka_unavailable(_: Request, exc: SubmitError) -> JSONResponse:
+        return _error(503, "unavailable", str(exc), headers={"Retry-After": "5"})
+
+
+def _summary(problems) -> str:
+    return "; ".join(f"{p.field}: {p.message}" for p in problems) or "invalid request"

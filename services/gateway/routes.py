@@ -1,0 +1,73 @@
+"""HTTP routes: translate requests to Gateway calls and results to responses, nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+
+from schemas import limits
+from schemas.events import GenerationFields, TenantUpdated
+from services.gateway.api import CancelAccepted, ErrorResponse, GenerationCreate, GenerationStatus, Quote
+from services.gateway.runtime import Gateway
+from framebus.client import Receipt
+
+router = APIRouter()
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429, 503)}
+RequestIdPath = Annotated[str, Path(pattern=limits.REQUEST_ID_PATTERN, max_length=128)]
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantUpdated:
+    return gateway(request).authenticate(authorization)
+
+
+Tenant = Annotated[TenantUpdated, Depends(tenant)]
+
+
+@router.post("/v1/generations", status_code=201, response_model=Receipt, responses=ERRORS,
+             summary="Submit a generation (idempotent on request_id)")
+def create_generation(body: GenerationCreate, caller: Tenant, request: Request, response: Response) -> Receipt:
+    submitted = gateway(request).submit(caller, body)
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return submitted.receipt
+
+
+@router.get("/v1/generations/{request_id}", response_model=GenerationStatus, responses=ERRORS,
+            summary="State, timings and output of a generation")
+def get_generation(request_id: RequestIdPath, caller: Tenant, request: Request) -> GenerationStatus:
+    return GenerationStatus.from_status(gateway(request).status(caller, request_id))
+
+
+@router.post("/v1/generations/{request_id}/cancel", status_code=202, response_model=CancelAccepted,
+             responses=ERRORS, summary="Cancel a generation that has not finished")
+def cancel_generation(request_id: RequestIdPath, caller: Tenant, request: Request) -> CancelAccepted:
+    status = gateway(request).cancel(caller, request_id)
+    return CancelAccepted(request_id=request_id, state=status.state)
+
+
+@router.get("/v1/quote", response_model=Quote, responses={422: {"model": ErrorResponse}},
+            summary="Tokens a request would cost (no key needed)")
+def quote(prompt: Annotated[str, Query(min_length=1, max_length=limits.PROMPT_MAX_BYTES)],
+          width: Annotated[int, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = 832,
+          height: Annotated[int, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = 480,
+          num_frames: Annotated[int, Query(ge=1, le=limits.MAX_NUM_FRAMES)] = 81,
+          num_inference_steps: Annotated[int, Query(ge=limits.MIN_STEPS, le=limits.MAX_STEPS)] = 50) -> Quote:
+    fields = GenerationFields(prompt=prompt, width=width, height=height, num_frames=num_frames,
+                              num_inference_steps=num_inference_steps)
+    tokens = fields.quote()
+    return Quote(tokens=tokens, standard_units=round(tokens / 100, 6))
+
+
+@router.get("/healthz", include_in_schema=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", include_in_schema=False)
+def readyz(request: Request) -> dict[str, str]:
+    return {"status": "ready" if getattr(request.app.state, "gateway", None) else "starting"}

@@ -1,0 +1,104 @@
+"""What the gateway's routes work with: tables, the producer client, the rate limiter.
+
+Routes translate HTTP; this object owns the decisions (idempotency, cancel rules) and
+raises GatewayError subclasses that app.py maps to status codes.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from framebus.client import FramebusClient, Receipt, receipt_from_status
+from schemas.events import GenerationRequest, StatusChanged, TenantUpdated
+from schemas.state import ErrorCode
+from services.common.errors import FramebusError
+from services.common.settings import Settings
+from services.gateway.api import GenerationCreate
+from services.gateway.keys import parse_key, secret_matches
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.tables import StatusTable, TenantTable
+
+
+class GatewayError(FramebusError):
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+
+
+class Unauthenticated(GatewayError):
+    pass
+
+
+class NotFound(GatewayError):
+    pass
+
+
+class Conflict(GatewayError):
+    code = ErrorCode.DUPLICATE_REQUEST
+
+
+class RateLimited(GatewayError):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"submission rate limit reached; retry in {retry_after_s:.1f}s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Submitted:
+    receipt: Receipt
+    replayed: bool  # True: an identical earlier submission; nothing new was sent
+
+
+class Gateway:
+    def __init__(self, *, settings: Settings, client: FramebusClient, statuses: StatusTable, tenants: TenantTable,
+                 limiter: RateLimiter) -> None:
+        self.settings = settings
+        self.client = client
+        self.statuses = statuses
+        self.tenants = tenants
+        self.limiter = limiter
+        self._locks = [threading.Lock() for _ in range(64)]  # striped: one id never races itself
+
+    def authenticate(self, authorization: str | None) -> TenantUpdated:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthenticated("send `Authorization: Bearer <api key>`")
+        parsed = parse_key(authorization.removeprefix("Bearer ").strip())
+        found = self.tenants.by_key_id(parsed[0]) if parsed else None
+        if parsed is None or found is None or not secret_matches(parsed[1], found[1]) or found[0].disabled:
+            raise Unauthenticated("the API key is not valid")
+        return found[0]
+
+    def submit(self, tenant: TenantUpdated, body: GenerationCreate) -> Submitted:
+        wait = self.limiter.try_acquire(tenant.tenant_id, tenant.submissions_per_minute
+                                        or self.settings.gateway_submissions_per_minute)
+        if wait > 0:
+            raise RateLimited(wait)
+        fields = body.model_dump(exclude_unset=False)
+        fields["request_id"] = fields["request_id"] or f"gw-{uuid.uuid4().hex}"
+        request = GenerationRequest.model_validate(
+            {**fields, "tenant_id": tenant.tenant_id}, context={"webhook_http_hosts": self.settings.webhook_http_hosts})
+        with self._locks[hash((tenant.tenant_id, request.request_id)) % len(self._locks)]:
+            existing = self.statuses.get(tenant.tenant_id, request.request_id)
+            if existing is not None:
+                if existing.request_digest == request.digest():
+                    return Submitted(receipt_from_status(existing), replayed=True)
+                raise Conflict(f"request_id {request.request_id!r} was already used with a different body")
+            return Submitted(self.client.submit(request), replayed=False)
+
+    def status(self, tenant: TenantUpdated, request_id: str) -> StatusChanged:
+        found = self.statuses.get(tenant.tenant_id, request_id)
+        if found is None:  # another tenant's request looks exactly like a missing one
+            raise NotFound(f"no generation {request_id!r}")
+        return found
+
+    def cancel(self, tenant: TenantUpdated, request_id: str) -> StatusChanged:
+        status = self.status(tenant, request_id)
+        if status.state.is_terminal:
+            raise Conflict(f"generation {request_id!r} is already {status.state.value}")
+        self.client.cancel(request_id, tenant_id=tenant.tenant_id)
+        return status
+
+
+__all__ = ["Conflict", "Gateway", "GatewayError", "NotFound", "RateLimited", "Unauthenticated", "ValidationError"]

@@ -1,0 +1,64 @@
+"""Tenant administration: tenants and their API keys as events on framebus.tenants.
+
+The compacted topic holds each tenant's full current settings under its id; every
+change publishes a new full record, so the latest record is the truth.
+"""
+
+from __future__ import annotations
+
+from framebus.client import FramebusClient
+from schemas.codec import decode_event
+from schemas.events import TenantUpdated, utc_now
+from services.common.compacted import read_latest
+from services.common.errors import FramebusError
+from services.gateway.keys import IssuedKey, issue_key
+
+TENANTS_TOPIC = "framebus.tenants"
+
+
+class TenantError(FramebusError):
+    pass
+
+
+class TenantAdmin:
+    def __init__(self, client: FramebusClient) -> None:
+        self.client = client
+        self.settings = client.settings
+
+    def get(self, tenant_id: str) -> TenantUpdated | None:
+        record = read_latest(self.settings.bootstrap_servers, self.settings.topic(TENANTS_TOPIC), tenant_id)
+        if record is None:
+            return None
+        event = decode_event(record.headers, record.value).event
+        return event if isinstance(event, TenantUpdated) else None
+
+    def save(self, tenant: TenantUpdated) -> TenantUpdated:
+        self.client.publish(tenant, TENANTS_TOPIC).get(timeout=self.settings.submit_deadline_s)
+        return tenant
+
+    def create(self, tenant_id: str, *, display_name: str = "", credit_limit_tokens: float = 0.0,
+               submissions_per_minute: int | None = None) -> TenantUpdated:
+        if self.get(tenant_id) is not None:
+            raise TenantError(f"tenant {tenant_id!r} already exists")
+        return self.save(TenantUpdated(tenant_id=tenant_id, display_name=display_name,
+                                       credit_limit_tokens=credit_limit_tokens,
+                                       submissions_per_minute=submissions_per_minute))
+
+    def issue_key(self, tenant_id: str) -> IssuedKey:
+        tenant = self.get_existing(tenant_id)
+        issued = issue_key()
+        self.save(tenant.model_copy(update={"api_keys": (*tenant.api_keys, issued.record), "updated_at": utc_now()}))
+        return issued
+
+    def revoke_key(self, tenant_id: str, key_id: str) -> TenantUpdated:
+        tenant = self.get_existing(tenant_id)
+        if key_id not in {k.key_id for k in tenant.api_keys}:
+            raise TenantError(f"tenant {tenant_id!r} has no key {key_id!r}")
+        keys = tuple(k.model_copy(update={"revoked": True}) if k.key_id == key_id else k for k in tenant.api_keys)
+        return self.save(tenant.model_copy(update={"api_keys": keys, "updated_at": utc_now()}))
+
+    def get_existing(self, tenant_id: str) -> TenantUpdated:
+        tenant = self.get(tenant_id)
+        if tenant is None:
+            raise TenantError(f"no tenant {tenant_id!r}; create it with `framebus tenants create {tenant_id}`")
+        return tenant
