@@ -71,9 +71,11 @@ class GenerationFields(BaseModel):
     negative_prompt: str = Field("", description=f"At most {limits.NEGATIVE_PROMPT_MAX_BYTES} UTF-8 bytes.")
     model: ModelName = ModelName.WAN21_T2V_1_3B
     width: int = Field(832, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
-                       description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.")
+                       description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.",
+                       json_schema_extra={"multipleOf": limits.DIMENSION_MULTIPLE})
     height: int = Field(480, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
-                        description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.")
+                        description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.",
+                        json_schema_extra={"multipleOf": limits.DIMENSION_MULTIPLE})
     num_frames: int = Field(81, ge=1, le=limits.MAX_NUM_FRAMES, description="Frames; 4k+1 (1, 5, 9, ... 81, ...).")
     fps: int = Field(16, ge=limits.MIN_FPS, le=limits.MAX_FPS)
     num_inference_steps: int = Field(50, ge=limits.MIN_STEPS, le=limits.MAX_STEPS)

@@ -30,7 +30,7 @@ from services.common.kafka import admin_client, ensure_topics
 from services.common.settings import LOCAL_HOST, Settings
 
 SERVER_FIXTURES = {"kafka_bootstrap", "s3_endpoint", "settings", "topic_factory", "bucket_factory",
-                   "server_settings"}
+                   "server_settings", "provisioned_settings"}
 TEST_ACCESS_KEY = "framebus-test"
 TEST_SECRET_KEY = "framebus-test-secret"
 
@@ -97,6 +97,15 @@ def settings(server_settings: Settings, request: pytest.FixtureRequest, bucket_f
     """Per-test settings: a topic prefix and a bucket no other test uses."""
     slug = _slug(request)
     return server_settings.model_copy(update={"topic_prefix": f"t.{slug}.", "s3_bucket": bucket_factory()})
+
+
+@pytest.fixture
+def provisioned_settings(settings: Settings) -> Settings:
+    """Per-test settings whose catalogue topics (under the test's prefix) and bucket exist."""
+    from services.common.stack import Stack
+
+    Stack(settings).up()
+    return settings
 
 
 @pytest.fixture

@@ -1,0 +1,127 @@
+"""The event contract: every bound is enforced with a message naming the field and value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.events import EVENT_MODELS, GenerationRequest, StatusChanged, TenantUpdated
+from schemas.state import RequestState
+from schemas.tokens import quote_tokens
+
+BASE = {"request_id": "order-42", "tenant_id": "acme", "prompt": "a red fox running through snow"}
+
+
+def request(**changes) -> GenerationRequest:
+    return GenerationRequest(**{**BASE, **changes})
+
+
+def rejects(field: str, fragment: str, context=None, **changes) -> None:
+    with pytest.raises(ValidationError) as caught:
+        GenerationRequest.model_validate({**BASE, **changes}, context=context)
+    errors = {".".join(map(str, e["loc"])): e["msg"] for e in caught.value.errors()}
+    assert field in errors, errors
+    assert fragment in errors[field], errors[field]
+
+
+def test_defaults_make_a_valid_request() -> None:
+    made = request()
+    assert (made.width, made.height, made.num_frames, made.tier.value) == (832, 480, 81, "standard")
+    assert made.schema_version == "1.0"
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("width", 100, "`width` must be a multiple of 16 but is 100"),
+    ("height", 1000, "`height` must be a multiple of 16 but is 1000"),
+    ("width", 0, "greater than or equal to 16"),
+    ("height", 4096, "less than or equal to 1920"),
+    ("num_frames", 10, "`num_frames` must be 4k+1 (e.g. 9 or 13) but is 10"),
+    ("num_frames", 261, "less than or equal to 257"),
+    ("num_inference_steps", 0, "greater than or equal to 1"),
+    ("num_inference_steps", 101, "less than or equal to 100"),
+    ("guidance_scale", -1.0, "greater than or equal to 0"),
+    ("guidance_scale", math.inf, "finite number"),
+    ("fps", 0, "greater than or equal to 1"),
+    ("seed", -5, "greater than or equal to 0"),
+    ("tier", "urgent", "'interactive', 'standard' or 'batch'"),
+    ("model", "sora", "wan-tiny"),
+    ("prompt", "   ", "`prompt` must contain more than whitespace"),
+    ("prompt", "é" * 2049, "`prompt` must be at most 4096 UTF-8 bytes but is 4098"),
+    ("request_id", "has space", "should match pattern"),
+    ("request_id", "x" * 129, "should match pattern"),
+    ("tenant_id", "ACME", "should match pattern"),
+    ("metadata", {f"k{i}": "v" for i in range(17)}, "at most 16 keys but has 17"),
+    ("metadata", {"owner": "x" * 513}, "at most 512 characters but is 513"),
+    ("metadata", {"bad key": "v"}, "must be 1-64 of"),
+    ("metadata", {f"k{i}": "é" * 200 for i in range(16)}, "at most 4096 bytes"),
+    ("webhook_url", "http://hooks.example.com/x", "must use https"),
+    ("webhook_url", "https://user:pw@hooks.example.com/x", "must not carry credentials"),
+    ("webhook_url", "not a url", "not a valid URL"),
+    ("widht", 832, "Extra inputs are not permitted"),
+])
+def test_each_bound_names_the_field_and_the_value(field, value, fragment) -> None:
+    rejects(field, fragment, **{field: value})
+
+
+def test_prompt_limit_counts_bytes_not_characters() -> None:
+    assert request(prompt="é" * 2048).prompt  # 2048 characters, exactly 4096 bytes
+
+
+def test_http_webhook_only_for_allowlisted_hosts() -> None:
+    allow = {"webhook_http_hosts": frozenset({"127.0.0.1"})}
+    assert GenerationRequest.model_validate({**BASE, "webhook_url": "http://127.0.0.1:9000/hook"}, context=allow)
+    rejects("webhook_url", "must use https", context=allow, webhook_url="http://10.0.0.1/hook")
+
+
+def test_one_standard_unit_is_100_tokens() -> None:
+    assert quote_tokens(width=1024, height=1024, num_frames=81, num_inference_steps=50, prompt="x" * 100) == 100.0
+
+
+def test_quotes_round_up_to_a_thousandth_and_are_never_free() -> None:
+    tiny = quote_tokens(width=16, height=16, num_frames=1, num_inference_steps=1, prompt="")
+    assert tiny == 0.001
+    # 832x480, 81 frames, 50 steps, 30 characters: 100 * 0.380859375 * sqrt(0.3) = 20.8602... -> 20.861
+    assert request().quote() == 20.861
+
+
+def test_prompt_length_counts_unicode_characters() -> None:
+    assert quote_tokens(width=1024, height=1024, num_frames=81, num_inference_steps=50, prompt="é" * 100) == 100.0
+
+
+@given(frames=st.integers(0, 63).map(lambda k: 4 * k + 1), steps=st.integers(1, 100), chars=st.integers(1, 500))
+def test_quote_grows_with_every_dimension(frames, steps, chars) -> None:
+    base = quote_tokens(width=512, height=512, num_frames=frames, num_inference_steps=steps, prompt="a" * chars)
+    assert base > 0
+    assert quote_tokens(width=512, height=512, num_frames=frames + 4, num_inference_steps=steps, prompt="a" * chars) >= base
+    assert quote_tokens(width=512, height=512, num_frames=frames, num_inference_steps=steps, prompt="a" * (chars + 1)) >= base
+
+
+def test_digest_ignores_submission_time_but_not_content() -> None:
+    assert request().digest() == request().digest()
+    assert request().digest() != request(num_frames=17).digest()
+
+
+def test_terminal_states_are_exactly_completed_failed_cancelled() -> None:
+    assert {s for s in RequestState if s.is_terminal} == {RequestState.COMPLETED, RequestState.FAILED,
+                                                           RequestState.CANCELLED}
+
+
+def test_status_key_separates_tenants_choosing_the_same_request_id() -> None:
+    a = StatusChanged(request_id="r1", tenant_id="acme", state="accepted", tier="batch")
+    b = StatusChanged(request_id="r1", tenant_id="globex", state="accepted", tier="batch")
+    assert a.partition_key() != b.partition_key()
+
+
+def test_every_design_event_type_has_a_model() -> None:
+    assert {"framebus.generation.requested", "framebus.generation.completed", "framebus.generation.failed",
+            "framebus.generation.cancelled", "framebus.usage.recorded", "framebus.ledger.credited",
+            "framebus.ledger.charged", "framebus.ledger.reserved", "framebus.ledger.released",
+            "framebus.batch.completed", "framebus.control.cancel"} <= set(EVENT_MODELS)
+
+
+def test_tenant_records_never_hold_a_key_secret() -> None:
+    assert "secret" not in " ".join(TenantUpdated.model_fields) and "secret_sha256" in str(TenantUpdated.model_json_schema())

@@ -1,0 +1,170 @@
+"""The HTTP gateway as a client sees it: a real uvicorn process on the real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+from schemas.codec import decode_event
+from tests.framebus.test_client import end_offsets, raw_records
+from tests.services.gateway.conftest import RunningGateway, start_gateway
+
+FOX = {"prompt": "a red fox running through snow", "tier": "interactive", "num_frames": 17, "width": 256,
+       "height": 256}
+
+
+def post(gw: RunningGateway, tenant: str, body: dict, **kwargs) -> httpx.Response:
+    return httpx.post(f"{gw.url}/v1/generations", json=body, headers=gw.auth(tenant), timeout=30, **kwargs)
+
+
+def unique(prefix: str = "http") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_submit_returns_201_and_the_record_is_on_kafka(gateway: RunningGateway) -> None:
+    request_id = unique()
+    response = post(gateway, "acme", {**FOX, "request_id": request_id})
+    assert response.status_code == 201, response.text
+    receipt = response.json()
+    assert receipt["request_id"] == request_id and receipt["tenant_id"] == "acme" and receipt["tokens"] == 0.719
+    records = raw_records(gateway.settings.bootstrap_servers, receipt["topic"], expected=100, timeout_s=3)
+    [record] = [r for r in records if r.offset == receipt["offset"] and r.partition == receipt["partition"]]
+    headers = dict(record.headers)
+    assert headers["ce_source"] == b"/framebus/gateway" and headers["ce_subject"] == b"acme"
+    assert record.key == b"acme" and json.loads(record.value)["request_id"] == request_id
+    assert decode_event(record.headers, record.value).event.num_frames == 17
+
+
+def test_same_body_twice_returns_the_same_receipt_and_sends_once(gateway: RunningGateway) -> None:
+    body = {**FOX, "request_id": unique()}
+    first = post(gateway, "acme", body)
+    topic = first.json()["topic"]
+    before = end_offsets(gateway.settings.bootstrap_servers, topic)
+    second = post(gateway, "acme", body)
+    assert second.status_code == 201 and second.json() == first.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert end_offsets(gateway.settings.bootstrap_servers, topic) == before
+
+
+def test_same_id_with_another_body_is_a_conflict(gateway: RunningGateway) -> None:
+    request_id = unique()
+    post(gateway, "acme", {**FOX, "request_id": request_id})
+    response = post(gateway, "acme", {**FOX, "request_id": request_id, "num_frames": 21})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "duplicate_request"
+
+
+def test_a_tenant_cannot_see_cancel_or_detect_another_tenants_request(gateway: RunningGateway) -> None:
+    request_id = unique()
+    post(gateway, "acme", {**FOX, "request_id": request_id})
+    theirs = httpx.get(f"{gateway.url}/v1/generations/{request_id}", headers=gateway.auth("globex"))
+    missing = httpx.get(f"{gateway.url}/v1/generations/{unique()}", headers=gateway.auth("globex"))
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
+    cancel = httpx.post(f"{gateway.url}/v1/generations/{request_id}/cancel", headers=gateway.auth("globex"))
+    assert cancel.status_code == 404
+    # The same id is free for globex: ids are per tenant.
+    assert post(gateway, "globex", {**FOX, "request_id": request_id}).status_code == 201
+    mine = httpx.get(f"{gateway.url}/v1/generations/{request_id}", headers=gateway.auth("acme")).json()
+    assert mine["state"] == "accepted" and mine["terminal"] is False
+
+
+def test_invalid_body_gets_422_naming_each_field_and_sends_nothing(gateway: RunningGateway) -> None:
+    topic = gateway.settings.topic("framebus.requests.standard")
+    before = end_offsets(gateway.settings.bootstrap_servers, topic)
+    response = post(gateway, "acme", {"prompt": "x", "width": 100, "num_frames": 10, "widht": 3})
+    assert response.status_code == 422
+    fields = {p["field"]: p["message"] for p in response.json()["error"]["fields"]}
+    assert fields["width"] == "`width` must be a multiple of 16 but is 100"
+    assert "4k+1" in fields["num_frames"] and "widht" in fields
+    webhook = post(gateway, "acme", {"prompt": "x", "webhook_url": "http://hooks.example.com/x"})
+    assert webhook.status_code == 422 and webhook.json()["error"]["fields"][0]["field"] == "webhook_url"
+    assert end_offsets(gateway.settings.bootstrap_servers, topic) == before
+
+
+def test_http_webhook_allowed_for_allowlisted_host(gateway: RunningGateway) -> None:
+    response = post(gateway, "acme", {**FOX, "request_id": unique(), "webhook_url": "http://127.0.0.1:9/hook"})
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer fb_0000000000_xxxxxxxxxxxxxxxxxxxxxxxxxx", "Basic x"])
+def test_requests_without_a_valid_key_get_401(gateway: RunningGateway, header) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = httpx.post(f"{gateway.url}/v1/generations", json=FOX, headers=headers)
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_revoked_key_stops_working(gateway: RunningGateway) -> None:
+    issued = gateway.admin.issue_key("globex")
+    headers = {"Authorization": f"Bearer {issued.plaintext}"}
+    assert _eventually(lambda: httpx.get(f"{gateway.url}/v1/generations/x", headers=headers).status_code == 404)
+    gateway.admin.revoke_key("globex", issued.record.key_id)
+    assert _eventually(lambda: httpx.get(f"{gateway.url}/v1/generations/x", headers=headers).status_code == 401)
+
+
+def test_oversized_body_gets_413(gateway: RunningGateway) -> None:
+    response = post(gateway, "acme", {**FOX, "prompt": "x" * (70 * 1024)})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_rate_limit_answers_429_with_retry_after(gateway: RunningGateway) -> None:
+    codes = [post(gateway, "slowco", {**FOX, "request_id": unique()}) for _ in range(4)]
+    assert [c.status_code for c in codes] == [201, 201, 201, 429]
+    assert 1 <= int(codes[-1].headers["Retry-After"]) <= 20
+
+
+def test_cancel_and_quote(gateway: RunningGateway) -> None:
+    request_id = unique()
+    post(gateway, "acme", {**FOX, "request_id": request_id})
+    cancel = httpx.post(f"{gateway.url}/v1/generations/{request_id}/cancel", headers=gateway.auth("acme"))
+    assert cancel.status_code == 202 and cancel.json() == {"request_id": request_id, "state": "accepted",
+                                                           "cancel_requested": True}
+    quote = httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "x" * 100, "width": 1024, "height": 1024})
+    assert quote.status_code == 200 and quote.json()["tokens"] == 100.0
+    assert httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "x", "width": 100}).status_code == 422
+
+
+def test_a_second_replica_answers_from_kafka(gateway: RunningGateway, tmp_path) -> None:
+    request_id = unique()
+    post(gateway, "acme", {**FOX, "request_id": request_id})
+    process, url = start_gateway(gateway.settings, tmp_path / "replica.log")
+    try:
+        response = httpx.get(f"{url}/v1/generations/{request_id}", headers=gateway.auth("acme"))
+        assert response.status_code == 200 and response.json()["state"] == "accepted"
+        replay = httpx.post(f"{url}/v1/generations", json={**FOX, "request_id": request_id},
+                            headers=gateway.auth("acme"))
+        assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    finally:
+        from infra.process import terminate
+
+        terminate(process.pid, timeout_s=10)
+
+
+def test_openapi_document_describes_every_route(gateway: RunningGateway) -> None:
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    assert set(spec["paths"]) == {"/v1/generations", "/v1/generations/{request_id}",
+                                  "/v1/generations/{request_id}/cancel", "/v1/quote"}
+
+
+def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{gateway.url}/openapi.json", "--checks",
+         "not_a_server_error", "--max-examples", "40", "--seed", "1", "--workers", "2", "--request-timeout", "20",
+         "-H", f"Authorization: Bearer {gateway.keys['fuzzer']}", "--phases", "examples,coverage,fuzzing"],
+        capture_output=True, text=True, timeout=420, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def _eventually(check, timeout_s: float = 15) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
