@@ -27,6 +27,7 @@ down:
 
 bench: setup
 	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.producer
 
 clean-state: setup
 	$(BIN)/framebus down --purge

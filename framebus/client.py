@@ -119,17 +119,22 @@ class FramebusClient:
 
     def _publish_accepted(self, requests: list[GenerationRequest], receipts: list[Receipt],
                           traceparent: str | None) -> None:
-        """Record ``accepted`` on the status topic. Best effort: the request is already safe in Kafka."""
-        statuses = [accepted_status(r, receipt) for r, receipt in zip(requests, receipts, strict=True)]
-        if self.on_accepted is not None:
-            for status in statuses:
+        """Record ``accepted`` on the status topic without waiting for its acknowledgement.
+
+        The request itself is already acknowledged, so this costs the caller no second
+        round trip; a failure here is logged, and ``status`` flushes before it reads.
+        """
+        for request, receipt in zip(requests, receipts, strict=True):
+            status = accepted_status(request, receipt)
+            if self.on_accepted is not None:
                 self.on_accepted(status)
-        try:
-            futures = [self.publish(status, "framebus.status", traceparent=traceparent) for status in statuses]
-            for future in futures:
-                future.get(timeout=self.settings.submit_deadline_s)
-        except KafkaError:
-            log.warning("requests were accepted but their `accepted` status was not recorded", exc_info=True)
+            try:
+                future = self.publish(status, "framebus.status", traceparent=traceparent)
+            except KafkaError:
+                log.warning("request %s was accepted but its status was not sent", request.request_id, exc_info=True)
+                continue
+            future.add_errback(lambda exc, rid=request.request_id: log.warning(
+                "request %s was accepted but its status was not recorded: %s", rid, exc))
 
     def publish(self, event, topic: str, *, traceparent: str | None = None):
         """Send any contract event to a catalogue topic; returns the send future."""
@@ -150,6 +155,10 @@ class FramebusClient:
 
     def status(self, request_id: str, *, timeout_s: float = 10.0) -> StatusChanged | None:
         """The latest published status of one of this tenant's requests, or None if unknown."""
+        try:
+            self._producer.flush(timeout=timeout_s)  # read our own writes
+        except KafkaError as exc:
+            log.warning("pending status records were not flushed before reading: %s", exc)
         record = read_latest(self.settings.bootstrap_servers, self.settings.topic("framebus.status"),
                              status_key(self.tenant_id, request_id), timeout_s=timeout_s)
         if record is None:
@@ -161,7 +170,11 @@ class FramebusClient:
         return self.build_request(request).quote()
 
     def close(self) -> None:
-        self._producer.close(timeout=5)
+        """Flush what is pending (status records) for up to 5 s, then close; never raises for Kafka."""
+        try:
+            self._producer.close(timeout=5)
+        except KafkaError as exc:
+            log.warning("closing the producer left records undelivered: %s", exc)
 
     def __enter__(self) -> FramebusClient:
         return self

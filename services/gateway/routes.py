@@ -21,7 +21,8 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantUpdated:
+async def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantUpdated:
+    # async: an in-memory lookup, no reason to hop to the thread pool
     return gateway(request).authenticate(authorization)
 
 
@@ -39,7 +40,7 @@ def create_generation(body: GenerationCreate, caller: Tenant, request: Request, 
 
 @router.get("/v1/generations/{request_id}", response_model=GenerationStatus, responses=ERRORS,
             summary="State, timings and output of a generation")
-def get_generation(request_id: RequestIdPath, caller: Tenant, request: Request) -> GenerationStatus:
+async def get_generation(request_id: RequestIdPath, caller: Tenant, request: Request) -> GenerationStatus:
     return GenerationStatus.from_status(gateway(request).status(caller, request_id))
 
 
@@ -52,7 +53,7 @@ def cancel_generation(request_id: RequestIdPath, caller: Tenant, request: Reques
 
 @router.get("/v1/quote", response_model=Quote, responses={422: {"model": ErrorResponse}},
             summary="Tokens a request would cost (no key needed)")
-def quote(prompt: Annotated[str, Query(min_length=1, max_length=limits.PROMPT_MAX_BYTES)],
+async def quote(prompt: Annotated[str, Query(min_length=1, max_length=limits.PROMPT_MAX_BYTES)],
           width: Annotated[int, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = 832,
           height: Annotated[int, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = 480,
           num_frames: Annotated[int, Query(ge=1, le=limits.MAX_NUM_FRAMES)] = 81,
@@ -64,10 +65,10 @@ def quote(prompt: Annotated[str, Query(min_length=1, max_length=limits.PROMPT_MA
 
 
 @router.get("/healthz", include_in_schema=False)
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", include_in_schema=False)
-def readyz(request: Request) -> dict[str, str]:
+async def readyz(request: Request) -> dict[str, str]:
     return {"status": "ready" if getattr(request.app.state, "gateway", None) else "starting"}
