@@ -24,6 +24,7 @@ import pytest
 from infra.kafka import KafkaBroker
 from infra.process import free_port
 from infra.s3 import S3Server
+from infra.server import LocalServer
 from schemas.topics import TopicSpec
 from services.common import storage
 from services.common.kafka import admin_client, ensure_topics
@@ -47,34 +48,32 @@ def infra_cache_dir() -> Path:
     return Settings().cache_dir
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory, infra_cache_dir: Path) -> Iterator[str]:
-    external = os.environ.get("FRAMEBUS_KAFKA_BOOTSTRAP", "").strip()
+def _session_server(env_var: str, make: Callable[[], LocalServer]) -> Iterator[str]:
+    """Yield the endpoint in ``env_var`` if set (reuse), else start a server for the session."""
+    external = os.environ.get(env_var, "").strip()
     if external:
         yield external
         return
-    broker = KafkaBroker(host=LOCAL_HOST, port=free_port(), controller_port=free_port(), heap="384m",
-                         state_dir=tmp_path_factory.mktemp("kafka-session"), cache_dir=infra_cache_dir)
-    broker.start()
-    try:
-        yield broker.endpoint
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory, infra_cache_dir: Path) -> Iterator[str]:
-    external = os.environ.get("FRAMEBUS_S3_ENDPOINT", "").strip()
-    if external:
-        yield external
-        return
-    server = S3Server(host=LOCAL_HOST, port=free_port(), access_key=TEST_ACCESS_KEY, secret_key=TEST_SECRET_KEY,
-                      state_dir=tmp_path_factory.mktemp("s3-session"), cache_dir=infra_cache_dir)
+    server = make()
     server.start()
     try:
         yield server.endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory, infra_cache_dir: Path) -> Iterator[str]:
+    yield from _session_server("FRAMEBUS_KAFKA_BOOTSTRAP", lambda: KafkaBroker(
+        host=LOCAL_HOST, port=free_port(), controller_port=free_port(), heap="384m",
+        state_dir=tmp_path_factory.mktemp("kafka-session"), cache_dir=infra_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory, infra_cache_dir: Path) -> Iterator[str]:
+    yield from _session_server("FRAMEBUS_S3_ENDPOINT", lambda: S3Server(
+        host=LOCAL_HOST, port=free_port(), access_key=TEST_ACCESS_KEY, secret_key=TEST_SECRET_KEY,
+        state_dir=tmp_path_factory.mktemp("s3-session"), cache_dir=infra_cache_dir))
 
 
 @pytest.fixture(scope="session")

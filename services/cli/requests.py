@@ -81,23 +81,25 @@ def _print_status(status: StatusChanged) -> None:
         console.print(f"error {status.error.code.value}: {status.error.message}")
 
 
-def status(request_id: Annotated[str, typer.Argument()], tenant: TenantOption = None) -> None:
-    """Show the latest state of a request."""
-    with errors_exit(), _client(tenant) as client:
-        found = client.status(request_id)
+def _known(client: FramebusClient, request_id: str) -> StatusChanged:
+    found = client.status(request_id)
     if found is None:
         err_console.print(f"no request {request_id!r} for tenant {client.tenant_id!r}")
         raise typer.Exit(1)
+    return found
+
+
+def status(request_id: Annotated[str, typer.Argument()], tenant: TenantOption = None) -> None:
+    """Show the latest state of a request."""
+    with errors_exit(), _client(tenant) as client:
+        found = _known(client, request_id)
     _print_status(found)
 
 
 def cancel(request_id: Annotated[str, typer.Argument()], tenant: TenantOption = None) -> None:
     """Cancel a request that has not finished."""
     with errors_exit(), _client(tenant) as client:
-        found = client.status(request_id)
-        if found is None:
-            err_console.print(f"no request {request_id!r} for tenant {client.tenant_id!r}")
-            raise typer.Exit(1)
+        found = _known(client, request_id)
         if found.state.is_terminal:
             err_console.print(f"{request_id} already {found.state.value}; nothing to cancel")
             raise typer.Exit(1)
