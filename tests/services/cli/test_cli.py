@@ -60,3 +60,44 @@ def test_down_with_nothing_running_says_so(tmp_path: Path) -> None:
 def test_topics_lists_the_catalogue() -> None:
     done = framebus("topics", env={})
     assert done.returncode == 0 and "framebus.requests.interactive" in done.stdout
+
+
+def test_submit_status_and_cancel_from_the_terminal(provisioned_settings: Settings) -> None:
+    env = _env_for(provisioned_settings, FRAMEBUS_TENANT="acme")
+    submitted = framebus("submit", "a red fox running through snow", "--tier", "interactive", "--frames", "17",
+                         "--width", "256", "--height", "256", "--id", "cli-fox-1", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "accepted cli-fox-1 for acme (interactive): 0.719 tokens" in submitted.stdout
+    status = framebus("status", "cli-fox-1", env=env)
+    assert status.returncode == 0 and "cli-fox-1: accepted (tier interactive, 0.719 tokens" in status.stdout
+    cancel = framebus("cancel", "cli-fox-1", env=env)
+    assert cancel.returncode == 0 and "cancel requested for cli-fox-1 (was accepted)" in cancel.stdout
+    other = framebus("status", "cli-fox-1", "--tenant", "globex", env=env)
+    assert other.returncode == 1 and "no request 'cli-fox-1' for tenant 'globex'" in other.stderr
+
+
+def test_invalid_submit_names_each_field_and_exits_2(provisioned_settings: Settings) -> None:
+    done = framebus("submit", "x", "--width", "100", "--frames", "10", env=_env_for(provisioned_settings))
+    assert done.returncode == 2
+    assert "invalid width: `width` must be a multiple of 16 but is 100" in done.stderr
+    assert "invalid num_frames" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_quote_prints_tokens_without_a_broker() -> None:
+    done = framebus("quote", "x" * 100, "--width", "1024", "--height", "1024", env={})
+    assert done.returncode == 0 and done.stdout.strip() == "100 tokens"
+
+
+def test_tenants_create_issue_and_revoke_keys(provisioned_settings: Settings) -> None:
+    env = _env_for(provisioned_settings)
+    created = framebus("tenants", "create", "initech", "--name", "Initech", "--with-key", env=env)
+    assert created.returncode == 0 and "created tenant initech" in created.stdout
+    key = created.stdout.split("store it now): ")[1].split()[0]
+    assert key.startswith("fb_")
+    again = framebus("tenants", "create", "initech", env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    key_id = key.split("_")[1]
+    shown = framebus("tenants", "show", "initech", env=env)
+    assert key_id in shown.stdout and key.split("_", 2)[2] not in shown.stdout  # never the secret
+    revoked = framebus("tenants", "revoke-key", "initech", key_id, env=env)
+    assert revoked.returncode == 0 and f"revoked key {key_id}" in revoked.stdout
