@@ -26,6 +26,7 @@ down:
 	$(BIN)/framebus down
 
 bench: setup
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null || echo "bench: wrk not installed; HTTP is measured with httpx"
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.producer
 

@@ -23,7 +23,8 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
 from schemas.errors import CodecError
-from schemas.events import EVENT_MODELS, SCHEMA_VERSION, Event
+from schemas.events import SCHEMA_VERSION, Event
+from schemas.registry import EVENT_MODELS
 from schemas.state import ErrorCode
 from schemas.validation import describe_errors
 from schemas.versioning import check_compatible

@@ -408,10 +408,3 @@ class TenantUpdated(Event):
     disabled: bool = False
     updated_at: datetime = Field(default_factory=utc_now)
 
-
-EVENT_MODELS: dict[str, type[Event]] = {
-    model.event_type: model
-    for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
-                  StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
-                  BatchCompleted, TenantUpdated)
-}

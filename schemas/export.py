@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.events import EVENT_MODELS, SCHEMA_VERSION
+from schemas.events import SCHEMA_VERSION
+from schemas.registry import EVENT_MODELS
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 ID_BASE = "https://framebus.dev/schemas"

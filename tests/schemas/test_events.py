@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.events import EVENT_MODELS, GenerationRequest, StatusChanged, TenantUpdated
+from schemas.events import GenerationRequest, StatusChanged, TenantUpdated
+from schemas.registry import EVENT_MODELS
 from schemas.state import RequestState
 from schemas.tokens import quote_tokens
 

@@ -1,0 +1,28 @@
+"""Every event type of the contract and the model that reads it."""
+
+from __future__ import annotations
+
+from schemas.events import (
+    BatchCompleted,
+    CancelRequested,
+    Event,
+    GenerationCancelled,
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationRequest,
+    LedgerCharged,
+    LedgerCredited,
+    LedgerReleased,
+    LedgerReserved,
+    StatusChanged,
+    TenantUpdated,
+    UsageRecorded,
+)
+from schemas.workers import JobDispatched, WorkerAnnounced
+
+EVENT_MODELS: dict[str, type[Event]] = {
+    model.event_type: model
+    for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
+                  StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
+                  BatchCompleted, TenantUpdated, WorkerAnnounced, JobDispatched)
+}

@@ -1,0 +1,185 @@
+"""The scheduler core: no I/O; one step reads as expire, recover, dispatch.
+
+Inputs arrive as method calls with the clock value (``submit``, ``cancel``,
+``worker_announced``, ``request_finished``, ``ledger``); each returns or accumulates
+named outputs (``SchedulerOutput``) that the faust edge publishes. Tests drive it by
+hand, feeding announcements and results back, as vLLM's scheduler tests do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schemas import limits
+from schemas.events import CancelRequested, GenerationRequest, LedgerReleased, LedgerReserved, TenantUpdated
+from schemas.state import ErrorCode, RequestState
+from schemas.workers import JobDispatched, WorkerAnnounced
+from services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
+from services.scheduler.config import SchedulerConfig
+from services.scheduler.ledger import Balances, LedgerEntry
+from services.scheduler.queue import QueuedRequest, RequestQueue
+from services.scheduler.workers import WorkerRegistry
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A request the scheduler ended itself: refused, expired or cancelled before running."""
+
+    request: GenerationRequest
+    state: RequestState  # FAILED or CANCELLED
+    code: ErrorCode | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ForwardedCancel:
+    worker_id: str
+    job_id: str
+    cancel: CancelRequested
+
+
+@dataclass
+class SchedulerOutput:
+    queued: list[QueuedRequest] = field(default_factory=list)  # status `queued`
+    jobs: list[JobDispatched] = field(default_factory=list)  # to framebus.jobs; status `dispatched`
+    terminal: list[Terminal] = field(default_factory=list)  # results + status
+    ledger: list[LedgerEntry] = field(default_factory=list)  # reservations made and released
+    duplicates: list[GenerationRequest] = field(default_factory=list)  # re-publish their status
+    cancels: list[ForwardedCancel] = field(default_factory=list)  # to the worker holding the request
+
+    def extend(self, other: SchedulerOutput) -> None:
+        for name in self.__dataclass_fields__:
+            getattr(self, name).extend(getattr(other, name))
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.__dataclass_fields__)
+
+
+def default_seed(request: GenerationRequest) -> int:
+    """A seed fixed by the request's identity, so a re-run renders the same video."""
+    digest = hashlib.sha256(f"{request.tenant_id}/{request.request_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & limits.MAX_SEED
+
+
+def reservation(request: GenerationRequest, tokens: float) -> LedgerReserved:
+    return LedgerReserved(tenant_id=request.tenant_id, entry_id=f"reserve:{request.tenant_id}/{request.request_id}",
+                          request_id=request.request_id, tokens=tokens)
+
+
+def release(request: GenerationRequest, tokens: float, reason: str) -> LedgerReleased:
+    # The same entry id metering uses for a release, so the ledger fold settles it once.
+    return LedgerReleased(tenant_id=request.tenant_id, entry_id=f"release:{request.tenant_id}/{request.request_id}",
+                          request_id=request.request_id, tokens=tokens, reason=reason)
+
+
+class SchedulerCore:
+    def __init__(self, config: SchedulerConfig, *, tenants: Callable[[str], TenantUpdated | None],
+                 balances: Balances | None = None) -> None:
+        self.config = config
+        self.tenants = tenants
+        self.balances = balances or Balances()
+        self.queue = RequestQueue(config)
+        self.workers = WorkerRegistry(config.worker_timeout_s)
+        self.dedupe = DedupeIndex(config.dedupe_window_s)
+        self._in_flight: dict[tuple[str, str], tuple[str, QueuedRequest]] = {}  # request -> (job id, entry)
+        self._pending = SchedulerOutput()
+
+    # --- inputs ------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, now: float) -> SchedulerOutput:
+        out = SchedulerOutput()
+        decision = decide(request, tenant=self.tenants(request.tenant_id), balances=self.balances,
+                          dedupe=self.dedupe, queued_in_tier=self.queue.depth(request.tier), config=self.config,
+                          now=now)
+        if isinstance(decision, Duplicate):
+            out.duplicates.append(request)
+            return out
+        self.dedupe.remember(request.tenant_id, request.request_id, now)
+        if isinstance(decision, Refuse):
+            out.terminal.append(Terminal(request, RequestState.FAILED, decision.code, decision.message))
+            return out
+        assert isinstance(decision, Admit)
+        held = reservation(request, decision.tokens)
+        self.balances.apply(held)
+        out.ledger.append(held)
+        out.queued.append(self.queue.push(request, decision.tokens, now))
+        return out
+
+    def cancel(self, event: CancelRequested, now: float) -> SchedulerOutput:
+        out = SchedulerOutput()
+        queued = self.queue.remove(event.tenant_id, event.request_id)
+        if queued is not None:
+            self._end(out, queued, RequestState.CANCELLED, None, event.reason)
+            return out
+        flying = self._in_flight.get((event.tenant_id, event.request_id))
+        if flying is not None:
+            job_id, _ = flying
+            worker = self.workers.holder_of(job_id)
+            if worker is not None:
+                out.cancels.append(ForwardedCancel(worker.worker_id, job_id, event))
+        return out
+
+    def worker_announced(self, announcement: WorkerAnnounced, now: float) -> None:
+        self.workers.announce(announcement, now)
+
+    def request_finished(self, tenant_id: str, request_id: str) -> None:
+        """A result arrived: the request left the pipeline; finished jobs free their slot."""
+        flying = self._in_flight.pop((tenant_id, request_id), None)
+        if flying is not None:
+            job_id = flying[0]
+            if not any(job == job_id for job, _ in self._in_flight.values()):
+                self.workers.finish(job_id)
+
+    def ledger(self, entry: LedgerEntry) -> None:
+        self.balances.apply(entry)
+
+    # --- the step -------------------------------------------------------------------------
+    def step(self, now: float) -> SchedulerOutput:
+        out = SchedulerOutput()
+        for entry in self.queue.pop_expired(now):
+            self._end(out, entry, RequestState.FAILED, ErrorCode.EXPIRED,
+                      f"still queued after the {entry.tier.value} tier's "
+                      f"{self.config.policy(entry.tier).ttl_s:g}s time to live")
+        for worker in self.workers.lapsed(now):
+            for job in worker.jobs.values():
+                self._requeue(job, now)
+        self._dispatch(out, now)
+        return out
+
+    def _dispatch(self, out: SchedulerOutput, now: float) -> None:
+        for worker in self.workers.with_room():
+            for _ in range(worker.free_slots()):
+                head = self.queue.best(worker.announcement.accepts)
+                limit = worker.announcement.max_batch_size
+                if head is None or not self.queue.batch_ready(head, limit, now):
+                    break  # hold the worker for the best request rather than give it lesser work
+                batch = self.queue.take_batch(head.shape, limit)
+                out.jobs.append(self._job(worker.worker_id, batch))
+
+    def _job(self, worker_id: str, batch: list[QueuedRequest]) -> JobDispatched:
+        attempt = max(entry.attempt for entry in batch)
+        requests = tuple(e.request if e.request.seed is not None
+                         else e.request.model_copy(update={"seed": default_seed(e.request)}) for e in batch)
+        job = JobDispatched(job_id=f"job-{uuid.uuid4().hex[:16]}", worker_id=worker_id,
+                            seq=self.workers.next_seq(worker_id), shape=batch[0].shape, requests=requests,
+                            attempt=attempt)
+        self.workers.record(job)
+        for entry in batch:
+            self._in_flight[entry.key] = (job.job_id, entry)
+        return job
+
+    def _requeue(self, job: JobDispatched, now: float) -> None:
+        for request in job.requests:
+            flying = self._in_flight.pop((request.tenant_id, request.request_id), None)
+            if flying is not None:
+                entry = flying[1]
+                self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1, previous=entry)
+
+    def _end(self, out: SchedulerOutput, entry: QueuedRequest, state: RequestState, code: ErrorCode | None,
+             message: str) -> None:
+        out.terminal.append(Terminal(entry.request, state, code, message))
+        freed = release(entry.request, entry.tokens, state.value if code is None else code.value)
+        self.balances.apply(freed)
+        out.ledger.append(freed)

@@ -1,0 +1,70 @@
+"""Tenant balances: a fold over framebus.ledger, idempotent on each entry's id.
+
+    available = credited + credit_limit - reserved_outstanding - charged
+
+A reservation is outstanding until metering charges or releases the same request; a
+charge or release settles the reservation of that request only once, whatever order
+or how often the entries arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
+
+LedgerEntry = LedgerCredited | LedgerReserved | LedgerCharged | LedgerReleased
+
+
+def _d(tokens: float) -> Decimal:
+    # Tokens are quoted to 0.001; Decimal keeps sums exact where floats would drift.
+    return Decimal(repr(tokens))
+
+
+@dataclass
+class TenantBalance:
+    credited: Decimal = Decimal(0)
+    charged: Decimal = Decimal(0)
+    reservations: dict[str, Decimal] = field(default_factory=dict)  # request id -> tokens held
+
+    @property
+    def reserved(self) -> Decimal:
+        return sum(self.reservations.values(), Decimal(0))
+
+    def available(self, credit_limit: float = 0.0) -> Decimal:
+        return self.credited + _d(credit_limit) - self.reserved - self.charged
+
+
+class Balances:
+    def __init__(self) -> None:
+        self._tenants: dict[str, TenantBalance] = {}
+        self._seen_entries: set[str] = set()
+        self._settled: set[tuple[str, str]] = set()  # (tenant, request) charged or released
+
+    def of(self, tenant_id: str) -> TenantBalance:
+        return self._tenants.setdefault(tenant_id, TenantBalance())
+
+    def apply(self, entry: LedgerEntry) -> bool:
+        """Fold one entry; False if its entry id was already folded (a redelivery)."""
+        if entry.entry_id in self._seen_entries:
+            return False
+        self._seen_entries.add(entry.entry_id)
+        balance = self.of(entry.tenant_id)
+        if isinstance(entry, LedgerCredited):
+            balance.credited += _d(entry.tokens)
+        elif isinstance(entry, LedgerReserved):
+            if (entry.tenant_id, entry.request_id) not in self._settled:
+                balance.reservations[entry.request_id] = _d(entry.tokens)
+        else:
+            key = (entry.tenant_id, entry.request_id)
+            if key in self._settled:
+                return False
+            self._settled.add(key)
+            balance.reservations.pop(entry.request_id, None)
+            if isinstance(entry, LedgerCharged):
+                balance.charged += _d(entry.tokens)
+        return True
+
+    def can_reserve(self, tenant_id: str, tokens: float, credit_limit: float) -> bool:
+        return self.of(tenant_id).available(credit_limit) >= _d(tokens)

@@ -1,0 +1,86 @@
+"""What the scheduler knows of workers: capacity from announcements, jobs it sent, liveness.
+
+Credit rule: a worker has room while ``slots`` > the jobs the scheduler counts for it,
+which are the jobs it reports running plus those sent after the last sequence number
+it reports having received. A job on its way through Kafka therefore always counts, so
+a late announcement never opens a slot twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.workers import JobDispatched, Shape, WorkerAnnounced
+
+
+@dataclass
+class WorkerState:
+    announcement: WorkerAnnounced
+    last_seen: float  # scheduler clock of the latest announcement
+    next_seq: int = 0
+    jobs: dict[str, JobDispatched] = field(default_factory=dict)  # sent and not known finished
+
+    @property
+    def worker_id(self) -> str:
+        return self.announcement.worker_id
+
+    def held(self) -> list[JobDispatched]:
+        running = set(self.announcement.running_job_ids)
+        return [job for job in self.jobs.values()
+                if job.job_id in running or job.seq > self.announcement.last_job_seq]
+
+    def free_slots(self) -> int:
+        if not self.announcement.warm or self.announcement.stopping:
+            return 0
+        return max(0, self.announcement.slots - len(self.held()))
+
+
+class WorkerRegistry:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._workers: dict[str, WorkerState] = {}
+
+    def announce(self, announcement: WorkerAnnounced, now: float) -> None:
+        state = self._workers.get(announcement.worker_id)
+        if state is None:
+            self._workers[announcement.worker_id] = WorkerState(announcement, now)
+            return
+        state.announcement, state.last_seen = announcement, now
+        # Jobs it received and no longer runs are finished: forget them.
+        for job in list(state.jobs.values()):
+            if job.seq <= announcement.last_job_seq and job.job_id not in announcement.running_job_ids:
+                del state.jobs[job.job_id]
+
+    def with_room(self) -> list[WorkerState]:
+        """Workers that can take a job now, the emptiest first (spreads load)."""
+        ready = [w for w in self._workers.values() if w.free_slots() > 0]
+        return sorted(ready, key=lambda w: (-w.free_slots(), w.worker_id))
+
+    def next_seq(self, worker_id: str) -> int:
+        state = self._workers[worker_id]
+        seq = max(state.next_seq, state.announcement.last_job_seq + 1)
+        state.next_seq = seq + 1
+        return seq
+
+    def record(self, job: JobDispatched) -> None:
+        self._workers[job.worker_id].jobs[job.job_id] = job
+
+    def finish(self, job_id: str) -> None:
+        for state in self._workers.values():
+            state.jobs.pop(job_id, None)
+
+    def holder_of(self, job_id: str) -> WorkerState | None:
+        return next((w for w in self._workers.values() if job_id in w.jobs), None)
+
+    def lapsed(self, now: float) -> list[WorkerState]:
+        """Remove and return workers silent for longer than the timeout (their jobs need a new home)."""
+        dead = [w for w in self._workers.values() if now - w.last_seen > self.timeout_s]
+        for state in dead:
+            del self._workers[state.worker_id]
+        return dead
+
+    def accepts_any(self, shape: Shape) -> bool:
+        return any(w.announcement.accepts(shape) for w in self._workers.values())
+
+    def __len__(self) -> int:
+        return len(self._workers)
