@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit up down bench clean-state
+.PHONY: setup demo test test-unit up down bench clean-state readme
 
 setup:
 	@bash infra/setup.sh
@@ -32,3 +32,8 @@ bench: setup
 
 clean-state: setup
 	$(BIN)/framebus down --purge
+
+# Regenerate what is derived from code: JSON Schemas and the README's tables.
+readme: setup
+	$(BIN)/python -m schemas.export
+	$(BIN)/python -m schemas.readme

@@ -259,6 +259,7 @@ class GenerationCompleted(_Result):
 class GenerationFailed(_Result):
     event_type: ClassVar[str] = "framebus.generation.failed"
 
+    model: ModelName | None = Field(None, description="Unset when the request named no valid model.")
     outcome: Literal["failed"] = "failed"
     error: ErrorInfo
     usage: Usage | None = None

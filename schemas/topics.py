@@ -60,8 +60,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("framebus.workers", "worker id", 1,
               "Worker announcements: warm model, accepted shapes, free slots, heartbeat.",
               ("framebus.worker.announced",), retention_ms=DAY_MS),
-    TopicSpec("framebus.jobs", "worker id", 6, "One record = one batch dispatched to one worker.",
-              ("framebus.job.dispatched",)),
+    TopicSpec("framebus.jobs", "worker id", 6,
+              "One record = one batch dispatched to one worker; also cancels forwarded to that worker.",
+              ("framebus.job.dispatched", "framebus.control.cancel")),
     TopicSpec("framebus.results", "tenant id", 6, "Terminal outcome of each request, with usage and output.",
               ("framebus.generation.completed", "framebus.generation.failed", "framebus.generation.cancelled")),
     TopicSpec("framebus.status", "request id", 6, "Latest state of every request (compacted).",
@@ -73,6 +74,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("framebus.ledger", "tenant id", 6, "Credits, reservations, charges and releases.",
               ("framebus.ledger.credited", "framebus.ledger.reserved",
                "framebus.ledger.charged", "framebus.ledger.released"), retention_ms=-1),
+    # The scheduler's own changelog: every live request (queued or dispatched) under
+    # tenant/request id, a tombstone once it ends. A restarted scheduler rebuilds from it.
+    TopicSpec("framebus.scheduler.backlog", "tenant/request id", 6,
+              "Scheduler changelog: live requests and where they are (compacted).",
+              ("framebus.scheduler.backlog",), cleanup=Cleanup.COMPACT),
     TopicSpec("framebus.tenants", "tenant id", 3, "Tenant settings and API key hashes (compacted).",
               ("framebus.tenant.updated",), cleanup=Cleanup.COMPACT),
     TopicSpec("framebus.batches", "batch id", 3, "Bulk batch job lifecycle.",

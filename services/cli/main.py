@@ -107,6 +107,39 @@ app.add_typer(tenant_commands.app, name="tenants")
 
 
 @app.command()
+def scheduler() -> None:
+    """Run the scheduler (faust-streaming): admission, tiers, batching, dispatch."""
+    from services.scheduler.app import run
+
+    run(Settings())
+
+
+@app.command()
+def worker(
+    engine: str = typer.Option("null", help="`null`: the test engine (solid colours, no diffusion)."),
+    model: str = typer.Option("wan-tiny", help="Model the worker serves."),
+    delay_ms: float = typer.Option(0.0, help="Null engine: time per job standing in for GPU work."),
+    batch: int = typer.Option(8, min=1, help="Largest batch it accepts."),
+    slots: int = typer.Option(2, min=1, help="Jobs it holds at once."),
+    worker_id: str | None = typer.Option(None, help="Worker id (default: host-pid-random)."),
+    max_seconds: float | None = typer.Option(None, help="Stop after this long (tests, benchmarks)."),
+    heartbeat_s: float = typer.Option(2.0, min=0.1, help="Seconds between heartbeats."),
+) -> None:
+    """Run a generator worker. Only the `null` test engine exists so far: it renders solid colours."""
+    from schemas.state import ModelName
+    from services.generator.app import build_worker, run
+
+    with errors_exit():
+        if engine != "null":
+            raise typer.BadParameter(f"`--engine` must be 'null' (the diffusion engine is not built yet) but is {engine!r}")
+        built = build_worker(Settings(), engine=engine, model=ModelName(model), delay_ms=delay_ms, batch=batch,
+                             slots=slots, worker_id=worker_id, heartbeat_s=heartbeat_s)
+        console.print(f"worker {built.config.worker_id}: engine {engine} (test engine: solid colours, no diffusion), "
+                      f"model {model}, batch {batch}, slots {slots}")
+        run(built, max_seconds=max_seconds)
+
+
+@app.command()
 def gateway(host: str | None = typer.Option(None, help="Bind address (default FRAMEBUS_GATEWAY_HOST)."),
             port: int | None = typer.Option(None, help="Port (default FRAMEBUS_GATEWAY_PORT).")) -> None:
     """Run the HTTP gateway."""

@@ -50,6 +50,15 @@ def revoke_key(tenant_id: str, key_id: str) -> None:
 
 
 @app.command()
+def credit(tenant_id: str, tokens: float,
+           reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "credit") -> None:
+    """Add prepaid tokens to a tenant's balance."""
+    with errors_exit():
+        entry = _admin().credit(tenant_id, tokens, reason=reason)
+    console.print(f"credited {entry.tokens:g} tokens to {tenant_id} ({entry.entry_id})")
+
+
+@app.command()
 def show(tenant_id: str) -> None:
     """Show a tenant's settings and key ids (never secrets)."""
     with errors_exit():

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")
     gateway_submissions_per_minute: int = Field(600, ge=1, description="Default per-tenant submission rate (429 above).")
 
+    # --- Scheduler -------------------------------------------------------------------
+    scheduler_aging_s: float = Field(60.0, gt=0, description="Waiting this long is worth one tier of priority.")
+    scheduler_worker_timeout_s: float = Field(10.0, gt=0,
+                                              description="A worker silent this long is declared dead; its jobs move.")
+
     # --- Local runtime ---------------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir,
                             description="Downloads kept between runs: Kafka jars, the versitygw binary.")

@@ -1,4 +1,4 @@
-"""The gateway's view of Kafka: request status and tenants, folded from compacted topics.
+"""The gateway's view of Kafka: tenants (and request status, shared), folded from compacted topics.
 
 Pure folds (``StatusTable.apply``, ``TenantTable.apply``) take decoded events; the
 gateway feeds them from ``services.common.compacted.TopicTable`` and also applies what
@@ -10,41 +10,10 @@ from __future__ import annotations
 import threading
 
 from schemas.codec import decode_event
-from schemas.events import ApiKeyRecord, StatusChanged, TenantUpdated
-from schemas.state import RequestState
+from schemas.events import ApiKeyRecord, TenantUpdated
+from services.common.status import StatusTable
 
-# Later states win; a late `accepted` (e.g. an idempotent replay) never hides progress.
-_ORDER = {RequestState.ACCEPTED: 0, RequestState.QUEUED: 1, RequestState.DISPATCHED: 2, RequestState.RUNNING: 3}
-
-
-class StatusTable:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: dict[tuple[str, str], StatusChanged] = {}
-
-    def apply(self, status: StatusChanged) -> None:
-        key = (status.tenant_id, status.request_id)
-        with self._lock:
-            current = self._rows.get(key)
-            if current is None or _rank(status.state) >= _rank(current.state):
-                self._rows[key] = status
-
-    def apply_record(self, record) -> None:
-        event = decode_event(record.headers, record.value).event
-        if isinstance(event, StatusChanged):
-            self.apply(event)
-
-    def get(self, tenant_id: str, request_id: str) -> StatusChanged | None:
-        with self._lock:
-            return self._rows.get((tenant_id, request_id))
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-
-def _rank(state: RequestState) -> int:
-    return 10 if state.is_terminal else _ORDER[state]
-
+__all__ = ["StatusTable", "TenantTable"]
 
 class TenantTable:
     def __init__(self) -> None:

@@ -6,9 +6,11 @@ change publishes a new full record, so the latest record is the truth.
 
 from __future__ import annotations
 
+import uuid
+
 from framebus.client import FramebusClient
 from schemas.codec import decode_event
-from schemas.events import TenantUpdated, utc_now
+from schemas.events import LedgerCredited, TenantUpdated, utc_now
 from services.common.compacted import read_latest
 from services.common.errors import FramebusError
 from services.gateway.keys import IssuedKey, issue_key
@@ -56,6 +58,16 @@ class TenantAdmin:
             raise TenantError(f"tenant {tenant_id!r} has no key {key_id!r}")
         keys = tuple(k.model_copy(update={"revoked": True}) if k.key_id == key_id else k for k in tenant.api_keys)
         return self.save(tenant.model_copy(update={"api_keys": keys, "updated_at": utc_now()}))
+
+    def credit(self, tenant_id: str, tokens: float, *, reason: str = "credit", actor: str = "admin") -> LedgerCredited:
+        """Add prepaid tokens to a tenant's balance (an entry on framebus.ledger)."""
+        self.get_existing(tenant_id)
+        if tokens <= 0:
+            raise TenantError(f"`tokens` must be positive but is {tokens:g}")
+        entry = LedgerCredited(tenant_id=tenant_id, entry_id=f"credit-{uuid.uuid4().hex}", tokens=tokens,
+                               reason=reason, actor=actor)
+        self.client.publish(entry, "framebus.ledger").get(timeout=self.settings.submit_deadline_s)
+        return entry
 
     def get_existing(self, tenant_id: str) -> TenantUpdated:
         tenant = self.get(tenant_id)

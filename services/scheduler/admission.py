@@ -65,6 +65,8 @@ def decide(request: GenerationRequest, *, tenant: TenantUpdated | None, balances
         return Refuse(ErrorCode.QUEUE_FULL,
                       f"the {request.tier.value} queue holds its maximum of {policy.max_queued} requests")
     tokens = request.quote()
+    if balances.holds(request.tenant_id, request.request_id):
+        return Admit(tokens)  # reserved before a crash; reserving again would count it twice
     if not balances.can_reserve(request.tenant_id, tokens, tenant.credit_limit_tokens):
         available = balances.of(request.tenant_id).available(tenant.credit_limit_tokens)
         return Refuse(ErrorCode.INSUFFICIENT_BALANCE,

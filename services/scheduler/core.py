@@ -43,16 +43,14 @@ class ForwardedCancel:
 
 @dataclass
 class SchedulerOutput:
-    queued: list[QueuedRequest] = field(default_factory=list)  # status `queued`
+    queued: list[QueuedRequest] = field(default_factory=list)  # status `queued`; backlog written
+    requeued: list[QueuedRequest] = field(default_factory=list)  # back in the queue after a worker was lost
     jobs: list[JobDispatched] = field(default_factory=list)  # to framebus.jobs; status `dispatched`
+    job_entries: dict[str, list[QueuedRequest]] = field(default_factory=dict)  # job id -> its queue entries
     terminal: list[Terminal] = field(default_factory=list)  # results + status
     ledger: list[LedgerEntry] = field(default_factory=list)  # reservations made and released
     duplicates: list[GenerationRequest] = field(default_factory=list)  # re-publish their status
     cancels: list[ForwardedCancel] = field(default_factory=list)  # to the worker holding the request
-
-    def extend(self, other: SchedulerOutput) -> None:
-        for name in self.__dataclass_fields__:
-            getattr(self, name).extend(getattr(other, name))
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in self.__dataclass_fields__)
@@ -77,9 +75,12 @@ def release(request: GenerationRequest, tokens: float, reason: str) -> LedgerRel
 
 class SchedulerCore:
     def __init__(self, config: SchedulerConfig, *, tenants: Callable[[str], TenantUpdated | None],
-                 balances: Balances | None = None) -> None:
+                 balances: Balances | None = None,
+                 is_finished: Callable[[str, str], bool] = lambda tenant, request: False) -> None:
+        """``is_finished`` answers from framebus.status whether a request already ended (dedupe across restarts)."""
         self.config = config
         self.tenants = tenants
+        self.is_finished = is_finished
         self.balances = balances or Balances()
         self.queue = RequestQueue(config)
         self.workers = WorkerRegistry(config.worker_timeout_s)
@@ -90,6 +91,10 @@ class SchedulerCore:
     # --- inputs ------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, now: float) -> SchedulerOutput:
         out = SchedulerOutput()
+        key = (request.tenant_id, request.request_id)
+        if key in self._in_flight or self.queue.get(*key) is not None or self.is_finished(*key):
+            out.duplicates.append(request)
+            return out
         decision = decide(request, tenant=self.tenants(request.tenant_id), balances=self.balances,
                           dedupe=self.dedupe, queued_in_tier=self.queue.depth(request.tier), config=self.config,
                           now=now)
@@ -144,7 +149,7 @@ class SchedulerCore:
                       f"{self.config.policy(entry.tier).ttl_s:g}s time to live")
         for worker in self.workers.lapsed(now):
             for job in worker.jobs.values():
-                self._requeue(job, now)
+                out.requeued.extend(self._requeue(job, now))
         self._dispatch(out, now)
         return out
 
@@ -156,7 +161,9 @@ class SchedulerCore:
                 if head is None or not self.queue.batch_ready(head, limit, now):
                     break  # hold the worker for the best request rather than give it lesser work
                 batch = self.queue.take_batch(head.shape, limit)
-                out.jobs.append(self._job(worker.worker_id, batch))
+                job = self._job(worker.worker_id, batch)
+                out.jobs.append(job)
+                out.job_entries[job.job_id] = batch
 
     def _job(self, worker_id: str, batch: list[QueuedRequest]) -> JobDispatched:
         attempt = max(entry.attempt for entry in batch)
@@ -170,12 +177,32 @@ class SchedulerCore:
             self._in_flight[entry.key] = (job.job_id, entry)
         return job
 
-    def _requeue(self, job: JobDispatched, now: float) -> None:
+    def _requeue(self, job: JobDispatched, now: float) -> list[QueuedRequest]:
+        back = []
         for request in job.requests:
             flying = self._in_flight.pop((request.tenant_id, request.request_id), None)
             if flying is not None:
                 entry = flying[1]
-                self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1, previous=entry)
+                back.append(self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1,
+                                            previous=entry))
+        return back
+
+    def restore(self, entries: list[QueuedRequest], jobs: list[JobDispatched], now: float) -> None:
+        """Rebuild after a restart: queued entries back in the queue, dispatched ones in flight.
+
+        The jobs' workers are unknown until they announce; if they never do, their jobs
+        are re-queued once the worker timeout passes, like any lost worker's.
+        """
+        job_of = {(r.tenant_id, r.request_id): job for job in jobs for r in job.requests}
+        for entry in entries:
+            self.dedupe.remember(*entry.key, now)
+            job = job_of.get(entry.key)
+            if job is None:
+                self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt, previous=entry)
+            else:
+                self._in_flight[entry.key] = (job.job_id, entry)
+        for job in jobs:
+            self.workers.adopt(job, now)
 
     def _end(self, out: SchedulerOutput, entry: QueuedRequest, state: RequestState, code: ErrorCode | None,
              message: str) -> None:

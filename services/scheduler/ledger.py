@@ -66,5 +66,9 @@ class Balances:
                 balance.charged += _d(entry.tokens)
         return True
 
+    def holds(self, tenant_id: str, request_id: str) -> bool:
+        """True if a reservation for this request is already folded (a replay after a crash)."""
+        return request_id in self.of(tenant_id).reservations
+
     def can_reserve(self, tenant_id: str, tokens: float, credit_limit: float) -> bool:
         return self.of(tenant_id).available(credit_limit) >= _d(tokens)

@@ -18,7 +18,6 @@ Removal (cancel, expiry) is lazy: entries are marked and skipped when they surfa
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ class RequestQueue:
         self._last_finish: dict[tuple[Tier, str], float] = {}
         self._depth: dict[Tier, int] = {tier: 0 for tier in Tier}
         self._shape_depth: dict[Shape, int] = {}
-        self._seq = itertools.count()
+        self._next_seq = 0
 
     # --- membership ------------------------------------------------------------------
     def push(self, request: GenerationRequest, tokens: float, now: float, *, attempt: int = 1,
@@ -70,12 +69,17 @@ class RequestQueue:
         if previous is not None:
             entry = QueuedRequest(request, tokens, previous.shape, previous.enqueued_at, previous.start_tag,
                                   previous.deadline, previous.seq, attempt)
+            # A restored entry still counts for its tenant's share and for arrival order.
+            fair_key = (tier, request.tenant_id)
+            self._last_finish[fair_key] = max(self._last_finish.get(fair_key, 0.0), entry.start_tag + max(tokens, 1e-6))
+            self._next_seq = max(self._next_seq, entry.seq + 1)
         else:
             fair_key = (tier, request.tenant_id)
             start = max(self._virtual_time[tier], self._last_finish.get(fair_key, 0.0))
             self._last_finish[fair_key] = start + max(tokens, 1e-6)
             entry = QueuedRequest(request, tokens, Shape.of(request), now, start,
-                                  now + self.config.policy(tier).rank * self.config.aging_s, next(self._seq), attempt)
+                                  now + self.config.policy(tier).rank * self.config.aging_s, self._next_seq, attempt)
+            self._next_seq += 1
         self._entries[entry.key] = entry
         heapq.heappush(self._heaps.setdefault((tier, entry.shape), []), (entry.start_tag, entry.seq, entry))
         self._arrivals[tier].append(entry)

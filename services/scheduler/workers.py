@@ -24,15 +24,15 @@ class WorkerState:
     def worker_id(self) -> str:
         return self.announcement.worker_id
 
-    def held(self) -> list[JobDispatched]:
-        running = set(self.announcement.running_job_ids)
-        return [job for job in self.jobs.values()
-                if job.job_id in running or job.seq > self.announcement.last_job_seq]
+    def held(self) -> int:
+        """Jobs taking a slot: those it runs (known to us or not) plus those it has not received yet."""
+        unseen = [job for job in self.jobs.values() if job.seq > self.announcement.last_job_seq]
+        return len(self.announcement.running_job_ids) + len(unseen)
 
     def free_slots(self) -> int:
         if not self.announcement.warm or self.announcement.stopping:
             return 0
-        return max(0, self.announcement.slots - len(self.held()))
+        return max(0, self.announcement.slots - self.held())
 
 
 class WorkerRegistry:
@@ -68,6 +68,16 @@ class WorkerRegistry:
     def finish(self, job_id: str) -> None:
         for state in self._workers.values():
             state.jobs.pop(job_id, None)
+
+    def adopt(self, job: JobDispatched, now: float) -> None:
+        """Track a job sent before a restart; its worker counts as silent until it announces."""
+        state = self._workers.get(job.worker_id)
+        if state is None:
+            placeholder = WorkerAnnounced(worker_id=job.worker_id, model=job.shape.model, warm=False,
+                                          max_batch_size=len(job.requests), slots=0)
+            state = self._workers[job.worker_id] = WorkerState(placeholder, now)
+        state.jobs[job.job_id] = job
+        state.next_seq = max(state.next_seq, job.seq + 1)
 
     def holder_of(self, job_id: str) -> WorkerState | None:
         return next((w for w in self._workers.values() if job_id in w.jobs), None)

@@ -1,0 +1,1 @@
+"""The generator worker: takes jobs from the scheduler, renders, encodes, stores, reports."""

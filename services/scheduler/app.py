@@ -1,0 +1,269 @@
+"""The scheduler as a faust-streaming app: the only place that reads settings and talks to Kafka.
+
+    framebus scheduler
+
+Startup: read framebus.scheduler.backlog (what was live at the last stop), follow
+framebus.tenants, framebus.ledger and framebus.status from the beginning until caught
+up, restore the core, then consume requests, cancels, worker announcements and results
+(consumer group ``framebus-scheduler``) and run a scheduling step every few ms.
+
+Delivery: every record a decision produces is handed to faust's producer while the
+input event is processed; faust flushes the producer before it commits input offsets,
+so the backlog record of a request is on Kafka before its input offset is committed.
+A crash replays uncommitted input; replays find their request in the backlog or
+finished on framebus.status and are dropped as duplicates.
+
+One scheduler instance is active at a time (it owns every worker's credit); run a
+second one only as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+
+import faust
+
+from schemas import limits
+from schemas.codec import KafkaRecord, decode_event
+from schemas.errors import CodecError
+from schemas.events import (
+    CancelRequested,
+    GenerationCancelled,
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationRequest,
+    TenantUpdated,
+)
+from schemas.state import ErrorCode, Tier
+from schemas.topics import REQUEST_TIERS, request_topic
+from schemas.workers import JobDispatched, WorkerAnnounced
+from services.common.compacted import TopicTable, read_all
+from services.common.settings import Settings
+from services.common.status import StatusTable
+from services.scheduler import records
+from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
+from services.scheduler.config import SchedulerConfig
+from services.scheduler.core import SchedulerCore, SchedulerOutput
+from services.scheduler.ledger import LedgerEntry
+
+log = logging.getLogger(__name__)
+STEP_INTERVAL_S = 0.005
+
+
+class SchedulerService:
+    def __init__(self, app: faust.App, settings: Settings, config: SchedulerConfig) -> None:
+        self.app = app
+        self.settings = settings
+        self.config = config
+        self.tenants: dict[str, TenantUpdated] = {}
+        self.statuses = StatusTable()
+        self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.statuses.is_finished)
+        self.ready = asyncio.Event()
+        self._topics: dict[str, faust.TopicT] = {}
+        self._tables: list[TopicTable] = []
+        self.rejected = 0
+
+    # --- startup --------------------------------------------------------------------------
+    async def start(self) -> None:
+        bootstrap = self.settings.bootstrap_servers
+        backlog = await asyncio.to_thread(read_all, bootstrap, self.settings.topic(BACKLOG_TOPIC), timeout_s=60)
+        self._tables = [
+            TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant),
+            TopicTable(bootstrap, self.settings.topic("framebus.ledger"), self._apply_ledger),
+            TopicTable(bootstrap, self.settings.topic("framebus.status"), self.statuses.apply_record),
+        ]
+        for table in self._tables:
+            await table.start(catch_up_timeout_s=120)
+        entries = [BacklogEntry.decode(record.value) for record in backlog.values() if record.value]
+        jobs = _jobs_of(entries)
+        self.core.restore([e.queued() for e in entries], jobs, time.time())
+        log.info("scheduler restored %d live requests (%d in %d jobs)", len(entries),
+                 sum(len(j.requests) for j in jobs), len(jobs))
+        self.ready.set()
+
+    async def stop(self) -> None:
+        for table in self._tables:
+            await table.stop()
+
+    def _apply_tenant(self, record) -> None:
+        event = decode_event(record.headers, record.value).event
+        if isinstance(event, TenantUpdated):
+            self.tenants[event.tenant_id] = event
+
+    def _apply_ledger(self, record) -> None:
+        self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]
+
+    # --- inputs -------------------------------------------------------------------------------
+    async def on_request(self, event: faust.EventT) -> None:
+        headers = list(event.headers.items())
+        try:
+            decoded = decode_event(headers, event.value).event
+            if not isinstance(decoded, GenerationRequest):
+                raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
+                                 f"request topics carry framebus.generation.requested, not {decoded.event_type}")
+            topic_tier = _tier_of(event.message.topic, self.settings.topic_prefix)
+            if topic_tier is not None and decoded.tier is not topic_tier:
+                raise CodecError(ErrorCode.INVALID_REQUEST,
+                                 f"`tier` is {decoded.tier.value} but the record is on the {topic_tier.value} topic")
+        except CodecError as exc:
+            await self._reject(event, headers, exc)
+            return
+        await self.publish(self.core.submit(decoded, time.time()), duplicates_from=decoded)
+
+    async def on_control(self, event: faust.EventT) -> None:
+        try:
+            decoded = decode_event(list(event.headers.items()), event.value).event
+        except CodecError as exc:
+            log.warning("skipped an unreadable control record: %s", exc)
+            return
+        if isinstance(decoded, CancelRequested):
+            await self.publish(self.core.cancel(decoded, time.time()))
+
+    async def on_worker(self, event: faust.EventT) -> None:
+        try:
+            decoded = decode_event(list(event.headers.items()), event.value).event
+        except CodecError as exc:
+            log.warning("skipped an unreadable worker announcement: %s", exc)
+            return
+        if isinstance(decoded, WorkerAnnounced):
+            self.core.worker_announced(decoded, time.time())
+
+    async def on_result(self, event: faust.EventT) -> None:
+        try:
+            decoded = decode_event(list(event.headers.items()), event.value).event
+        except CodecError as exc:
+            log.warning("skipped an unreadable result: %s", exc)
+            return
+        if isinstance(decoded, GenerationCompleted | GenerationFailed | GenerationCancelled):
+            self.core.request_finished(decoded.tenant_id, decoded.request_id)
+            await self._send(records.tombstone(_as_request_key(decoded)))
+
+    async def tick(self) -> None:
+        await self.publish(self.core.step(time.time()))
+
+    # --- outputs --------------------------------------------------------------------------------
+    async def publish(self, out: SchedulerOutput, *, duplicates_from: GenerationRequest | None = None) -> None:
+        if not out:
+            return
+        for pair in records.for_output(out):
+            await self._send(pair)
+        for duplicate in out.duplicates:
+            current = self.statuses.get(duplicate.tenant_id, duplicate.request_id)
+            if current is not None:  # re-publish what is known, so the producer sees the state
+                await self._send(records.event("framebus.status", current))
+
+    async def _reject(self, event: faust.EventT, headers: list[tuple[str, bytes]], exc: CodecError) -> None:
+        self.rejected += 1
+        await self._send(records.rejected(event.key, event.value, headers, str(exc.reason), exc.detail))
+        known = _tenant_and_request(event.value)
+        if known is not None:
+            tier = _tier_of(event.message.topic, self.settings.topic_prefix) or Tier.STANDARD
+            for pair in records.failed_for_unreadable(*known, tier, str(exc.reason), exc.detail):
+                await self._send(pair)
+
+    async def _send(self, pair: tuple[str, KafkaRecord]) -> None:
+        name, record = pair
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = self.app.topic(self.settings.topic(name), key_serializer="raw",
+                                                        value_serializer="raw", allow_empty=True)
+        # A tombstone is a record with no value.
+        await topic.send(key=record.key, value=record.value or None, headers=record.headers)
+
+
+def _jobs_of(entries: list[BacklogEntry]) -> list[JobDispatched]:
+    grouped: dict[str, list[BacklogEntry]] = {}
+    for entry in entries:
+        if entry.job_id is not None:
+            grouped.setdefault(entry.job_id, []).append(entry)
+    return [JobDispatched(job_id=job_id, worker_id=members[0].worker_id, seq=members[0].job_seq or 0,
+                          shape=members[0].shape, requests=tuple(m.request for m in members),
+                          attempt=max(m.attempt for m in members))
+            for job_id, members in grouped.items()]
+
+
+def _tier_of(topic: str, prefix: str) -> Tier | None:
+    name = topic.removeprefix(prefix)
+    return next((Tier(t) for t in REQUEST_TIERS if name == request_topic(t)), None)
+
+
+def _tenant_and_request(value: bytes | None) -> tuple[str, str] | None:
+    """Tenant and request id of an unreadable record, if it names valid ones."""
+    try:
+        data = json.loads(value or b"")
+        tenant, request = data["tenant_id"], data["request_id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if (isinstance(tenant, str) and isinstance(request, str) and re.match(limits.TENANT_ID_PATTERN, tenant)
+            and re.match(limits.REQUEST_ID_PATTERN, request)):
+        return tenant, request
+    return None
+
+
+def _as_request_key(result) -> GenerationRequest:
+    # tombstone() needs only the ids; a minimal request carries them.
+    return GenerationRequest.model_construct(tenant_id=result.tenant_id, request_id=result.request_id)
+
+
+def create_app(settings: Settings | None = None, config: SchedulerConfig | None = None) -> tuple[faust.App, SchedulerService]:
+    settings = settings or Settings()
+    brokers = [f"kafka://{host}" for host in settings.bootstrap_servers.split(",")]
+    app = faust.App(f"{settings.topic_prefix}framebus-scheduler", broker=brokers, store="memory://",
+                    web_enabled=False, producer_acks=-1, consumer_auto_offset_reset="earliest",
+                    broker_commit_interval=0.5, topic_partitions=6, topic_allow_declare=False,
+                    producer_max_request_size=4 * 1024 * 1024)
+    config = config or SchedulerConfig(aging_s=settings.scheduler_aging_s,
+                                       worker_timeout_s=settings.scheduler_worker_timeout_s)
+    service = SchedulerService(app, settings, config)
+
+    def raw(*names: str) -> faust.TopicT:
+        return app.topic(*(settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw")
+
+    @app.task
+    async def restore() -> None:
+        await service.start()
+
+    async def when_ready() -> None:
+        await service.ready.wait()
+
+    @app.agent(raw(*(request_topic(t) for t in REQUEST_TIERS)), name="admit")
+    async def admit(stream):
+        await when_ready()
+        async for event in stream.events():
+            await service.on_request(event)
+
+    @app.agent(raw("framebus.control"), name="control")
+    async def control(stream):
+        await when_ready()
+        async for event in stream.events():
+            await service.on_control(event)
+
+    @app.agent(raw("framebus.workers"), name="workers")
+    async def workers(stream):
+        await when_ready()
+        async for event in stream.events():
+            await service.on_worker(event)
+
+    @app.agent(raw("framebus.results"), name="results")
+    async def results(stream):
+        await when_ready()
+        async for event in stream.events():
+            await service.on_result(event)
+
+    @app.timer(STEP_INTERVAL_S)
+    async def step() -> None:
+        if service.ready.is_set():
+            await service.tick()
+
+    return app, service
+
+
+def run(settings: Settings | None = None) -> None:
+    """Run the scheduler in the foreground until interrupted."""
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel="info", quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,121 @@
+"""Turning scheduler decisions into the records other services read (pure: no Kafka calls).
+
+Each function returns (topic, KafkaRecord) pairs; app.py sends them. Keeping this apart
+from the faust wiring lets tests check exactly what a decision publishes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas.codec import KafkaRecord, encode, encode_event
+from schemas.events import (
+    ErrorInfo,
+    Event,
+    GenerationCancelled,
+    GenerationFailed,
+    GenerationRequest,
+    StatusChanged,
+    Timings,
+)
+from schemas.state import ErrorCode, RequestState
+from schemas.workers import JobDispatched
+from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
+from services.scheduler.core import ForwardedCancel, SchedulerOutput, Terminal
+from services.scheduler.queue import QueuedRequest
+
+SOURCE = "/framebus/scheduler"
+Out = list[tuple[str, KafkaRecord]]
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def event(topic: str, item: Event, traceparent: str | None = None) -> tuple[str, KafkaRecord]:
+    return topic, encode_event(item, source=SOURCE, traceparent=traceparent)
+
+
+def backlog(entry: BacklogEntry) -> tuple[str, KafkaRecord]:
+    return BACKLOG_TOPIC, KafkaRecord(entry.key(), entry.encode(), [])
+
+
+def tombstone(request: GenerationRequest) -> tuple[str, KafkaRecord]:
+    return BACKLOG_TOPIC, KafkaRecord(f"{request.tenant_id}/{request.request_id}".encode(), b"", [])
+
+
+def status(request: GenerationRequest, state: RequestState, *, tokens: float | None = None,
+           error: ErrorInfo | None = None, timings: Timings | None = None) -> tuple[str, KafkaRecord]:
+    return event("framebus.status", StatusChanged(
+        request_id=request.request_id, tenant_id=request.tenant_id, state=state, tier=request.tier, tokens=tokens,
+        batch_id=request.batch_id, error=error, timings=timings or Timings()))
+
+
+def queued(entry: QueuedRequest) -> Out:
+    return [backlog(BacklogEntry.of(entry)),
+            status(entry.request, RequestState.QUEUED, tokens=entry.tokens,
+                   timings=Timings(queued_at=_at(entry.enqueued_at)))]
+
+
+def dispatched(job: JobDispatched, entries: list[QueuedRequest]) -> Out:
+    out = [event("framebus.jobs", job)]
+    for request, entry in zip(job.requests, entries, strict=True):
+        out.append(backlog(BacklogEntry.of(entry, job)))
+        out.append(status(request, RequestState.DISPATCHED, tokens=entry.tokens,
+                          timings=Timings(queued_at=_at(entry.enqueued_at))))
+    return out
+
+
+def terminal(ended: Terminal) -> Out:
+    request = ended.request
+    common = {"request_id": request.request_id, "tenant_id": request.tenant_id, "tier": request.tier,
+              "model": request.model, "batch_id": request.batch_id, "custom_id": request.custom_id,
+              "metadata": request.metadata, "timings": Timings(finished_at=datetime.now(UTC))}
+    error = None
+    if ended.state is RequestState.CANCELLED:
+        result: Event = GenerationCancelled(**common, reason=ended.message)
+    else:
+        error = ErrorInfo(code=ended.code or ErrorCode.INTERNAL_ERROR, message=ended.message)
+        result = GenerationFailed(**common, error=error)
+    return [event("framebus.results", result), status(request, ended.state, error=error), tombstone(request)]
+
+
+def forwarded_cancel(forward: ForwardedCancel) -> tuple[str, KafkaRecord]:
+    # Keyed by worker id like the jobs, so it lands on the partition that worker reads.
+    topic, record = event("framebus.jobs", forward.cancel)
+    return topic, KafkaRecord(forward.worker_id.encode(), record.value, record.headers)
+
+
+def for_output(out: SchedulerOutput) -> Out:
+    records: Out = []
+    for entry in out.queued + out.requeued:
+        records.extend(queued(entry))
+    for entry in out.ledger:
+        records.append(event("framebus.ledger", entry))
+    for job in out.jobs:
+        records.extend(dispatched(job, out.job_entries[job.job_id]))
+    for ended in out.terminal:
+        records.extend(terminal(ended))
+    for forward in out.cancels:
+        records.append(forwarded_cancel(forward))
+    return records
+
+
+def rejected(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], reason: str,
+             detail: str) -> tuple[str, KafkaRecord]:
+    """The record as it came, plus why it was refused, for framebus.requests.rejected."""
+    extra = [("framebus-reject-reason", reason.encode()), ("framebus-reject-detail", detail[:2000].encode())]
+    return "framebus.requests.rejected", KafkaRecord(key, value or b"", [*headers, *extra])
+
+
+def failed_for_unreadable(tenant_id: str, request_id: str, tier, reason: str, detail: str) -> Out:
+    """A `failed` result for a record we could not read but whose tenant and id we know."""
+    error = ErrorInfo(code=reason, message=detail[:2000])
+    failed = GenerationFailed(request_id=request_id, tenant_id=tenant_id, tier=tier, error=error,
+                              timings=Timings(finished_at=datetime.now(UTC)))
+    status_record = event("framebus.status", StatusChanged(request_id=request_id, tenant_id=tenant_id,
+                                                           state=RequestState.FAILED, tier=tier, error=error))
+    return [event("framebus.results", failed), status_record]
+
+
+__all__ = ["encode", "for_output", "rejected", "failed_for_unreadable", "status", "tombstone"]
