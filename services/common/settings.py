@@ -7,6 +7,7 @@ broker and S3 server on 127.0.0.1. Setting ``FRAMEBUS_KAFKA_BOOTSTRAP`` or
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
@@ -89,6 +90,19 @@ class Settings(BaseSettings):
     @cached_property
     def s3_endpoint_url(self) -> str:
         return self.s3_endpoint or f"http://{LOCAL_HOST}:{self.s3_port}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as FRAMEBUS_* variables, so a child process sees exactly them."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, (set, frozenset, list, tuple)):
+                value = json.dumps(sorted(value))
+            env[f"FRAMEBUS_{name.upper()}"] = str(value)
+        return env
 
     def topic(self, name: str) -> str:
         """The full name of a catalogue topic under this deployment's prefix."""

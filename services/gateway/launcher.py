@@ -1,4 +1,4 @@
-"""Run the gateway as a child process and wait until it is ready (tests, benchmarks, the demo)."""
+"""Run framebus services as child processes (tests, benchmarks, the demo); the gateway until ready."""
 
 from __future__ import annotations
 
@@ -15,29 +15,26 @@ from services.common.errors import FramebusError
 from services.common.settings import Settings
 
 
-def gateway_env(settings: Settings, port: int, **extra: str) -> dict[str, str]:
-    """The environment that makes a child `framebus gateway` see ``settings``."""
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child `framebus ...` process see ``settings`` (and nothing inherited)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_")}
-    env.update({
-        "FRAMEBUS_KAFKA_BOOTSTRAP": settings.bootstrap_servers, "FRAMEBUS_S3_ENDPOINT": settings.s3_endpoint_url,
-        "FRAMEBUS_S3_ACCESS_KEY": settings.s3_access_key,
-        "FRAMEBUS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "FRAMEBUS_TOPIC_PREFIX": settings.topic_prefix, "FRAMEBUS_GATEWAY_PORT": str(port),
-        "FRAMEBUS_GATEWAY_SUBMISSIONS_PER_MINUTE": str(settings.gateway_submissions_per_minute),
-        "FRAMEBUS_SUBMIT_DEADLINE_S": str(settings.submit_deadline_s), **extra,
-    })
-    return env
+    return {**env, **settings.as_env(), **extra}
+
+
+def launch(settings: Settings, args: list[str], log_path: Path, **extra_env: str) -> subprocess.Popen:
+    """Start `framebus <args>` as a child in its own session, output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "services.cli.main", *args],
+                                env=child_env(settings, **extra_env), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def launch_gateway(settings: Settings, log_path: Path, *, timeout_s: float = 60.0,
                    **extra_env: str) -> tuple[subprocess.Popen, str]:
     """Start `framebus gateway` on a free port; return the process and its base URL once /readyz says ready."""
     port = free_port()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "gateway"],
-                                   env=gateway_env(settings, port, **extra_env), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    process = launch(settings, ["gateway"], log_path, FRAMEBUS_GATEWAY_PORT=str(port), **extra_env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -112,7 +112,11 @@ class SchedulerService:
         except CodecError as exc:
             await self._reject(event, headers, exc)
             return
-        await self.publish(self.core.submit(decoded, time.time()), duplicates_from=decoded)
+        out = self.core.submit(decoded, time.time())
+        if any(t.code is ErrorCode.UNKNOWN_TENANT for t in out.terminal):  # a bad record, not just a refusal
+            await self._send(records.rejected(event.key, event.value, headers, ErrorCode.UNKNOWN_TENANT.value,
+                                              out.terminal[0].message))
+        await self.publish(out)
 
     async def on_control(self, event: faust.EventT) -> None:
         try:
@@ -146,7 +150,7 @@ class SchedulerService:
         await self.publish(self.core.step(time.time()))
 
     # --- outputs --------------------------------------------------------------------------------
-    async def publish(self, out: SchedulerOutput, *, duplicates_from: GenerationRequest | None = None) -> None:
+    async def publish(self, out: SchedulerOutput) -> None:
         if not out:
             return
         for pair in records.for_output(out):

@@ -1,0 +1,114 @@
+"""The scheduler and null workers as real processes on the real broker and S3 server."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+from kafka import KafkaProducer
+
+from schemas.codec import Envelope, encode, encode_event
+from schemas.events import GenerationCompleted, GenerationRequest
+from tests.services.scheduler.conftest import Pipeline
+
+SMALL = {"model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2}
+
+
+def request(n: int, **changes) -> dict:
+    return {"request_id": f"req-{n}", "prompt": f"a red fox, take {n}", **SMALL, **changes}
+
+
+def by_request(results) -> dict[str, list]:
+    grouped = collections.defaultdict(list)
+    for result in results:
+        grouped[result.request_id].append(result)
+    return grouped
+
+
+def test_every_request_ends_completed_exactly_once_with_its_video_in_s3(pipeline: Pipeline) -> None:
+    pipeline.start_scheduler()
+    pipeline.start_worker("w1", batch=4)
+    tiers = ["interactive", "standard", "batch"]
+    pipeline.client.submit_many([request(n, tier=tiers[n % 3]) for n in range(24)])
+    results = pipeline.results(until=24)
+    grouped = by_request(results)
+    assert len(grouped) == 24 and all(len(r) == 1 for r in grouped.values()), pipeline.log("scheduler.log")
+    assert all(isinstance(r[0], GenerationCompleted) for r in grouped.values())
+    sample = grouped["req-0"][0]
+    from services.common.storage import s3_client
+
+    head = s3_client(pipeline.settings).head_object(Bucket=sample.output.bucket, Key=sample.output.key)
+    assert head["ContentLength"] == sample.output.bytes and sample.output.key.startswith("acme/")
+    status = pipeline.client.status("req-0")
+    assert status.state.value == "completed" and status.output.url == sample.output.url
+
+
+def test_poison_records_are_rejected_with_reasons_and_the_consumer_keeps_going(pipeline: Pipeline) -> None:
+    pipeline.start_scheduler()
+    pipeline.start_worker("w1")
+    topic = pipeline.settings.topic("framebus.requests.standard")
+    good = GenerationRequest(tenant_id="acme", **request(1))
+    record = encode_event(good, source="/tests")
+    producer = KafkaProducer(bootstrap_servers=pipeline.settings.bootstrap_servers)
+    poison = [
+        (record.headers, b"{not json"),  # bad JSON
+        ([], json.dumps({**json.loads(record.value), "request_id": "no-headers"}).encode()),  # no ce_* headers
+        (record.headers, json.dumps({**json.loads(record.value), "request_id": "bad-width", "width": 100}).encode()),
+        (record.headers, json.dumps({**json.loads(record.value), "request_id": "v2", "schema_version": "2.0"}).encode()),
+    ]
+    for headers, value in poison:
+        producer.send(topic, key=b"acme", value=value, headers=headers)
+    stranger = encode_event(GenerationRequest(tenant_id="nobody", **request(2)), source="/tests")
+    producer.send(topic, key=stranger.key, value=stranger.value, headers=stranger.headers)
+    producer.send(topic, key=record.key, value=record.value, headers=record.headers)  # a good one after them
+    producer.flush()
+    rejected = pipeline.records("framebus.requests.rejected", until=5)
+    reasons = {dict(r.headers)["framebus-reject-reason"].decode(): r for r in rejected}
+    assert sorted(reasons) == ["invalid_json", "invalid_request", "missing_header", "unknown_tenant",
+                               "unsupported_version"]
+    assert b"width" in dict(reasons["invalid_request"].headers)["framebus-reject-detail"]
+    assert reasons["invalid_json"].value == b"{not json"  # the record is kept as it came
+    results = by_request(pipeline.results(until=5))
+    assert results["req-1"][0].outcome == "completed"  # the scheduler kept going
+    assert results["no-headers"][0].error.code.value == "missing_header"
+    assert results["bad-width"][0].error.code.value == "invalid_request"
+    assert results["v2"][0].error.code.value == "unsupported_version"
+    assert results["req-2"][0].error.code.value == "unknown_tenant"
+
+
+def test_a_resubmitted_request_runs_once(pipeline: Pipeline) -> None:
+    pipeline.start_scheduler()
+    pipeline.start_worker("w1")
+    pipeline.client.submit(request(7))
+    pipeline.client.submit(request(7))
+    pipeline.client.submit(request(8))
+    results = by_request(pipeline.results(until=3, timeout_s=30))
+    assert len(results["req-7"]) == 1 and len(results["req-8"]) == 1
+
+
+def test_cancel_of_a_queued_request_and_refusals(pipeline: Pipeline) -> None:
+    pipeline.start_scheduler()  # no worker: requests stay queued
+    pipeline.client.submit(request(1))
+    assert _eventually(lambda: (s := pipeline.client.status("req-1")) is not None and s.state.value == "queued")
+    pipeline.client.cancel("req-1")
+    from framebus.client import FramebusClient
+
+    with FramebusClient(tenant_id="poor", settings=pipeline.settings) as poor:
+        poor.submit(request(2, width=512, height=512))  # costs more than its 0.001 tokens
+    results = by_request(pipeline.results(until=2, timeout_s=60))
+    assert results["req-1"][0].outcome == "cancelled"
+    assert results["req-2"][0].error.code.value == "insufficient_balance"
+
+
+def _eventually(check, timeout_s: float = 60) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+__all__ = ["Envelope", "encode"]
