@@ -219,6 +219,8 @@ def create_app(settings: Settings | None = None, config: SchedulerConfig | None 
     app = faust.App(f"{settings.topic_prefix}framebus-scheduler", broker=brokers, store="memory://",
                     web_enabled=False, producer_acks=-1, consumer_auto_offset_reset="earliest",
                     broker_commit_interval=0.5, topic_partitions=6, topic_allow_declare=False,
+                    # A killed scheduler's group membership lapses after this; its successor waits that long.
+                    broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
                     producer_max_request_size=4 * 1024 * 1024)
     config = config or SchedulerConfig(aging_s=settings.scheduler_aging_s,
                                        worker_timeout_s=settings.scheduler_worker_timeout_s)
