@@ -28,6 +28,7 @@ class Rendered:
     video: EncodedVideo | None  # None: cancelled before it was rendered
     gpu_seconds: float
     steps_run: int
+    shared: bool = False  # identical output other requests may share (the null engine's clips)
 
 
 class Engine(Protocol):
@@ -44,7 +45,7 @@ PALETTE = np.array([[220, 60, 40], [40, 160, 90], [50, 90, 210], [230, 190, 40],
 
 
 class NullEngine:
-    """Solid colours, no diffusion. Encodes each (shape, colour) once and reuses the bytes."""
+    """Solid colours, no diffusion. Encodes each (shape, colour) once; the clip is stored once too."""
 
     name = "null"
 
@@ -77,5 +78,5 @@ class NullEngine:
                 continue
             clip = self._clip(request.width, request.height, request.num_frames, request.fps,
                               (request.seed or 0) % len(PALETTE))
-            out.append(Rendered(request, clip, share, request.num_inference_steps))
+            out.append(Rendered(request, clip, share, request.num_inference_steps, shared=True))
         return out

@@ -188,7 +188,7 @@ class Worker:
             self._status(request, RequestState.CANCELLED, common["timings"])
             return
         try:
-            output = self.store.put(request, item.video, utc_now())
+            output = self.store.put(request, item.video, utc_now(), shared=item.shared)
         except Exception as exc:  # noqa: BLE001 - reported as the request's failure
             self._fail(request, ErrorCode.STORAGE_ERROR, str(exc), started)
             return

@@ -28,22 +28,14 @@ import time
 import faust
 
 from schemas import limits
-from schemas.codec import KafkaRecord, decode_event
+from schemas.codec import KafkaRecord, decode, decode_event
 from schemas.errors import CodecError
-from schemas.events import (
-    CancelRequested,
-    GenerationCancelled,
-    GenerationCompleted,
-    GenerationFailed,
-    GenerationRequest,
-    TenantUpdated,
-)
-from schemas.state import ErrorCode, Tier
+from schemas.events import CancelRequested, GenerationRequest, TenantUpdated
+from schemas.state import ErrorCode, RequestState, Tier
 from schemas.topics import REQUEST_TIERS, request_topic
 from schemas.workers import JobDispatched, WorkerAnnounced
 from services.common.compacted import TopicTable, read_all
 from services.common.settings import Settings
-from services.common.status import StatusTable
 from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
@@ -52,6 +44,7 @@ from services.scheduler.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
+TERMINAL_STATES = {state.value for state in RequestState if state.is_terminal}
 
 
 class SchedulerService:
@@ -60,8 +53,8 @@ class SchedulerService:
         self.settings = settings
         self.config = config
         self.tenants: dict[str, TenantUpdated] = {}
-        self.statuses = StatusTable()
-        self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.statuses.is_finished)
+        self.finished = FinishedIndex()
+        self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.ready = asyncio.Event()
         self._topics: dict[str, faust.TopicT] = {}
         self._tables: list[TopicTable] = []
@@ -74,7 +67,7 @@ class SchedulerService:
         self._tables = [
             TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant),
             TopicTable(bootstrap, self.settings.topic("framebus.ledger"), self._apply_ledger),
-            TopicTable(bootstrap, self.settings.topic("framebus.status"), self.statuses.apply_record),
+            TopicTable(bootstrap, self.settings.topic("framebus.status"), self.finished.apply_record),
         ]
         for table in self._tables:
             await table.start(catch_up_timeout_s=120)
@@ -137,14 +130,16 @@ class SchedulerService:
             self.core.worker_announced(decoded, time.time())
 
     async def on_result(self, event: faust.EventT) -> None:
+        # Only the ids matter here, and results come from our own pipeline: read the
+        # envelope, skip full model validation (metering validates what it bills).
         try:
-            decoded = decode_event(list(event.headers.items()), event.value).event
-        except CodecError as exc:
+            data = decode(list(event.headers.items()), event.value).data
+            tenant_id, request_id = data["tenant_id"], data["request_id"]
+        except (CodecError, KeyError) as exc:
             log.warning("skipped an unreadable result: %s", exc)
             return
-        if isinstance(decoded, GenerationCompleted | GenerationFailed | GenerationCancelled):
-            self.core.request_finished(decoded.tenant_id, decoded.request_id)
-            await self._send(records.tombstone(_as_request_key(decoded)))
+        self.core.request_finished(tenant_id, request_id)
+        await self._send(records.tombstone(tenant_id, request_id))
 
     async def tick(self) -> None:
         await self.publish(self.core.step(time.time()))
@@ -155,10 +150,12 @@ class SchedulerService:
             return
         for pair in records.for_output(out):
             await self._send(pair)
-        for duplicate in out.duplicates:
-            current = self.statuses.get(duplicate.tenant_id, duplicate.request_id)
-            if current is not None:  # re-publish what is known, so the producer sees the state
-                await self._send(records.event("framebus.status", current))
+        for duplicate in out.duplicates:  # re-publish its state, so whoever resubmitted sees it
+            known = self.finished.record(duplicate.tenant_id, duplicate.request_id)
+            if known is not None:
+                await self._send(("framebus.status", known))
+            else:
+                await self._send(records.status(duplicate, self.core.state_of(duplicate)))
 
     async def _reject(self, event: faust.EventT, headers: list[tuple[str, bytes]], exc: CodecError) -> None:
         self.rejected += 1
@@ -208,9 +205,27 @@ def _tenant_and_request(value: bytes | None) -> tuple[str, str] | None:
     return None
 
 
-def _as_request_key(result) -> GenerationRequest:
-    # tombstone() needs only the ids; a minimal request carries them.
-    return GenerationRequest.model_construct(tenant_id=result.tenant_id, request_id=result.request_id)
+class FinishedIndex:
+    """Requests that ended, from framebus.status: their last status record, kept as it came.
+
+    Only terminal records are kept and only their state is parsed, so following the
+    busy status topic stays cheap.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], KafkaRecord] = {}
+
+    def apply_record(self, record) -> None:
+        data = json.loads(record.value)
+        if data.get("state") in TERMINAL_STATES:
+            self._records[(data["tenant_id"], data["request_id"])] = KafkaRecord(
+                record.key, record.value, list(record.headers))
+
+    def contains(self, tenant_id: str, request_id: str) -> bool:
+        return (tenant_id, request_id) in self._records
+
+    def record(self, tenant_id: str, request_id: str) -> KafkaRecord | None:
+        return self._records.get((tenant_id, request_id))
 
 
 def create_app(settings: Settings | None = None, config: SchedulerConfig | None = None) -> tuple[faust.App, SchedulerService]:

@@ -137,6 +137,11 @@ class SchedulerCore:
             if not any(job == job_id for job, _ in self._in_flight.values()):
                 self.workers.finish(job_id)
 
+    def state_of(self, request: GenerationRequest) -> RequestState:
+        """Where a live request is: dispatched if a worker holds it, else queued."""
+        key = (request.tenant_id, request.request_id)
+        return RequestState.DISPATCHED if key in self._in_flight else RequestState.QUEUED
+
     def ledger(self, entry: LedgerEntry) -> None:
         self.balances.apply(entry)
 

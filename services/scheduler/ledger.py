@@ -26,11 +26,15 @@ def _d(tokens: float) -> Decimal:
 class TenantBalance:
     credited: Decimal = Decimal(0)
     charged: Decimal = Decimal(0)
+    reserved: Decimal = Decimal(0)  # the sum of ``reservations``, kept current (admission reads it per request)
     reservations: dict[str, Decimal] = field(default_factory=dict)  # request id -> tokens held
 
-    @property
-    def reserved(self) -> Decimal:
-        return sum(self.reservations.values(), Decimal(0))
+    def hold(self, request_id: str, tokens: Decimal) -> None:
+        self.reserved += tokens - self.reservations.get(request_id, Decimal(0))
+        self.reservations[request_id] = tokens
+
+    def settle(self, request_id: str) -> None:
+        self.reserved -= self.reservations.pop(request_id, Decimal(0))
 
     def available(self, credit_limit: float = 0.0) -> Decimal:
         return self.credited + _d(credit_limit) - self.reserved - self.charged
@@ -55,13 +59,13 @@ class Balances:
             balance.credited += _d(entry.tokens)
         elif isinstance(entry, LedgerReserved):
             if (entry.tenant_id, entry.request_id) not in self._settled:
-                balance.reservations[entry.request_id] = _d(entry.tokens)
+                balance.hold(entry.request_id, _d(entry.tokens))
         else:
             key = (entry.tenant_id, entry.request_id)
             if key in self._settled:
                 return False
             self._settled.add(key)
-            balance.reservations.pop(entry.request_id, None)
+            balance.settle(entry.request_id)
             if isinstance(entry, LedgerCharged):
                 balance.charged += _d(entry.tokens)
         return True

@@ -17,6 +17,7 @@ from schemas.events import (
     GenerationRequest,
     StatusChanged,
     Timings,
+    status_key,
 )
 from schemas.state import ErrorCode, RequestState
 from schemas.workers import JobDispatched
@@ -40,8 +41,8 @@ def backlog(entry: BacklogEntry) -> tuple[str, KafkaRecord]:
     return BACKLOG_TOPIC, KafkaRecord(entry.key(), entry.encode(), [])
 
 
-def tombstone(request: GenerationRequest) -> tuple[str, KafkaRecord]:
-    return BACKLOG_TOPIC, KafkaRecord(f"{request.tenant_id}/{request.request_id}".encode(), b"", [])
+def tombstone(tenant_id: str, request_id: str) -> tuple[str, KafkaRecord]:
+    return BACKLOG_TOPIC, KafkaRecord(status_key(tenant_id, request_id).encode(), b"", [])
 
 
 def status(request: GenerationRequest, state: RequestState, *, tokens: float | None = None,
@@ -77,7 +78,8 @@ def terminal(ended: Terminal) -> Out:
     else:
         error = ErrorInfo(code=ended.code or ErrorCode.INTERNAL_ERROR, message=ended.message)
         result = GenerationFailed(**common, error=error)
-    return [event("framebus.results", result), status(request, ended.state, error=error), tombstone(request)]
+    return [event("framebus.results", result), status(request, ended.state, error=error),
+            tombstone(request.tenant_id, request.request_id)]
 
 
 def forwarded_cancel(forward: ForwardedCancel) -> tuple[str, KafkaRecord]:

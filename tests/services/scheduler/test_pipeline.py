@@ -39,7 +39,8 @@ def test_every_request_ends_completed_exactly_once_with_its_video_in_s3(pipeline
     from services.common.storage import s3_client
 
     head = s3_client(pipeline.settings).head_object(Bucket=sample.output.bucket, Key=sample.output.key)
-    assert head["ContentLength"] == sample.output.bytes and sample.output.key.startswith("acme/")
+    assert head["ContentLength"] == sample.output.bytes
+    assert sample.output.key == f"null-engine/{sample.output.sha256}.mp4"  # the test engine's shared clip
     status = pipeline.client.status("req-0")
     assert status.state.value == "completed" and status.output.url == sample.output.url
 

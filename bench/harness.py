@@ -1,0 +1,54 @@
+"""Shared by the benchmarks: a private local stack, tenants, and the pipeline's processes."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from framebus.client import FramebusClient
+from infra.process import free_port, terminate
+from services.common.settings import Settings
+from services.common.stack import Stack
+from services.gateway.launcher import launch
+from services.gateway.tenants import TenantAdmin
+
+
+@contextlib.contextmanager
+def private_stack(tmp: Path, **overrides) -> Iterator[Settings]:
+    """Kafka and S3 of its own on free ports (never the user's `framebus up` stack), provisioned."""
+    settings = Settings(kafka_bootstrap=None, s3_endpoint=None, kafka_port=free_port(),
+                        kafka_controller_port=free_port(), s3_port=free_port(), kafka_heap="1g",
+                        state_dir=tmp / "state", topic_prefix=f"bench.{uuid.uuid4().hex[:6]}.", **overrides)
+    stack = Stack(settings)
+    stack.up()
+    try:
+        yield settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers,
+                                          "s3_endpoint": settings.s3_endpoint_url})
+    finally:
+        stack.down(purge=True)
+
+
+def tenants(settings: Settings, *names: str, tokens: float = 1e9) -> None:
+    with FramebusClient(settings=settings, source="/bench") as client:
+        admin = TenantAdmin(client)
+        for name in names:
+            admin.create(name, submissions_per_minute=100_000)
+            admin.credit(name, tokens)
+
+
+class Processes:
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings, self.logs, self.running = settings, logs, []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        process = launch(self.settings, list(args), self.logs / f"{name}.log")
+        self.running.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            terminate(process.pid, timeout_s=10)
+        self.running.clear()

@@ -1,0 +1,243 @@
+"""Scheduler benchmarks with null workers, on a private Kafka and S3 (never the user's stack).
+
+1. throughput: N requests submitted as fast as the SDK can; admission + dispatch rate
+   (requests on framebus.jobs per second) and end-to-end rate, against the submit rate
+   in the same run (ratio ~1 means the scheduler keeps up with its input); nothing lost.
+2. priority: 5,000 batch requests queued, the worker busy; 50 interactive requests one
+   at a time: each one's queue wait (worker start - acceptance), against one batch duration.
+3. fairness: tenant A queues 1,000, then B queues 10; B's completion time against B's
+   own work time.
+4. fill: batch fill ratio and queue wait per tier at 30%, 70% and 100% of capacity.
+
+    python -m bench.scheduler [--requests 5000] [--quick]
+
+Writes bench/results/scheduler.json and prints tables.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from kafka import KafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+from bench.harness import Processes, private_stack, tenants
+from framebus.client import FramebusClient
+from schemas.codec import decode_event
+from schemas.events import GenerationCompleted
+from schemas.workers import JobDispatched
+from services.common.settings import Settings
+
+RESULTS = Path(__file__).parent / "results" / "scheduler.json"
+SHAPE = {"model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2}
+console = Console()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+class Tail:
+    """Follows a topic from its start, decoding CloudEvents."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = KafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap_servers,
+                                      auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+
+    def read(self, until, timeout_s: float) -> list[tuple[float, object]]:
+        """(arrival time, event) pairs until ``until(events)`` or the timeout."""
+        got: list[tuple[float, object]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(got):
+            for records in self.consumer.poll(timeout_ms=200).values():
+                now = time.time()
+                got.extend((now, decode_event(r.headers, r.value).event) for r in records)
+        return got
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def throughput(settings: Settings, procs: Processes, n: int) -> dict:
+    for i in range(4):
+        procs.start(f"w{i}", "worker", "--worker-id", f"tp-w{i}", "--batch", "16", "--slots", "2")
+    time.sleep(3)
+    jobs, results = Tail(settings, "framebus.jobs"), Tail(settings, "framebus.results")
+    with FramebusClient(tenant_id="acme", settings=settings) as client:
+        started = time.time()
+        for chunk in range(0, n, 500):
+            client.submit_many([{"request_id": f"tp-{i}", "prompt": "a fox", "tier": "batch", **SHAPE}
+                                for i in range(chunk, min(n, chunk + 500))])
+        submitted = time.time()
+    dispatched = jobs.read(lambda got: sum(len(e.requests) for _, e in got if isinstance(e, JobDispatched)) >= n,
+                           timeout_s=300)
+    finished = results.read(lambda got: len({e.request_id for _, e in got}) >= n, timeout_s=300)
+    jobs.close(), results.close()
+    last_dispatch = max(t for t, e in dispatched if isinstance(e, JobDispatched))
+    ids = [e.request_id for _, e in finished]
+    return {"requests": n, "submit_per_s": n / (submitted - started),
+            "dispatch_per_s": n / (last_dispatch - started),
+            "end_to_end_per_s": n / (max(t for t, _ in finished) - started),
+            "ratio_dispatch_to_submit": (submitted - started) / (last_dispatch - started),
+            "lost": n - len(set(ids)), "repeated": len(ids) - len(set(ids)),
+            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished)}
+
+
+def priority(settings: Settings, procs: Processes, trials: int, backlog: int, job_ms: int) -> dict:
+    procs.start("busy", "worker", "--worker-id", "prio-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
+    time.sleep(3)
+    waits = []
+    with FramebusClient(tenant_id="acme", settings=settings) as client:
+        for chunk in range(0, backlog, 1000):
+            client.submit_many([{"request_id": f"bk-{i}", "prompt": "bulk", "tier": "batch", **SHAPE}
+                                for i in range(chunk, min(backlog, chunk + 1000))])
+        time.sleep(2)
+        for trial in range(trials):
+            receipt = client.submit({"request_id": f"urgent-{trial}", "prompt": "now", "tier": "interactive",
+                                     **SHAPE, "width": 80})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = client.status(receipt.request_id, timeout_s=5)
+                if status is not None and status.state.is_terminal:
+                    waits.append((status.timings.started_at - receipt.accepted_at).total_seconds())
+                    break
+                time.sleep(0.05)
+    return {"backlog": backlog, "trials": len(waits), "batch_duration_s": job_ms / 1000,
+            "wait_p50_s": pct(waits, 0.5), "wait_p99_s": pct(waits, 0.99), "bound_s": job_ms / 1000 + 0.1,
+            "within_bound": sum(w <= job_ms / 1000 + 0.1 for w in waits)}
+
+
+def fairness(settings: Settings, procs: Processes, job_ms: int) -> dict:
+    procs.start("fair", "worker", "--worker-id", "fair-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
+    time.sleep(3)
+    with FramebusClient(tenant_id="tenant-a", settings=settings) as a, \
+            FramebusClient(tenant_id="tenant-b", settings=settings) as b:
+        a.submit_many([{"request_id": f"a-{i}", "prompt": "bulk", "tier": "standard", **SHAPE} for i in range(1000)])
+        time.sleep(1)
+        b_started = time.time()
+        b.submit_many([{"request_id": f"b-{i}", "prompt": "mine", "tier": "standard", **SHAPE} for i in range(10)])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = [b.status(f"b-{i}", timeout_s=5) for i in range(10)]
+            if all(s is not None and s.state.is_terminal for s in done):
+                break
+            time.sleep(0.5)
+    b_finished = max(s.timings.finished_at.timestamp() for s in done)
+    own_work = 3 * job_ms / 1000  # 10 requests in batches of 4: three jobs of its own
+    return {"b_elapsed_s": b_finished - b_started, "b_own_work_s": own_work,
+            "bound_s": 2 * own_work + job_ms / 1000, "ratio_to_own_work": (b_finished - b_started) / own_work}
+
+
+def fill(settings: Settings, procs: Processes, job_ms: int, seconds: float) -> list[dict]:
+    procs.start("fill", "worker", "--worker-id", "fill-w", "--batch", "8", "--slots", "1", "--delay-ms", str(job_ms))
+    time.sleep(3)
+    capacity = 8 / (job_ms / 1000)  # requests per second one worker finishes at full batches
+    rows = []
+    jobs = Tail(settings, "framebus.jobs")
+    jobs.read(lambda got: False, timeout_s=1)
+    with FramebusClient(tenant_id="acme", settings=settings) as client:
+        for tier in ("interactive", "standard", "batch"):
+            for load in (0.3, 0.7, 1.0):
+                rate = capacity * load
+                sent, accepted, t_end, n = [], {}, time.monotonic() + seconds, 0
+                while time.monotonic() < t_end:
+                    rid = f"fill-{tier}-{load}-{n}"
+                    accepted[rid] = client.submit({"request_id": rid, "prompt": "x", "tier": tier, **SHAPE}).accepted_at
+                    sent.append(rid)
+                    n += 1
+                    time.sleep(random.expovariate(rate))
+                got = jobs.read(lambda g: {r.request_id for _, e in g if isinstance(e, JobDispatched)
+                                           for r in e.requests} >= set(sent), timeout_s=60)
+                mine = [e for _, e in got if isinstance(e, JobDispatched) and e.requests[0].request_id in set(sent)]
+                waits = []
+                for rid in sent[:: max(1, len(sent) // 25)]:
+                    status = client.status(rid, timeout_s=5)
+                    if status and status.timings.started_at:  # acceptance to the worker starting it
+                        waits.append((status.timings.started_at - accepted[rid]).total_seconds())
+                rows.append({"tier": tier, "load": load, "requests": len(sent),
+                             "fill_ratio": statistics.mean(len(j.requests) for j in mine) / 8 if mine else 0.0,
+                             "wait_p50_ms": 1000 * pct(waits, 0.5), "wait_p99_ms": 1000 * pct(waits, 0.99)})
+                time.sleep(job_ms / 1000 * 2)
+    jobs.close()
+    return rows
+
+
+def main(requests: int = typer.Option(5000, min=100), quick: bool = typer.Option(False, help="Smaller runs."),
+         only: str | None = typer.Option(None, help="Run one scenario: throughput, priority, fairness or fill.")) -> None:
+    report: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, run in (("throughput", lambda s, p: throughput(s, p, requests // (5 if quick else 1))),
+                          ("priority", lambda s, p: priority(s, p, 10 if quick else 50, 5000, 500)),
+                          ("fairness", lambda s, p: fairness(s, p, 200)),
+                          ("fill", lambda s, p: fill(s, p, 200, 3.0 if quick else 8.0))):
+            if only and name != only:
+                continue
+            with console.status(f"{name}: starting a private stack"), private_stack(Path(tmp) / name) as settings:
+                tenants(settings, "acme", "tenant-a", "tenant-b")
+                procs = Processes(settings, Path(tmp) / name / "logs")
+                try:
+                    procs.start("scheduler", "scheduler")
+                    time.sleep(4)
+                    with console.status(f"{name}: running"):
+                        report[name] = run(settings, procs)
+                finally:
+                    procs.stop_all()
+            console.print(f"{name}: done")
+    _print(report)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    console.print(f"written to {RESULTS}")
+
+
+def _print(report: dict) -> None:
+    if "throughput" in report:
+        _print_throughput(report["throughput"])
+    if "priority" in report and "fairness" in report:
+        _print_priority(report["priority"], report["fairness"])
+    if "fill" in report:
+        _print_fill(report["fill"])
+
+
+def _print_throughput(tp: dict) -> None:
+    table = Table(title="scheduler throughput with 4 null workers (batch 16)", title_justify="left")
+    for column in ("requests", "submitted/s", "dispatched/s", "x submit rate", "completed/s", "lost", "repeated"):
+        table.add_column(column)
+    table.add_row(str(tp["requests"]), f"{tp['submit_per_s']:,.0f}", f"{tp['dispatch_per_s']:,.0f}",
+                  f"{tp['ratio_dispatch_to_submit']:.2f}", f"{tp['end_to_end_per_s']:,.0f}", str(tp["lost"]),
+                  str(tp["repeated"]))
+    console.print(table)
+
+
+def _print_priority(pr: dict, fa: dict) -> None:
+    table = Table(title="priority and fairness", title_justify="left")
+    for column in ("scenario", "measured", "bound", "verdict"):
+        table.add_column(column)
+    table.add_row(f"interactive behind {pr['backlog']} batch, {pr['trials']} trials",
+                  f"wait p50 {pr['wait_p50_s'] * 1000:.0f} ms, p99 {pr['wait_p99_s'] * 1000:.0f} ms",
+                  f"{pr['bound_s'] * 1000:.0f} ms (one batch + 100 ms)",
+                  f"{pr['within_bound']}/{pr['trials']} within")
+    table.add_row("B's 10 after A's 1,000", f"{fa['b_elapsed_s']:.2f} s ({fa['ratio_to_own_work']:.1f}x own work)",
+                  f"{fa['bound_s']:.2f} s", "ok" if fa["b_elapsed_s"] <= fa["bound_s"] else "over")
+    console.print(table)
+
+
+def _print_fill(rows: list[dict]) -> None:
+    table = Table(title="batch fill and queue wait (one worker, batch 8)", title_justify="left")
+    for column in ("tier", "load", "requests", "fill", "wait p50", "wait p99"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["tier"], f"{row['load']:.0%}", str(row["requests"]), f"{row['fill_ratio']:.2f}",
+                      f"{row['wait_p50_ms']:.0f} ms", f"{row['wait_p99_ms']:.0f} ms")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    typer.run(main)
