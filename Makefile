@@ -29,6 +29,7 @@ bench: setup
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null || echo "bench: wrk not installed; HTTP is measured with httpx"
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.producer
+	$(BIN)/python -m bench.scheduler
 
 clean-state: setup
 	$(BIN)/framebus down --purge

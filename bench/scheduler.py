@@ -193,15 +193,16 @@ def main(requests: int = typer.Option(5000, min=100), quick: bool = typer.Option
             console.print(f"{name}: done")
     _print(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    previous = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps({**previous, **report}, indent=2, default=float) + "\n")
     console.print(f"written to {RESULTS}")
 
 
 def _print(report: dict) -> None:
     if "throughput" in report:
         _print_throughput(report["throughput"])
-    if "priority" in report and "fairness" in report:
-        _print_priority(report["priority"], report["fairness"])
+    if "priority" in report or "fairness" in report:
+        _print_priority(report.get("priority"), report.get("fairness"))
     if "fill" in report:
         _print_fill(report["fill"])
 
@@ -216,16 +217,18 @@ def _print_throughput(tp: dict) -> None:
     console.print(table)
 
 
-def _print_priority(pr: dict, fa: dict) -> None:
+def _print_priority(pr: dict | None, fa: dict | None) -> None:
     table = Table(title="priority and fairness", title_justify="left")
     for column in ("scenario", "measured", "bound", "verdict"):
         table.add_column(column)
-    table.add_row(f"interactive behind {pr['backlog']} batch, {pr['trials']} trials",
-                  f"wait p50 {pr['wait_p50_s'] * 1000:.0f} ms, p99 {pr['wait_p99_s'] * 1000:.0f} ms",
-                  f"{pr['bound_s'] * 1000:.0f} ms (one batch + 100 ms)",
-                  f"{pr['within_bound']}/{pr['trials']} within")
-    table.add_row("B's 10 after A's 1,000", f"{fa['b_elapsed_s']:.2f} s ({fa['ratio_to_own_work']:.1f}x own work)",
-                  f"{fa['bound_s']:.2f} s", "ok" if fa["b_elapsed_s"] <= fa["bound_s"] else "over")
+    if pr:
+        table.add_row(f"interactive behind {pr['backlog']} batch, {pr['trials']} trials",
+                      f"wait p50 {pr['wait_p50_s'] * 1000:.0f} ms, p99 {pr['wait_p99_s'] * 1000:.0f} ms",
+                      f"{pr['bound_s'] * 1000:.0f} ms (one batch + 100 ms)",
+                      f"{pr['within_bound']}/{pr['trials']} within")
+    if fa:
+        table.add_row("B's 10 after A's 1,000", f"{fa['b_elapsed_s']:.2f} s ({fa['ratio_to_own_work']:.1f}x own work)",
+                      f"{fa['bound_s']:.2f} s", "ok" if fa["b_elapsed_s"] <= fa["bound_s"] else "over")
     console.print(table)
 
 

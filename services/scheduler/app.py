@@ -251,11 +251,18 @@ def create_app(settings: Settings | None = None, config: SchedulerConfig | None 
     async def when_ready() -> None:
         await service.ready.wait()
 
-    @app.agent(raw(*(request_topic(t) for t in REQUEST_TIERS)), name="admit")
-    async def admit(stream):
-        await when_ready()
-        async for event in stream.events():
-            await service.on_request(event)
+    # One agent per tier: each has its own stream buffer, so an interactive record is
+    # never read behind thousands of batch records that arrived in a burst.
+    def admit_agent(tier: str) -> None:
+        async def admit(stream):
+            await when_ready()
+            async for event in stream.events():
+                await service.on_request(event)
+
+        app.agent(raw(request_topic(tier)), name=f"admit-{tier}")(admit)
+
+    for tier in REQUEST_TIERS:
+        admit_agent(tier)
 
     @app.agent(raw("framebus.control"), name="control")
     async def control(stream):

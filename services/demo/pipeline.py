@@ -1,0 +1,72 @@
+"""The demo run: scheduler and a null-engine worker as child processes, a few requests
+across the tiers, followed to the end with a progress bar.
+
+The diffusion engine is not built yet, so the worker is the `null` test engine (solid
+colour clips through the real protocol, ffmpeg and S3); the demo says so.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from framebus.client import FramebusClient
+from infra.process import terminate
+from schemas.events import StatusChanged
+from services.common.errors import FramebusError
+from services.common.settings import Settings
+from services.gateway.launcher import launch
+from services.gateway.tenants import TenantAdmin
+
+DEMO_TENANT = "demo"
+PROMPTS = [("interactive", "a red fox running through snow"), ("standard", "waves rolling onto a black sand beach"),
+           ("batch", "a paper boat drifting down a rain gutter"), ("batch", "city lights at dusk, time lapse")]
+SHAPE = {"model": "wan-tiny", "width": 256, "height": 256, "num_frames": 17, "num_inference_steps": 4}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    request_id: str
+    tier: str
+    prompt: str
+    status: StatusChanged | None
+
+
+def ensure_demo_tenant(client: FramebusClient) -> None:
+    admin = TenantAdmin(client)
+    if admin.get(DEMO_TENANT) is None:
+        admin.create(DEMO_TENANT, display_name="framebus demo")
+        admin.credit(DEMO_TENANT, 1000.0, reason="demo credit")
+
+
+def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: None,
+             timeout_s: float = 120.0) -> list[DemoResult]:
+    """Run the pipeline on a few prompts; stops the processes it started, whatever happens."""
+    settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers,
+                                           "s3_endpoint": settings.s3_endpoint_url})
+    processes = [launch(settings, ["scheduler"], logs / "scheduler.log"),
+                 launch(settings, ["worker", "--worker-id", f"demo-{uuid.uuid4().hex[:6]}", "--batch", "4"],
+                        logs / "worker.log")]
+    try:
+        with FramebusClient(tenant_id=DEMO_TENANT, settings=settings, source="/framebus/demo") as client:
+            ensure_demo_tenant(client)
+            run = uuid.uuid4().hex[:6]
+            ids = [(f"demo-{run}-{n}", tier, prompt) for n, (tier, prompt) in enumerate(PROMPTS)]
+            client.submit_many([{"request_id": rid, "tier": tier, "prompt": prompt, **SHAPE} for rid, tier, prompt in ids])
+            finals: dict[str, StatusChanged] = {}
+            deadline = time.monotonic() + timeout_s
+            while len(finals) < len(ids) and time.monotonic() < deadline:
+                for rid, _, _ in ids:
+                    if rid not in finals and (status := client.status(rid, timeout_s=5)) and status.state.is_terminal:
+                        finals[rid] = status
+                on_progress(len(finals), len(ids))
+                time.sleep(0.5)
+            if len(finals) < len(ids):
+                raise FramebusError(f"only {len(finals)} of {len(ids)} demo requests finished in {timeout_s:g}s; "
+                                    f"see the logs in {logs}")
+            return [DemoResult(rid, tier, prompt, finals.get(rid)) for rid, tier, prompt in ids]
+    finally:
+        for process in processes:
+            terminate(process.pid, timeout_s=15)
