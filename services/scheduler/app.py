@@ -112,20 +112,12 @@ class SchedulerService:
         await self.publish(out)
 
     async def on_control(self, event: faust.EventT) -> None:
-        try:
-            decoded = decode_event(list(event.headers.items()), event.value).event
-        except CodecError as exc:
-            log.warning("skipped an unreadable control record: %s", exc)
-            return
+        decoded = _readable(event, "control record")
         if isinstance(decoded, CancelRequested):
             await self.publish(self.core.cancel(decoded, time.time()))
 
     async def on_worker(self, event: faust.EventT) -> None:
-        try:
-            decoded = decode_event(list(event.headers.items()), event.value).event
-        except CodecError as exc:
-            log.warning("skipped an unreadable worker announcement: %s", exc)
-            return
+        decoded = _readable(event, "worker announcement")
         if isinstance(decoded, WorkerAnnounced):
             self.core.worker_announced(decoded, time.time())
 
@@ -174,6 +166,15 @@ class SchedulerService:
                                                         value_serializer="raw", allow_empty=True)
         # A tombstone is a record with no value.
         await topic.send(key=record.key, value=record.value or None, headers=record.headers)
+
+
+def _readable(event: faust.EventT, what: str):
+    """The event in a record of our own services' topics, or None (logged) if it does not decode."""
+    try:
+        return decode_event(list(event.headers.items()), event.value).event
+    except CodecError as exc:
+        log.warning("skipped an unreadable %s: %s", what, exc)
+        return None
 
 
 def _jobs_of(entries: list[BacklogEntry]) -> list[JobDispatched]:
