@@ -93,12 +93,16 @@ def demo() -> None:
     with errors_exit(), Progress(console=console) as progress:
         task = progress.add_task("requests finished", total=4)
         results = run_demo(settings, logs, on_progress=lambda done, total: progress.update(task, completed=done))
-    table = Table("request", "tier", "state", "tokens", "video", title="demo requests", title_justify="left")
+    table = Table("request", "tier", "prompt", "state", "tokens", "video", title="demo requests", title_justify="left")
     for result in results:
         status = result.status
-        table.add_row(result.request_id, result.tier, status.state.value, f"{status.tokens or 0:g}",
-                      status.output.url if status.output else (status.error.message if status.error else "-"))
+        table.add_row(result.request_id, result.tier, result.prompt, status.state.value, f"{status.tokens or 0:g}",
+                      f"{status.output.bytes:,} bytes, {status.output.duration_s:g} s" if status.output
+                      else (status.error.message if status.error else "-"))
     console.print(table)
+    first = next((r.status.output for r in results if r.status.output), None)
+    if first is not None:
+        console.print(f"watch one (link valid {settings.s3_presign_expiry_s} s): {first.url}", soft_wrap=True)
     console.print(f"logs in {logs}; the stack is left running: stop it with [bold]framebus down[/].")
 
 

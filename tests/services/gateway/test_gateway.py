@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from schemas.codec import decode_event
+from tests.waiting import eventually
 from tests.framebus.test_client import end_offsets, raw_records
 from tests.services.gateway.conftest import RunningGateway, start_gateway
 
@@ -100,9 +101,9 @@ def test_requests_without_a_valid_key_get_401(gateway: RunningGateway, header) -
 def test_a_revoked_key_stops_working(gateway: RunningGateway) -> None:
     issued = gateway.admin.issue_key("globex")
     headers = {"Authorization": f"Bearer {issued.plaintext}"}
-    assert _eventually(lambda: httpx.get(f"{gateway.url}/v1/generations/x", headers=headers).status_code == 404)
+    assert eventually(lambda: httpx.get(f"{gateway.url}/v1/generations/x", headers=headers).status_code == 404)
     gateway.admin.revoke_key("globex", issued.record.key_id)
-    assert _eventually(lambda: httpx.get(f"{gateway.url}/v1/generations/x", headers=headers).status_code == 401)
+    assert eventually(lambda: httpx.get(f"{gateway.url}/v1/generations/x", headers=headers).status_code == 401)
 
 
 def test_oversized_body_gets_413(gateway: RunningGateway) -> None:
@@ -161,12 +162,3 @@ def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -
          "-H", f"Authorization: Bearer {gateway.keys['fuzzer']}", "--phases", "examples,coverage,fuzzing"],
         capture_output=True, text=True, timeout=270, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-
-
-def _eventually(check, timeout_s: float = 15) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False

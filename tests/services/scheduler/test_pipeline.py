@@ -11,6 +11,7 @@ from kafka import KafkaProducer
 from schemas.codec import encode_event
 from schemas.events import GenerationCompleted, GenerationRequest
 from tests.services.scheduler.conftest import Pipeline
+from tests.waiting import eventually
 
 SMALL = {"model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2}
 
@@ -93,7 +94,7 @@ def test_a_resubmitted_request_runs_once(pipeline: Pipeline) -> None:
 def test_cancel_of_a_queued_request_and_refusals(pipeline: Pipeline) -> None:
     pipeline.start_scheduler()  # no worker: requests stay queued
     pipeline.client.submit(request(1))
-    assert _eventually(lambda: (s := pipeline.client.status("req-1")) is not None and s.state.value == "queued")
+    assert eventually(lambda: (s := pipeline.client.status("req-1")) is not None and s.state.value == "queued")
     pipeline.client.cancel("req-1")
     from framebus.client import FramebusClient
 
@@ -102,12 +103,3 @@ def test_cancel_of_a_queued_request_and_refusals(pipeline: Pipeline) -> None:
     results = by_request(pipeline.results(until=2, timeout_s=60))
     assert results["req-1"][0].outcome == "cancelled"
     assert results["req-2"][0].error.code.value == "insufficient_balance"
-
-
-def _eventually(check, timeout_s: float = 60) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.3)
-    return False
