@@ -56,7 +56,6 @@ class SchedulerService:
         self.finished = FinishedIndex()
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.ready = asyncio.Event()
-        self._topics: dict[str, faust.TopicT] = {}
         self._tables: list[TopicTable] = []
         self.rejected = 0
 
@@ -160,12 +159,10 @@ class SchedulerService:
 
     async def _send(self, pair: tuple[str, KafkaRecord]) -> None:
         name, record = pair
-        topic = self._topics.get(name)
-        if topic is None:
-            topic = self._topics[name] = self.app.topic(self.settings.topic(name), key_serializer="raw",
-                                                        value_serializer="raw", allow_empty=True)
-        # A tombstone is a record with no value.
-        await topic.send(key=record.key, value=record.value or None, headers=record.headers)
+        # Straight to faust's producer (the one it flushes before committing offsets),
+        # skipping the per-record channel machinery of Topic.send. No value = a tombstone.
+        await self.app.producer.send(self.settings.topic(name), record.key, record.value or None, None, None,
+                                     record.headers)
 
 
 def _readable(event: faust.EventT, what: str):
