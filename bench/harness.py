@@ -12,7 +12,7 @@ from framebus.client import FramebusClient
 from infra.process import free_port, terminate
 from services.common.settings import Settings
 from services.common.stack import Stack
-from services.gateway.launcher import launch
+from services.common.children import launch
 from services.gateway.tenants import TenantAdmin
 
 

@@ -17,7 +17,7 @@ from infra.process import terminate
 from schemas.events import StatusChanged
 from services.common.errors import FramebusError
 from services.common.settings import Settings
-from services.gateway.launcher import launch
+from services.common.children import launch
 from services.gateway.tenants import TenantAdmin
 
 DEMO_TENANT = "demo"

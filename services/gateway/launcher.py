@@ -1,10 +1,8 @@
-"""Run framebus services as child processes (tests, benchmarks, the demo); the gateway until ready."""
+"""Run the gateway as a child process and wait until it is ready (tests, benchmarks)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,22 +10,8 @@ import httpx
 
 from infra.process import free_port, terminate
 from services.common.errors import FramebusError
+from services.common.children import launch
 from services.common.settings import Settings
-
-
-def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes a child `framebus ...` process see ``settings`` (and nothing inherited)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_")}
-    return {**env, **settings.as_env(), **extra}
-
-
-def launch(settings: Settings, args: list[str], log_path: Path, **extra_env: str) -> subprocess.Popen:
-    """Start `framebus <args>` as a child in its own session, output to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "services.cli.main", *args],
-                                env=child_env(settings, **extra_env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
 
 
 def launch_gateway(settings: Settings, log_path: Path, *, timeout_s: float = 60.0,

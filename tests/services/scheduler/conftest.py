@@ -18,7 +18,7 @@ from infra.process import terminate
 from schemas.codec import decode_event
 from services.common.settings import Settings
 from services.common.stack import Stack
-from services.gateway.launcher import launch
+from services.common.children import launch
 from services.gateway.tenants import TenantAdmin
 
 
