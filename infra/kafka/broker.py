@@ -11,7 +11,7 @@ import base64
 import shutil
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
@@ -143,9 +143,6 @@ class KafkaBroker(LocalServer):
                 # Marks the process as framebus's own, for people reading `ps`.
                 f"-Dframebus.state.dir={self.state_dir}",
                 "-cp", f"{self.libs_dir}/*", "kafka.Kafka", str(self.config_path)]
-
-    def env(self) -> Mapping[str, str]:
-        return {"KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"}
 
     def probe(self) -> bool:
         """The broker is ready when it answers metadata and lists itself as a live broker."""

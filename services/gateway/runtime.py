@@ -10,8 +10,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from framebus.client import FramebusClient, Receipt, receipt_from_status
 from schemas.events import GenerationRequest, StatusChanged, TenantUpdated
 from schemas.state import ErrorCode
@@ -99,6 +97,3 @@ class Gateway:
             raise Conflict(f"generation {request_id!r} is already {status.state.value}")
         self.client.cancel(request_id, tenant_id=tenant.tenant_id)
         return status
-
-
-__all__ = ["Conflict", "Gateway", "GatewayError", "NotFound", "RateLimited", "Unauthenticated", "ValidationError"]

@@ -40,7 +40,6 @@ from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
 from services.scheduler.core import SchedulerCore, SchedulerOutput
-from services.scheduler.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005

@@ -86,7 +86,8 @@ class SchedulerCore:
         self.workers = WorkerRegistry(config.worker_timeout_s)
         self.dedupe = DedupeIndex(config.dedupe_window_s)
         self._in_flight: dict[tuple[str, str], tuple[str, QueuedRequest]] = {}  # request -> (job id, entry)
-        self._pending = SchedulerOutput()
+        self._unfinished: dict[str, int] = {}  # job id -> its requests still in flight
+        self._dedupe_swept_at = 0.0
 
     # --- inputs ------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, now: float) -> SchedulerOutput:
@@ -132,10 +133,17 @@ class SchedulerCore:
     def request_finished(self, tenant_id: str, request_id: str) -> None:
         """A result arrived: the request left the pipeline; finished jobs free their slot."""
         flying = self._in_flight.pop((tenant_id, request_id), None)
-        if flying is not None:
-            job_id = flying[0]
-            if not any(job == job_id for job, _ in self._in_flight.values()):
-                self.workers.finish(job_id)
+        if flying is not None and self._left_in(flying[0]) == 0:
+            self.workers.finish(flying[0])
+
+    def _left_in(self, job_id: str) -> int:
+        """Count one request of ``job_id`` as done; return how many are still in flight."""
+        left = self._unfinished.get(job_id, 1) - 1
+        if left > 0:
+            self._unfinished[job_id] = left
+        else:
+            self._unfinished.pop(job_id, None)
+        return left
 
     def state_of(self, request: GenerationRequest) -> RequestState:
         """Where a live request is: dispatched if a worker holds it, else queued."""
@@ -148,6 +156,9 @@ class SchedulerCore:
     # --- the step -------------------------------------------------------------------------
     def step(self, now: float) -> SchedulerOutput:
         out = SchedulerOutput()
+        if now - self._dedupe_swept_at > 60.0:  # bound the dedupe index to its window
+            self.dedupe.expire(now)
+            self._dedupe_swept_at = now
         for entry in self.queue.pop_expired(now):
             self._end(out, entry, RequestState.FAILED, ErrorCode.EXPIRED,
                       f"still queued after the {entry.tier.value} tier's "
@@ -180,6 +191,7 @@ class SchedulerCore:
         self.workers.record(job)
         for entry in batch:
             self._in_flight[entry.key] = (job.job_id, entry)
+        self._unfinished[job.job_id] = len(batch)
         return job
 
     def _requeue(self, job: JobDispatched, now: float) -> list[QueuedRequest]:
@@ -187,6 +199,7 @@ class SchedulerCore:
         for request in job.requests:
             flying = self._in_flight.pop((request.tenant_id, request.request_id), None)
             if flying is not None:
+                self._left_in(job.job_id)
                 entry = flying[1]
                 back.append(self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1,
                                             previous=entry))
@@ -206,6 +219,7 @@ class SchedulerCore:
                 self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt, previous=entry)
             else:
                 self._in_flight[entry.key] = (job.job_id, entry)
+                self._unfinished[job.job_id] = self._unfinished.get(job.job_id, 0) + 1
         for job in jobs:
             self.workers.adopt(job, now)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.codec import KafkaRecord, encode, encode_event
+from schemas.codec import KafkaRecord, encode_event
 from schemas.events import (
     ErrorInfo,
     Event,
@@ -118,6 +118,3 @@ def failed_for_unreadable(tenant_id: str, request_id: str, tier, reason: str, de
     status_record = event("framebus.status", StatusChanged(request_id=request_id, tenant_id=tenant_id,
                                                            state=RequestState.FAILED, tier=tier, error=error))
     return [event("framebus.results", failed), status_record]
-
-
-__all__ = ["encode", "for_output", "rejected", "failed_for_unreadable", "status", "tombstone"]
