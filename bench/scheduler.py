@@ -69,7 +69,7 @@ class Tail:
 def throughput(settings: Settings, procs: Processes, n: int, workers: int = 2, batch: int = 32) -> dict:
     # Two workers on this 2-core machine: more processes only trade CPU with the scheduler and broker.
     for i in range(workers):
-        procs.start(f"w{i}", "worker", "--worker-id", f"tp-w{i}", "--batch", str(batch), "--slots", "2")
+        procs.start(f"w{i}", "worker", "--engine", "null", "--worker-id", f"tp-w{i}", "--batch", str(batch), "--slots", "2")
     time.sleep(3)
     jobs, results = Tail(settings, "framebus.jobs"), Tail(settings, "framebus.results")
     with FramebusClient(tenant_id="acme", settings=settings) as client:
@@ -93,7 +93,7 @@ def throughput(settings: Settings, procs: Processes, n: int, workers: int = 2, b
 
 
 def priority(settings: Settings, procs: Processes, trials: int, backlog: int, job_ms: int) -> dict:
-    procs.start("busy", "worker", "--worker-id", "prio-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
+    procs.start("busy", "worker", "--engine", "null", "--worker-id", "prio-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     waits = []
     with FramebusClient(tenant_id="acme", settings=settings) as client:
@@ -117,7 +117,7 @@ def priority(settings: Settings, procs: Processes, trials: int, backlog: int, jo
 
 
 def fairness(settings: Settings, procs: Processes, job_ms: int) -> dict:
-    procs.start("fair", "worker", "--worker-id", "fair-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
+    procs.start("fair", "worker", "--engine", "null", "--worker-id", "fair-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     with FramebusClient(tenant_id="tenant-a", settings=settings) as a, \
             FramebusClient(tenant_id="tenant-b", settings=settings) as b:
@@ -138,7 +138,7 @@ def fairness(settings: Settings, procs: Processes, job_ms: int) -> dict:
 
 
 def fill(settings: Settings, procs: Processes, job_ms: int, seconds: float) -> list[dict]:
-    procs.start("fill", "worker", "--worker-id", "fill-w", "--batch", "8", "--slots", "1", "--delay-ms", str(job_ms))
+    procs.start("fill", "worker", "--engine", "null", "--worker-id", "fill-w", "--batch", "8", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     capacity = 8 / (job_ms / 1000)  # requests per second one worker finishes at full batches
     rows = []

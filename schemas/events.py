@@ -29,7 +29,7 @@ from schemas import limits
 from schemas.state import ErrorCode, ModelName, RequestState, Tier
 from schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def utc_now() -> datetime:
@@ -212,6 +212,7 @@ class Usage(BaseModel):
     gpu_seconds: float = Field(0.0, ge=0)
     steps_run: int = Field(0, ge=0)
     steps_skipped_by_cache: int = Field(0, ge=0)
+    result_cache_hit: bool = Field(False, description="Served by a copy of an identical earlier video: no GPU work.")
 
 
 class Timings(BaseModel):

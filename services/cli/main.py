@@ -136,26 +136,30 @@ def scheduler() -> None:
 
 @app.command()
 def worker(
-    engine: str = typer.Option("null", help="`null`: the test engine (solid colours, no diffusion)."),
-    model: str = typer.Option("wan-tiny", help="Model the worker serves."),
+    engine: str = typer.Option("diffusers", help="`diffusers`: the Wan diffusion engine; `null`: the test engine "
+                                                 "(solid colours through the real protocol, for tests and benchmarks)."),
+    model: str = typer.Option("wan-tiny", help="Model the worker serves (see the registry in the README)."),
     delay_ms: float = typer.Option(0.0, help="Null engine: time per job standing in for GPU work."),
-    batch: int = typer.Option(8, min=1, help="Largest batch it accepts."),
-    slots: int = typer.Option(2, min=1, help="Jobs it holds at once."),
+    batch: int = typer.Option(4, min=1, help="Largest batch it accepts."),
+    slots: int = typer.Option(3, min=1, help="Jobs it holds at once (one denoising, one uploading, one waiting)."),
     worker_id: str | None = typer.Option(None, help="Worker id (default: host-pid-random)."),
     max_seconds: float | None = typer.Option(None, help="Stop after this long (tests, benchmarks)."),
     heartbeat_s: float = typer.Option(2.0, min=0.1, help="Seconds between heartbeats."),
 ) -> None:
-    """Run a generator worker. Only the `null` test engine exists so far: it renders solid colours."""
+    """Run a generator worker: loads and warms its model, then serves jobs from the scheduler."""
     from schemas.state import ModelName
     from services.generator.app import build_worker, run
 
+    if engine not in ("diffusers", "null"):
+        raise typer.BadParameter(f"`--engine` must be 'diffusers' or 'null' but is {engine!r}")
     with errors_exit():
-        if engine != "null":
-            raise typer.BadParameter(f"`--engine` must be 'null' (the diffusion engine is not built yet) but is {engine!r}")
-        built = build_worker(Settings(), engine=engine, model=ModelName(model), delay_ms=delay_ms, batch=batch,
-                             slots=slots, worker_id=worker_id, heartbeat_s=heartbeat_s)
-        console.print(f"worker {built.config.worker_id}: engine {engine} (test engine: solid colours, no diffusion), "
-                      f"model {model}, batch {batch}, slots {slots}")
+        with console.status(f"loading and warming {model} ({engine} engine)"):
+            built = build_worker(Settings(), engine=engine, model=ModelName(model), delay_ms=delay_ms, batch=batch,
+                                 slots=slots, worker_id=worker_id, heartbeat_s=heartbeat_s)
+            built.engine.warm()
+        note = " (test engine: solid colours, no diffusion)" if engine == "null" else ""
+        console.print(f"worker {built.config.worker_id}: engine {built.engine.name}{note}, model {model}, "
+                      f"encoder {built.encode_config.codec}, batch {batch}, slots {slots}; warm, announcing")
         run(built, max_seconds=max_seconds)
 
 

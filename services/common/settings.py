@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr = Field(SecretStr("framebus-local-secret"), description="S3 secret key.")
     s3_bucket: str = Field("framebus-videos", min_length=3, max_length=63, description="Bucket for videos and manifests.")
     s3_presign_expiry_s: int = Field(3600, ge=1, le=604800, description="Lifetime of presigned GET URLs.")
+    s3_addressing_style: Literal["path", "virtual"] = Field(
+        "path", description="`path` (bucket in the path) or `virtual` (bucket in the host name; Linode and AWS support both).")
+    s3_checksums: Literal["when_required", "when_supported"] = Field(
+        "when_required", description="When boto3 adds CRC checksums; `when_required` suits S3-compatible services such as Linode's.")
+    s3_upload_deadline_s: float = Field(300.0, gt=0, description="How long a worker retries an upload (the file waits in its spool) before `upload_failed`.")
 
     # --- Producers and the gateway ------------------------------------------------
     tenant: str = Field("demo", description="Tenant the CLI acts for when --tenant is not given.")
@@ -62,6 +68,19 @@ class Settings(BaseSettings):
     scheduler_aging_s: float = Field(60.0, gt=0, description="Waiting this long is worth one tier of priority.")
     scheduler_worker_timeout_s: float = Field(10.0, gt=0,
                                               description="A worker silent this long is declared dead; its jobs move.")
+
+    # --- Generator workers -----------------------------------------------------------
+    models_dir: Path | None = Field(None, description="Directory of real checkpoints, one sub-directory per model name (diffusers layout).")
+    engine_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the engine runs; `auto`: CUDA when present.")
+    engine_precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="`auto`: bf16 where the hardware has fast bf16.")
+    engine_quantize: Literal["auto", "none", "int8", "float8"] = Field("auto", description="Transformer weights: `auto` picks float8 on GPUs that support it, int8 on CPUs.")
+    engine_cache: Literal["none", "first-block", "taylorseer", "magcache"] = Field("first-block", description="Diffusers cache hook on the transformer.")
+    engine_cache_threshold: float | None = Field(None, gt=0, description="Cache threshold; unset: the model's own default.")
+    engine_prompt_cache: int = Field(1024, ge=0, description="Text-encoder outputs kept (LRU entries); 0 turns the prompt cache off.")
+    engine_threads: int | None = Field(None, ge=1, description="CPU threads for torch; unset: torch's default.")
+    encoder: Literal["auto", "h264_nvenc", "libx264"] = Field("auto", description="`auto`: h264_nvenc when a trial encode succeeds, else libx264.")
+    x264_preset: str = Field("veryfast", description="libx264 preset.")
+    nvenc_preset: str = Field("p4", description="h264_nvenc preset (p1 fastest .. p7 best).")
 
     # --- Local runtime ---------------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir,

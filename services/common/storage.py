@@ -19,13 +19,25 @@ DEFAULT_TRANSFER = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksi
 
 
 def s3_client(settings: Settings) -> BaseClient:
-    """SigV4, path-style addressing (works with Linode Object Storage and local servers alike)."""
+    return make_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                       access_key=settings.s3_access_key, secret_key=settings.s3_secret_key.get_secret_value(),
+                       addressing_style=settings.s3_addressing_style, checksums=settings.s3_checksums)
+
+
+def make_client(*, endpoint_url: str, region: str, access_key: str, secret_key: str, addressing_style: str = "path",
+                checksums: str = "when_required") -> BaseClient:
+    """SigV4 with the addressing style and checksum policy of the service.
+
+    boto3 >= 1.36 adds CRC32 checksums to every upload by default (``when_supported``);
+    Ceph-based services such as Linode Object Storage have rejected those, so the
+    default here is ``when_required`` (checksums only where the API demands them).
+    """
     return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                      retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(signature_version="s3v4", s3={"addressing_style": addressing_style},
+                      request_checksum_calculation=checksums, response_checksum_validation=checksums,
+                      retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
     )
 
 

@@ -2,32 +2,56 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+from typing import Literal
 
 from schemas.state import ModelName
 from services.common.ffmpeg import require_ffmpeg
 from services.common.settings import Settings
 from services.common.storage import ensure_bucket, s3_client
-from services.generator.engine import NullEngine
-from services.generator.storage import VideoStore
+from services.generator.encode import EncodeConfig, choose_encoder
+from services.generator.engine import Engine, NullEngine
+from services.generator.storage import RetryPolicy, StorageTarget, VideoStore
 from services.generator.worker import Worker, WorkerConfig, new_worker_id
 
+log = logging.getLogger(__name__)
+EngineKind = Literal["null", "diffusers"]
 
-def build_worker(settings: Settings, *, engine: str, model: ModelName, delay_ms: float, batch: int, slots: int,
-                 worker_id: str | None = None, heartbeat_s: float = 2.0) -> Worker:
-    require_ffmpeg()
-    if engine != "null":
-        raise ValueError(f"`engine` must be 'null' but is {engine!r}")
+
+def build_engine(settings: Settings, kind: EngineKind, model: ModelName, *, delay_ms: float = 0.0,
+                 worker_id: str = "worker") -> Engine:
+    if kind == "null":
+        return NullEngine(settings.state_dir / "null-clips" / worker_id, model=model, delay_ms=delay_ms)
+    if kind == "diffusers":
+        from services.generator.diffusion import DiffusionEngine  # torch loads only for real engines
+
+        return DiffusionEngine.from_settings(settings, model)
+    raise ValueError(f"`engine` must be 'null' or 'diffusers' but is {kind!r}")
+
+
+def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, delay_ms: float = 0.0, batch: int = 4,
+                 slots: int = 3, worker_id: str | None = None, heartbeat_s: float = 2.0) -> Worker:
+    tools = require_ffmpeg()
+    encoder = choose_encoder(settings.encoder, tools.ffmpeg)
+    log.info("encoder %s: %s", encoder.codec, encoder.reason)
     client = s3_client(settings)
     ensure_bucket(client, settings.s3_bucket)
-    return Worker(settings=settings, engine=NullEngine(model=model, delay_ms=delay_ms),
-                  store=VideoStore(client, settings.s3_bucket, settings.s3_presign_expiry_s),
-                  config=WorkerConfig(worker_id=worker_id or new_worker_id(), max_batch_size=batch, slots=slots,
-                                      heartbeat_interval_s=heartbeat_s))
+    worker_id = worker_id or new_worker_id()
+    store = VideoStore(StorageTarget(client, settings.s3_bucket), settings.s3_presign_expiry_s,
+                       retry=RetryPolicy(deadline_s=settings.s3_upload_deadline_s))
+    return Worker(settings=settings, engine=build_engine(settings, engine, model, delay_ms=delay_ms,
+                                                         worker_id=worker_id),
+                  store=store,
+                  config=WorkerConfig(worker_id=worker_id, max_batch_size=batch, slots=slots,
+                                      heartbeat_interval_s=heartbeat_s),
+                  spool_dir=settings.state_dir / "spool" / worker_id,
+                  encode=EncodeConfig(codec=encoder.codec, x264_preset=settings.x264_preset,
+                                      nvenc_preset=settings.nvenc_preset))
 
 
 def run(worker: Worker, *, max_seconds: float | None = None) -> None:
-    """Serve in the foreground; SIGTERM or Ctrl-C finishes the job in hand, then stops."""
+    """Serve in the foreground; SIGTERM or Ctrl-C finishes the jobs in hand, then stops."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     worker.run(max_seconds=max_seconds)

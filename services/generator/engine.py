@@ -1,43 +1,55 @@
-"""Engines turn a job into encoded videos. The worker does not care how.
+"""Engines turn a batch of requests into frames (or finished clips). The worker does not care how.
 
 ``NullEngine`` is the test engine: it follows the whole worker protocol but renders a
 solid-colour clip (the colour from the seed) instead of running diffusion, after an
 optional delay standing in for GPU time. It is for tests and load benchmarks only.
+The diffusion engine lives in ``services.generator.diffusion``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from schemas.events import GenerationRequest
 from schemas.state import ModelName
-from schemas.workers import JobDispatched
 from services.generator.encode import EncodeConfig, EncodedVideo, encode_video
 
-Cancelled = Callable[[str], bool]  # request id -> cancelled?
+Cancelled = Callable[[GenerationRequest], bool]
 
 
 @dataclass(frozen=True)
 class Rendered:
+    """One request's outcome from the engine. ``frames`` and ``video`` are both None when it was cancelled."""
+
     request: GenerationRequest
-    video: EncodedVideo | None  # None: cancelled before it was rendered
-    gpu_seconds: float
-    steps_run: int
-    shared: bool = False  # identical output other requests may share (the null engine's clips)
+    frames: np.ndarray | None = None  # (frames, height, width, 3) uint8 RGB, to be encoded
+    video: EncodedVideo | None = None  # already encoded (the null engine's shared clips)
+    gpu_seconds: float = 0.0  # this request's share of the batch's engine time
+    steps_run: int = 0
+    steps_skipped_by_cache: int = 0
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    shared: bool = False  # identical output other requests may share (stored once)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.frames is None and self.video is None
 
 
 class Engine(Protocol):
     name: str
     model: ModelName
+    engine_id: str  # what decides the pixels besides the request (model weights, switches); "" disables the result cache
 
     def warm(self) -> None: ...
 
-    def render(self, job: JobDispatched, cancelled: Cancelled) -> list[Rendered]: ...
+    def render(self, requests: Sequence[GenerationRequest], cancelled: Cancelled) -> list[Rendered]: ...
 
 
 PALETTE = np.array([[220, 60, 40], [40, 160, 90], [50, 90, 210], [230, 190, 40],
@@ -48,35 +60,39 @@ class NullEngine:
     """Solid colours, no diffusion. Encodes each (shape, colour) once; the clip is stored once too."""
 
     name = "null"
+    engine_id = ""  # clips are shared by content already
 
-    def __init__(self, *, model: ModelName = ModelName.WAN_TINY, delay_ms: float = 0.0,
-                 encode: EncodeConfig = EncodeConfig(preset="ultrafast")) -> None:
+    def __init__(self, clip_dir: Path, *, model: ModelName = ModelName.WAN_TINY, delay_ms: float = 0.0,
+                 encode: EncodeConfig = EncodeConfig(x264_preset="ultrafast")) -> None:
         self.model = model
         self.delay_s = delay_ms / 1000.0
         self.encode_config = encode
+        self.clip_dir = clip_dir
         self._clips: dict[tuple, EncodedVideo] = {}
 
-    def warm(self) -> None:
+    def warm(self) -> None:  # idempotent, like every engine's
         self._clip(16, 16, 1, 16, 0)
 
     def _clip(self, width: int, height: int, frames: int, fps: int, colour: int) -> EncodedVideo:
         key = (width, height, frames, fps, colour)
         if key not in self._clips:
             pixels = np.broadcast_to(PALETTE[colour], (frames, height, width, 3)).copy()
-            self._clips[key] = encode_video(pixels, fps, self.encode_config)
+            out = self.clip_dir / f"{width}x{height}x{frames}@{fps}-{colour}.mp4"
+            self._clips[key] = encode_video(pixels, fps, out, self.encode_config)
         return self._clips[key]
 
-    def render(self, job: JobDispatched, cancelled: Cancelled) -> list[Rendered]:
+    def render(self, requests: Sequence[GenerationRequest], cancelled: Cancelled) -> list[Rendered]:
         started = time.perf_counter()
         if self.delay_s:
             time.sleep(self.delay_s)
-        share = (time.perf_counter() - started) / len(job.requests)
+        share = (time.perf_counter() - started) / len(requests)
         out = []
-        for request in job.requests:
-            if cancelled(request.request_id):
-                out.append(Rendered(request, None, share, 0))
+        for request in requests:
+            if cancelled(request):
+                out.append(Rendered(request, gpu_seconds=share))
                 continue
             clip = self._clip(request.width, request.height, request.num_frames, request.fps,
                               (request.seed or 0) % len(PALETTE))
-            out.append(Rendered(request, clip, share, request.num_inference_steps, shared=True))
+            out.append(Rendered(request, video=clip, gpu_seconds=share, steps_run=request.num_inference_steps,
+                                denoise_s=share, shared=True))
         return out

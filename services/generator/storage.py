@@ -1,53 +1,205 @@
-"""Where videos go: key layout, upload with checksums, presigned links."""
+"""Where videos go: key layout, upload with retries from the spool, checksums, presigned links,
+and the result cache (an identical request is a server-side copy, not a render).
+
+Key layout: ``{tenant}/{yyyy}/{mm}/{dd}/{request_id}.mp4`` and ``.jpg`` beside it. A
+re-run of a request overwrites the same keys with the same bytes (seeded, deterministic
+engines), so results are idempotent. The result-cache index lives in the same bucket under
+``_results/{tenant}/{fingerprint}.json``: per tenant, so one tenant can never learn
+another's prompts from a cache hit.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from botocore.client import BaseClient
+from botocore.exceptions import BotoCoreError, ClientError
 
 from schemas.events import GenerationRequest, Output
 from services.common import storage
+from services.common.errors import StorageError
 from services.generator.encode import EncodedVideo
+
+log = logging.getLogger(__name__)
+
+
+class UploadFailed(StorageError):
+    """The upload kept failing until its deadline."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    deadline_s: float = 300.0
+    first_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """A bucket and the client that reaches it: the default one, or a tenant's own."""
+
+    client: BaseClient
+    bucket: str
+
+
+def result_fingerprint(request: GenerationRequest, engine_id: str) -> str:
+    """Everything that decides the pixels and the file: same fingerprint, same video."""
+    identity = {"engine": engine_id, "model": str(request.model), "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt, "width": request.width, "height": request.height,
+                "num_frames": request.num_frames, "fps": request.fps, "steps": request.num_inference_steps,
+                "guidance": request.guidance_scale, "seed": request.seed}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 @dataclass
 class VideoStore:
-    client: BaseClient
-    bucket: str
+    default: StorageTarget
     presign_expiry_s: int
-    _shared: set[str] = field(default_factory=set, repr=False)  # keys of shared clips already stored
+    retry: RetryPolicy = RetryPolicy()
+    target_for: Callable[[str], StorageTarget | None] = lambda tenant_id: None  # a tenant's own bucket
+    sleep: Callable[[float], None] = time.sleep
+    _index: OrderedDict[str, dict] = field(default_factory=OrderedDict, repr=False)  # result-cache LRU
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def keys(self, request: GenerationRequest, now: datetime) -> tuple[str, str]:
+    def target(self, tenant_id: str) -> StorageTarget:
+        return self.target_for(tenant_id) or self.default
+
+    @staticmethod
+    def keys(request: GenerationRequest, now: datetime) -> tuple[str, str]:
         base = f"{request.tenant_id}/{now:%Y/%m/%d}/{request.request_id}"
         return f"{base}.mp4", f"{base}.jpg"
 
-    def put(self, request: GenerationRequest, video: EncodedVideo, now: datetime, *, shared: bool = False) -> Output:
-        """Upload the video and poster (same key on a re-run: idempotent); return the output record.
+    # --- upload ----------------------------------------------------------------------------
+    def put(self, request: GenerationRequest, video: EncodedVideo, now: datetime, *,
+            fingerprint: str | None = None, shared: bool = False) -> Output:
+        """Upload the video and poster from the spool, retrying until the deadline; return the output.
 
-        ``shared``: the test engine's identical clips are stored once, content-addressed
-        under ``null-engine/``, and every request that rendered one points there.
+        ``shared``: the null engine's identical clips go once to ``null-engine/{sha}``.
+        ``fingerprint``: also index the result so an identical request is served by a copy.
+        Raises UploadFailed once the deadline passes; the spooled files stay for the caller.
         """
-        digest = hashlib.sha256(video.mp4).hexdigest()
+        target = self.target(request.tenant_id)
+        digest, size = file_sha256(video.path)
         if shared:
             key, poster_key = f"null-engine/{digest}.mp4", f"null-engine/{digest}.jpg"
         else:
             key, poster_key = self.keys(request, now)
-        if key not in self._shared:
-            storage.upload(self.client, io.BytesIO(video.mp4), self.bucket, key, content_type="video/mp4")
-            storage.upload(self.client, io.BytesIO(video.poster_jpeg), self.bucket, poster_key,
-                           content_type="image/jpeg")
+        if not (shared and self._known(f"shared:{target.bucket}/{key}")):
+            self._retrying(f"upload of s3://{target.bucket}/{key}", lambda: self._upload(target, video, key, poster_key))
             if shared:
-                self._shared.add(key)
-        url = storage.presigned_get(self.client, self.bucket, key, expires_s=self.presign_expiry_s)
-        return Output(bucket=self.bucket, key=key, url=url,
-                      url_expires_at=now + timedelta(seconds=self.presign_expiry_s), bytes=len(video.mp4),
-                      sha256=digest, duration_s=video.duration_s, codec=video.codec,
-                      width=video.width, height=video.height, num_frames=video.num_frames, fps=video.fps,
-                      poster_key=poster_key)
+                self._remember(f"shared:{target.bucket}/{key}", {})
+        output = self._output(target, key, poster_key, now, digest, size, video.codec, video.width, video.height,
+                              video.num_frames, video.fps)
+        if fingerprint is not None:
+            self._retrying("result-cache index", lambda: self._write_index(target, request.tenant_id, fingerprint,
+                                                                            output))
+        return output
+
+    def _upload(self, target: StorageTarget, video: EncodedVideo, key: str, poster_key: str) -> None:
+        with open(video.path, "rb") as handle:
+            storage.upload(target.client, handle, target.bucket, key, content_type="video/mp4")
+        with open(video.poster_path, "rb") as handle:
+            storage.upload(target.client, handle, target.bucket, poster_key, content_type="image/jpeg")
+
+    def _retrying(self, what: str, action: Callable[[], object]):
+        deadline = time.monotonic() + self.retry.deadline_s
+        backoff, attempt = self.retry.first_backoff_s, 0
+        while True:
+            attempt += 1
+            try:
+                return action()
+            except (StorageError, ClientError, BotoCoreError) as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise UploadFailed(f"{what} failed {attempt} times over {self.retry.deadline_s:g} s; "
+                                       f"last error: {exc}") from exc
+                log.warning("%s failed (attempt %d), retrying in %.1f s: %s", what, attempt, min(backoff, left), exc)
+                self.sleep(min(backoff, left))
+                backoff = min(backoff * 2, self.retry.max_backoff_s)
+
+    def _output(self, target: StorageTarget, key: str, poster_key: str, now: datetime, digest: str, size: int,
+                codec: str, width: int, height: int, num_frames: int, fps: int) -> Output:
+        url = storage.presigned_get(target.client, target.bucket, key, expires_s=self.presign_expiry_s)
+        return Output(bucket=target.bucket, key=key, url=url,
+                      url_expires_at=now + timedelta(seconds=self.presign_expiry_s), bytes=size, sha256=digest,
+                      duration_s=num_frames / fps, codec=codec, width=width, height=height, num_frames=num_frames,
+                      fps=fps, poster_key=poster_key)
+
+    # --- result cache ----------------------------------------------------------------------
+    @staticmethod
+    def index_key(tenant_id: str, fingerprint: str) -> str:
+        return f"_results/{tenant_id}/{fingerprint}.json"
+
+    def _write_index(self, target: StorageTarget, tenant_id: str, fingerprint: str, output: Output) -> None:
+        entry = output.model_dump(mode="json", include={"key", "poster_key", "sha256", "bytes", "codec", "width",
+                                                        "height", "num_frames", "fps"})
+        body = json.dumps(entry).encode()
+        target.client.put_object(Bucket=target.bucket, Key=self.index_key(tenant_id, fingerprint), Body=body,
+                                 ContentType="application/json")
+        self._remember(f"{target.bucket}/{tenant_id}/{fingerprint}", entry)
+
+    def cached(self, request: GenerationRequest, fingerprint: str, now: datetime) -> Output | None:
+        """Serve ``request`` from an identical earlier result by a server-side copy; None on a miss.
+
+        Any failure (no index, source deleted, S3 trouble) is a miss: the request renders.
+        """
+        target = self.target(request.tenant_id)
+        memo = f"{target.bucket}/{request.tenant_id}/{fingerprint}"
+        try:
+            entry = self._known(memo)
+            if entry is None:
+                body = target.client.get_object(Bucket=target.bucket,
+                                                Key=self.index_key(request.tenant_id, fingerprint))["Body"].read()
+                entry = json.loads(body)
+                self._remember(memo, entry)
+            key, poster_key = self.keys(request, now)
+            if key != entry["key"]:
+                for source, destination in ((entry["key"], key), (entry["poster_key"], poster_key)):
+                    target.client.copy_object(Bucket=target.bucket, Key=destination,
+                                              CopySource={"Bucket": target.bucket, "Key": source},
+                                              MetadataDirective="COPY")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NotFound"):
+                log.warning("result cache lookup failed, rendering instead: %s", exc)
+            with self._lock:
+                self._index.pop(memo, None)
+            return None
+        except (BotoCoreError, ValueError, KeyError) as exc:
+            log.warning("result cache lookup failed, rendering instead: %s", exc)
+            return None
+        return self._output(target, key, poster_key, now, entry["sha256"], entry["bytes"], entry["codec"],
+                            entry["width"], entry["height"], entry["num_frames"], entry["fps"])
+
+    def _known(self, memo: str) -> dict | None:
+        with self._lock:
+            entry = self._index.get(memo)
+            if entry is not None:
+                self._index.move_to_end(memo)
+            return entry
+
+    def _remember(self, memo: str, entry: dict, capacity: int = 10_000) -> None:
+        with self._lock:
+            self._index[memo] = entry
+            self._index.move_to_end(memo)
+            while len(self._index) > capacity:
+                self._index.popitem(last=False)
 
 
 def utc_now() -> datetime:

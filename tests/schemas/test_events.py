@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.events import GenerationRequest, StatusChanged, TenantUpdated
+from schemas.events import SCHEMA_VERSION, GenerationRequest, StatusChanged, TenantUpdated
 from schemas.registry import EVENT_MODELS
 from schemas.state import RequestState
 from schemas.tokens import quote_tokens
@@ -32,7 +32,7 @@ def rejects(field: str, fragment: str, context=None, **changes) -> None:
 def test_defaults_make_a_valid_request() -> None:
     made = request()
     assert (made.width, made.height, made.num_frames, made.tier.value) == (832, 480, 81, "standard")
-    assert made.schema_version == "1.0"
+    assert made.schema_version == SCHEMA_VERSION == "1.1"
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
