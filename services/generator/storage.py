@@ -102,7 +102,10 @@ class VideoStore:
         else:
             key, poster_key = self.keys(request, now)
         if not (shared and self._known(f"shared:{target.bucket}/{key}")):
-            self._retrying(f"upload of s3://{target.bucket}/{key}", lambda: self._upload(target, video, key, poster_key))
+            # The target is looked up on every attempt: a tenant's fixed storage settings apply at once.
+            self._retrying(f"upload of s3://{target.bucket}/{key}",
+                           lambda: self._upload(self.target(request.tenant_id), video, key, poster_key))
+            target = self.target(request.tenant_id)
             if shared:
                 self._remember(f"shared:{target.bucket}/{key}", {})
         output = self._output(target, key, poster_key, now, digest, size, video.codec, video.width, video.height,

@@ -1,0 +1,225 @@
+"""The diffusion engine: a warm Wan pipeline serving batches, with the switches of ``optimize``.
+
+One pipeline call per batch (``EngineOptions.batching``), each request with its own
+``torch.Generator`` seeded from the request, so a request's initial noise, and with the
+cache off its video, are the same alone or in any batch. Prompt embeddings come from an
+LRU keyed by model and prompts, so repeated prompts skip the text encoder. Cancels are
+checked between denoising steps: a cancelled request's frames are never decoded, and when
+every request of the batch is cancelled the pipeline stops at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from schemas.events import GenerationRequest
+from services.common.settings import Settings
+from services.generator.engine import Cancelled, Rendered
+from services.generator.models import REGISTRY, ModelSpec, load_pipeline
+from services.generator.optimize import (
+    BlockCounter,
+    EngineOptions,
+    apply_cache,
+    cast_keeping_fp32_modules,
+    quantize_transformer,
+)
+from services.generator.worker import EngineOutOfMemory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WarmShape:
+    width: int = 64
+    height: int = 64
+    num_frames: int = 5
+    steps: int = 2
+
+
+class PromptCache:
+    """LRU of text-encoder outputs, keyed by (model, prompt, negative prompt)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        found = self._entries.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: tuple, value: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        if self.capacity <= 0:
+            return
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+class DiffusionEngine:
+    name = "diffusers"
+
+    def __init__(self, spec: ModelSpec, pipeline, options: EngineOptions, *, weights_id: str,
+                 warm_shape: WarmShape = WarmShape()) -> None:
+        self.spec = spec
+        self.model = spec.name
+        self.options = options
+        self.pipe = pipeline
+        self.pipe.set_progress_bar_config(disable=True)
+        self.prompts = PromptCache(options.prompt_cache)
+        self.warm_shape = warm_shape
+        self.quantized_layers = 0
+        self._warm = False
+        self._apply_switches()
+        self.blocks = BlockCounter(self.pipe.transformer)
+        # What decides the pixels besides the request: a different engine id never shares results.
+        self.engine_id = hashlib.sha256(json.dumps(
+            {"model": str(spec.name), "weights": weights_id, "precision": options.precision,
+             "quantize": options.quantize, "cache": options.cache, "threshold": self.cache_threshold},
+            sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model) -> DiffusionEngine:
+        if settings.engine_threads:
+            torch.set_num_threads(settings.engine_threads)
+        options = EngineOptions(device=settings.engine_device, precision=settings.engine_precision,
+                                quantize=settings.engine_quantize, cache=settings.engine_cache,
+                                cache_threshold=settings.engine_cache_threshold,
+                                prompt_cache=settings.engine_prompt_cache).resolve()
+        return cls.load(REGISTRY[model], options, models_dir=settings.models_dir)
+
+    @classmethod
+    def load(cls, spec: ModelSpec, options: EngineOptions, *, models_dir=None) -> DiffusionEngine:
+        options = options.resolve()
+        pipeline = load_pipeline(spec, models_dir, dtype=options.dtype)
+        directory = models_dir / spec.checkpoint if models_dir and spec.checkpoint else None
+        if directory is not None and (directory / "model_index.json").is_file():
+            weights_id = f"dir:{directory.resolve()}:{(directory / 'model_index.json').stat().st_mtime_ns}"
+        else:
+            weights_id = f"config:{json.dumps(asdict(spec.tiny), sort_keys=True)}"
+        log.info("engine %s: %s", spec.name, options.describe())
+        return cls(spec, pipeline, options, weights_id=weights_id)
+
+    @property
+    def cache_threshold(self) -> float:
+        return self.options.cache_threshold if self.options.cache_threshold is not None else self.spec.cache_threshold
+
+    def _apply_switches(self) -> None:
+        pipe, options = self.pipe, self.options
+        pipe.to(options.device)
+        if options.precision == "bf16" and pipe.transformer.dtype != torch.bfloat16:
+            cast_keeping_fp32_modules(pipe.transformer, torch.bfloat16)
+        self.quantized_layers = quantize_transformer(pipe.transformer, options.quantize)
+        apply_cache(pipe.transformer, options.cache, self.cache_threshold, self.spec.mag_ratios)
+
+    # --- engine protocol ---------------------------------------------------------------------
+    def warm(self) -> None:
+        """One full generation (text encoder, every denoising step, VAE decode) before any job."""
+        if self._warm:
+            return
+        shape = self.warm_shape
+        request = GenerationRequest(request_id="warm-up", tenant_id="framebus", prompt="warm up", model=self.model,
+                                    width=shape.width, height=shape.height, num_frames=shape.num_frames,
+                                    num_inference_steps=shape.steps, seed=0)
+        started = time.perf_counter()
+        self.render([request], lambda _: False)
+        self._warm = True
+        log.info("engine warm in %.2f s", time.perf_counter() - started)
+
+    def render(self, requests: Sequence[GenerationRequest], cancelled: Cancelled) -> list[Rendered]:
+        if not self.options.batching and len(requests) > 1:
+            return [item for request in requests for item in self.render([request], cancelled)]
+        try:
+            return self._render_batch(list(requests), cancelled)
+        except torch.OutOfMemoryError as exc:
+            if self.options.device == "cuda":
+                torch.cuda.empty_cache()
+            raise EngineOutOfMemory(str(exc).splitlines()[0]) from exc
+        except MemoryError as exc:
+            raise EngineOutOfMemory("host memory exhausted") from exc
+
+    def _render_batch(self, requests: list[GenerationRequest], cancelled: Cancelled) -> list[Rendered]:
+        first = requests[0]
+        guided = first.guidance_scale > 1.0
+        started = time.perf_counter()
+        prompt_embeds, negative_embeds = self._embeddings(requests, guided)
+        generators = [torch.Generator(self.options.device).manual_seed(r.seed or 0) for r in requests]
+        stopped: set[int] = set()
+
+        def between_steps(pipe, step, timestep, tensors):
+            for row, request in enumerate(requests):
+                if row not in stopped and cancelled(request):
+                    stopped.add(row)
+            if len(stopped) == len(requests):
+                pipe._interrupt = True  # nobody wants this batch any more
+            return {}
+
+        self.blocks.reset()
+        with torch.inference_mode():
+            latents = self.pipe(
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, height=first.height,
+                width=first.width, num_frames=first.num_frames, num_inference_steps=first.num_inference_steps,
+                guidance_scale=first.guidance_scale, generator=generators, output_type="latent",
+                callback_on_step_end=between_steps).frames
+            denoised = time.perf_counter()
+            keep = [row for row in range(len(requests)) if row not in stopped and not cancelled(requests[row])]
+            frames = self._decode(latents[keep]) if keep else None
+        decoded = time.perf_counter()
+        calls, computed = self.blocks.reset()
+        per_step = 2 if guided else 1
+        steps_run = calls // per_step
+        skipped = (calls - computed) // per_step
+        denoise_s, decode_s = denoised - started, decoded - denoised
+        share = (decoded - started) / len(requests)
+        out = []
+        for row, request in enumerate(requests):
+            if row in keep:
+                out.append(Rendered(request, frames=frames[keep.index(row)], gpu_seconds=share, steps_run=steps_run,
+                                    steps_skipped_by_cache=skipped, denoise_s=denoise_s,
+                                    decode_s=decode_s / len(keep)))
+            else:
+                out.append(Rendered(request, gpu_seconds=share, steps_run=steps_run, steps_skipped_by_cache=skipped))
+        return out
+
+    def _embeddings(self, requests: list[GenerationRequest], guided: bool):
+        """Prompt embeddings per row, from the LRU where possible; misses are encoded in one call."""
+        keys = [(str(self.model), r.prompt, r.negative_prompt if guided else None) for r in requests]
+        found = {key: self.prompts.get(key) for key in dict.fromkeys(keys)}
+        missing = [key for key, value in found.items() if value is None]
+        if missing:
+            positive, negative = self.pipe.encode_prompt(
+                [key[1] for key in missing], negative_prompt=[key[2] or "" for key in missing] if guided else None,
+                do_classifier_free_guidance=guided, max_sequence_length=self.spec.max_sequence_length,
+                device=torch.device(self.options.device))
+            for index, key in enumerate(missing):
+                pair = (positive[index:index + 1], negative[index:index + 1] if guided else None)
+                found[key] = pair
+                self.prompts.put(key, pair)
+        prompt_embeds = torch.cat([found[key][0] for key in keys])
+        negative_embeds = torch.cat([found[key][1] for key in keys]) if guided else None
+        return prompt_embeds, negative_embeds
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents to uint8 RGB frames (batch, frames, height, width, 3), as WanPipeline decodes them."""
+        vae = self.pipe.vae
+        latents = latents.to(vae.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(latents)
+        inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(latents)
+        video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
+        frames = self.pipe.video_processor.postprocess_video(video, output_type="np")
+        return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

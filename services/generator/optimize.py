@@ -1,0 +1,172 @@
+"""The engine's speed switches, each one applied to a pipeline on its own: precision, quantization
+and the transformer cache. ``EngineOptions.resolve`` turns ``auto`` into what the hardware can do.
+
+- precision: bf16 where the hardware multiplies bf16 fast (CPUs with AVX512-BF16 or AMX,
+  CUDA GPUs that report bf16 support), keeping the modules diffusers lists in
+  ``_keep_in_fp32_modules`` (Wan's time embedder, norms, scale-shift tables) in fp32.
+- quantization: torchao on the transformer blocks' linear layers only (Wan's patch and
+  condition embedders need float parameters): int8 dynamic activations with int8 weights
+  on CPUs, float8 on GPUs with compute capability 8.9 or newer.
+- cache: diffusers' hooks on the transformer (First Block Cache, TaylorSeer, MagCache).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from services.common.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16"]
+Quantize = Literal["auto", "none", "int8", "float8"]
+CacheKind = Literal["none", "first-block", "taylorseer", "magcache"]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    device: str = "cpu"
+    precision: Precision = "fp32"
+    quantize: Quantize = "none"
+    cache: CacheKind = "none"
+    cache_threshold: float | None = None  # None: the model's own
+    prompt_cache: int = 0  # entries; 0 = off
+    batching: bool = True  # one pipeline call per batch; off = one call per request
+
+    def resolve(self) -> EngineOptions:
+        """Replace ``auto`` with the choice for this machine."""
+        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = self.precision if self.precision != "auto" else ("bf16" if fast_bf16(device) else "fp32")
+        quantize = self.quantize
+        if quantize == "auto":
+            quantize = "float8" if float8_capable(device) else "int8" if device == "cpu" else "none"
+        return EngineOptions(device, precision, quantize, self.cache, self.cache_threshold, self.prompt_cache,
+                             self.batching)
+
+    def describe(self) -> str:
+        return (f"{self.device}, {self.precision}, quantize={self.quantize}, cache={self.cache}"
+                f"{'' if self.cache_threshold is None else f'@{self.cache_threshold:g}'}, "
+                f"prompt-cache={self.prompt_cache}, batching={'on' if self.batching else 'off'}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def fast_bf16(device: str) -> bool:
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def float8_capable(device: str) -> bool:
+    return device == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+# --- precision ---------------------------------------------------------------------------------
+def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast floating parameters and buffers to ``dtype`` except those under a module named in
+    ``_keep_in_fp32_modules`` (the rule diffusers applies when loading with ``torch_dtype``)."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
+    return model
+
+
+# --- quantization ------------------------------------------------------------------------------
+def _block_linear(module: torch.nn.Module, fqn: str) -> bool:
+    return isinstance(module, torch.nn.Linear) and fqn.startswith("blocks.")
+
+
+def quantize_transformer(transformer: torch.nn.Module, kind: Quantize) -> int:
+    """Quantize the transformer blocks' linear layers in place; returns how many were quantized."""
+    if kind == "none":
+        return 0
+    from torchao.quantization import quantize_
+
+    if kind == "int8":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        config = Int8DynamicActivationInt8WeightConfig()
+    elif kind == "float8":
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig
+
+        config = Float8DynamicActivationFloat8WeightConfig()
+    else:
+        raise ValueError(f"`quantize` must be none, int8 or float8 but is {kind!r}")
+    before = {name for name, module in transformer.named_modules() if _block_linear(module, name)}
+    quantize_(transformer, config, filter_fn=_block_linear)
+    return len(before)
+
+
+# --- cache -------------------------------------------------------------------------------------
+def apply_cache(transformer: torch.nn.Module, kind: CacheKind, threshold: float,
+                mag_ratios: tuple[float, ...] | None = None, num_inference_steps: int = 50) -> None:
+    """Attach a diffusers cache hook to the transformer.
+
+    - first-block: skip the blocks after the first when the first block's residual changed
+      less than ``threshold`` (relative) since the last full step. Decided per batch.
+    - taylorseer: full computation every 2nd step after the first, Taylor extrapolation between.
+    - magcache: needs the model's calibrated magnitude ratios (``ModelSpec.mag_ratios``) and a
+      fixed step count; random-weight models have none, so it is refused for them.
+    """
+    if kind == "none":
+        return
+    from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+
+    if kind == "first-block":
+        config = FirstBlockCacheConfig(threshold=threshold)
+    elif kind == "taylorseer":
+        config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1)
+    elif kind == "magcache":
+        if not mag_ratios:
+            raise ConfigurationError("the magcache switch needs calibrated magnitude ratios for this model "
+                                     "(ModelSpec.mag_ratios); use first-block or taylorseer instead")
+        config = MagCacheConfig(threshold=threshold, num_inference_steps=num_inference_steps,
+                                mag_ratios=list(mag_ratios))
+    else:
+        raise ValueError(f"`cache` must be none, first-block, taylorseer or magcache but is {kind!r}")
+    transformer.enable_cache(config)
+
+
+class BlockCounter:
+    """Counts transformer calls and the calls in which the last block really ran.
+
+    A cache hook answers skipped calls without running the blocks after the first, so
+    ``calls - computed`` is the number of transformer calls the cache saved.
+    """
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        self.calls = 0
+        self.computed = 0
+        last_block = transformer.blocks[-1]
+        probe = getattr(last_block, "ffn", last_block)
+        transformer.register_forward_pre_hook(self._call)
+        probe.register_forward_pre_hook(self._computed)
+
+    def _call(self, *_):
+        self.calls += 1
+
+    def _computed(self, *_):
+        self.computed += 1
+
+    def reset(self) -> tuple[int, int]:
+        counts = (self.calls, self.computed)
+        self.calls = self.computed = 0
+        return counts
