@@ -202,12 +202,14 @@ class DiffusionEngine:
         found = {key: self.prompts.get(key) for key in dict.fromkeys(keys)}
         missing = [key for key, value in found.items() if value is None]
         if missing:
-            positive, negative = self.pipe.encode_prompt(
-                [key[1] for key in missing], negative_prompt=[key[2] or "" for key in missing] if guided else None,
-                do_classifier_free_guidance=guided, max_sequence_length=self.spec.max_sequence_length,
-                device=torch.device(self.options.device))
+            # Positive and negative prompts in one text-encoder call.
+            texts = [key[1] for key in missing] + ([key[2] or "" for key in missing] if guided else [])
+            encoded, _ = self.pipe.encode_prompt(texts, do_classifier_free_guidance=False,
+                                                 max_sequence_length=self.spec.max_sequence_length,
+                                                 device=torch.device(self.options.device))
+            count = len(missing)
             for index, key in enumerate(missing):
-                pair = (positive[index:index + 1], negative[index:index + 1] if guided else None)
+                pair = (encoded[index:index + 1], encoded[count + index:count + index + 1] if guided else None)
                 found[key] = pair
                 self.prompts.put(key, pair)
         prompt_embeds = torch.cat([found[key][0] for key in keys])
