@@ -83,8 +83,8 @@ def demo() -> None:
     from services.demo.pipeline import run_demo
 
     console.print("[bold]framebus demo[/]: Kafka and S3 up, a smoke check, then four requests through the "
-                  "scheduler and a worker. The worker runs the [bold]null test engine[/] (solid-colour clips "
-                  "through the real protocol, ffmpeg and S3): the diffusion engine is not built yet.")
+                  "scheduler and a diffusers worker running [bold]wan-tiny[/] (the Wan pipeline at toy size with "
+                  "random weights: every stage is real, the pictures are abstract).")
     settings = Settings()
     with errors_exit():
         bring_up(settings)

@@ -4,9 +4,9 @@ and the transformer cache. ``EngineOptions.resolve`` turns ``auto`` into what th
 - precision: bf16 where the hardware multiplies bf16 fast (CPUs with AVX512-BF16 or AMX,
   CUDA GPUs that report bf16 support), keeping the modules diffusers lists in
   ``_keep_in_fp32_modules`` (Wan's time embedder, norms, scale-shift tables) in fp32.
-- quantization: torchao on the transformer blocks' linear layers only (Wan's patch and
-  condition embedders need float parameters): int8 dynamic activations with int8 weights
-  on CPUs, float8 on GPUs with compute capability 8.9 or newer.
+- quantization: torchao on the transformer blocks' linear layers only (the patch and
+  condition embedders stay float): int8 dynamic activations with int8 weights on CPUs
+  without fast bf16, float8 on GPUs with compute capability 8.9 or newer.
 - cache: diffusers' hooks on the transformer (First Block Cache, TaylorSeer, MagCache).
 """
 
@@ -44,7 +44,15 @@ class EngineOptions:
         precision = self.precision if self.precision != "auto" else ("bf16" if fast_bf16(device) else "fp32")
         quantize = self.quantize
         if quantize == "auto":
-            quantize = "float8" if float8_capable(device) else "int8" if device == "cpu" else "none"
+            # Measured (bench/engine.py): on a CPU with fast bf16, eager int8 runs slower than bf16
+            # alone (its activation quantization costs more than the int8 product saves), so
+            # int8 is only the pick on CPUs without fast bf16, where it at least quarters weight memory.
+            if float8_capable(device):
+                quantize = "float8"
+            elif device == "cpu" and precision == "fp32":
+                quantize = "int8"
+            else:
+                quantize = "none"
         return EngineOptions(device, precision, quantize, self.cache, self.cache_threshold, self.prompt_cache,
                              self.batching)
 
@@ -122,7 +130,7 @@ def apply_cache(transformer: torch.nn.Module, kind: CacheKind, threshold: float,
 
     - first-block: skip the blocks after the first when the first block's residual changed
       less than ``threshold`` (relative) since the last full step. Decided per batch.
-    - taylorseer: full computation every 2nd step after the first, Taylor extrapolation between.
+    - taylorseer: after two full steps, every 2nd step is extrapolated (Taylor) from the last ones.
     - magcache: needs the model's calibrated magnitude ratios (``ModelSpec.mag_ratios``) and a
       fixed step count; random-weight models have none, so it is refused for them.
     """
@@ -133,7 +141,10 @@ def apply_cache(transformer: torch.nn.Module, kind: CacheKind, threshold: float,
     if kind == "first-block":
         config = FirstBlockCacheConfig(threshold=threshold)
     elif kind == "taylorseer":
-        config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1)
+        # Wan's attention modules are attn1/attn2: the default patterns would hook nothing.
+        config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=2,
+                                       taylor_factors_dtype=torch.float32,
+                                       cache_identifiers=[r"blocks\.\d+\.(attn1|attn2|ffn)"])
     elif kind == "magcache":
         if not mag_ratios:
             raise ConfigurationError("the magcache switch needs calibrated magnitude ratios for this model "

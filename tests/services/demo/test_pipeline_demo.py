@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 from services.common.settings import Settings
 from services.common.stack import Stack
 from services.demo.pipeline import run_demo
+from services.generator.encode import probe
 
 
 def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings, tmp_path: Path) -> None:
@@ -22,3 +24,9 @@ def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings,
     assert progress[-1] == 4
     video = httpx.get(results[0].status.output.url, timeout=10)
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"  # an MP4
+    output = results[0].status.output
+    local = tmp_path / "demo.mp4"
+    local.write_bytes(video.content)
+    found = probe(local)  # the diffusers worker's clip, as a viewer gets it
+    assert (found.codec, found.width, found.height, found.num_frames) == ("h264", 128, 128, 17)
+    assert (output.width, output.num_frames, output.sha256) == (128, 17, hashlib.sha256(video.content).hexdigest())
