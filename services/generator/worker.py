@@ -134,6 +134,7 @@ class Worker:
         self._stop = threading.Event()
         self.completed = 0
         self.utilisation = Utilisation()
+        self.ready = threading.Event()  # set once warm, reading its partition and announced
 
     # --- announcements ---------------------------------------------------------------------
     def announcement(self, *, stopping: bool = False) -> WorkerAnnounced:
@@ -161,6 +162,7 @@ class Worker:
         self.engine.warm()
         consumer = self._jobs_consumer()
         self.announce()
+        self.ready.set()
         reader = threading.Thread(target=self._read, args=(consumer,), name="jobs-reader", daemon=True)
         output = threading.Thread(target=self._output_stage, name="output", daemon=True)
         for thread in (threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True), reader, output):
