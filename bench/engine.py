@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,19 +99,22 @@ def engine_run(options: EngineOptions, requests: list[GenerationRequest], batch:
     return time.perf_counter() - started, frames
 
 
+OFF = EngineOptions(batching=False, fast_vae_norm=False)  # the engine with every switch off
 SWITCHES: list[tuple[str, EngineOptions]] = [
-    ("engine, no switches", EngineOptions(batching=False)),
-    ("batching (4)", EngineOptions(batching=True)),
-    ("bf16", EngineOptions(precision="bf16", batching=False)),
-    ("int8", EngineOptions(quantize="int8", batching=False)),
-    ("first-block cache", EngineOptions(cache="first-block", batching=False)),
-    ("taylorseer cache", EngineOptions(cache="taylorseer", batching=False)),
-    ("prompt cache", EngineOptions(prompt_cache=64, batching=False)),
-    ("bf16 + batching", EngineOptions(precision="bf16")),
-    ("int8 + batching", EngineOptions(quantize="int8")),
-    ("all: bf16, batching, first-block, prompt cache", EngineOptions(precision="bf16", cache="first-block",
-                                                                     prompt_cache=64)),
+    ("engine, no switches", OFF),
+    ("batching (4)", replace(OFF, batching=True)),
+    ("bf16", replace(OFF, precision="bf16")),
+    ("int8", replace(OFF, quantize="int8")),
+    ("fast VAE norm", replace(OFF, fast_vae_norm=True)),
+    ("first-block cache", replace(OFF, cache="first-block")),
+    ("taylorseer cache", replace(OFF, cache="taylorseer")),
+    ("prompt cache", replace(OFF, prompt_cache=64)),
+    ("bf16 + batching", replace(OFF, precision="bf16", batching=True)),
+    ("int8 + batching", replace(OFF, quantize="int8", batching=True)),
+    ("all: bf16, batching, VAE norm, first-block, prompt cache",
+     EngineOptions(precision="bf16", cache="first-block", prompt_cache=64)),
     ("all + int8", EngineOptions(precision="bf16", quantize="int8", cache="first-block", prompt_cache=64)),
+    ("all + compile", EngineOptions(precision="bf16", cache="first-block", prompt_cache=64, compile=True)),
 ]
 
 

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     engine_cache: Literal["none", "first-block", "taylorseer", "magcache"] = Field("first-block", description="Diffusers cache hook on the transformer.")
     engine_cache_threshold: float | None = Field(None, gt=0, description="Cache threshold; unset: the model's own default.")
     engine_prompt_cache: int = Field(1024, ge=0, description="Text-encoder outputs kept (LRU entries); 0 turns the prompt cache off.")
+    engine_compile: bool = Field(False, description="torch.compile the transformer blocks: a slower warm-up for faster steps.")
     engine_threads: int | None = Field(None, ge=1, description="CPU threads for torch; unset: torch's default.")
     encoder: Literal["auto", "h264_nvenc", "libx264"] = Field("auto", description="`auto`: h264_nvenc when a trial encode succeeds, else libx264.")
     x264_preset: str = Field("veryfast", description="libx264 preset.")

@@ -31,6 +31,7 @@ from services.generator.optimize import (
     apply_cache,
     cast_keeping_fp32_modules,
     quantize_transformer,
+    speed_up_vae_norms,
 )
 from services.generator.worker import EngineOutOfMemory
 
@@ -90,7 +91,8 @@ class DiffusionEngine:
         # What decides the pixels besides the request: a different engine id never shares results.
         self.engine_id = hashlib.sha256(json.dumps(
             {"model": str(spec.name), "weights": weights_id, "precision": options.precision,
-             "quantize": options.quantize, "cache": options.cache, "threshold": self.cache_threshold},
+             "quantize": options.quantize, "cache": options.cache, "threshold": self.cache_threshold,
+             "vae_norm": options.fast_vae_norm},
             sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -100,7 +102,8 @@ class DiffusionEngine:
         options = EngineOptions(device=settings.engine_device, precision=settings.engine_precision,
                                 quantize=settings.engine_quantize, cache=settings.engine_cache,
                                 cache_threshold=settings.engine_cache_threshold,
-                                prompt_cache=settings.engine_prompt_cache).resolve()
+                                prompt_cache=settings.engine_prompt_cache,
+                                compile=settings.engine_compile).resolve()
         return cls.load(REGISTRY[model], options, models_dir=settings.models_dir)
 
     @classmethod
@@ -122,10 +125,14 @@ class DiffusionEngine:
     def _apply_switches(self) -> None:
         pipe, options = self.pipe, self.options
         pipe.to(options.device)
+        if options.fast_vae_norm:
+            speed_up_vae_norms(pipe.vae)
         if options.precision == "bf16" and pipe.transformer.dtype != torch.bfloat16:
             cast_keeping_fp32_modules(pipe.transformer, torch.bfloat16)
         self.quantized_layers = quantize_transformer(pipe.transformer, options.quantize)
         apply_cache(pipe.transformer, options.cache, self.cache_threshold, self.spec.mag_ratios)
+        if options.compile:
+            pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=True)
 
     # --- engine protocol ---------------------------------------------------------------------
     def warm(self) -> None:

@@ -13,7 +13,7 @@ and the transformer cache. ``EngineOptions.resolve`` turns ``auto`` into what th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,8 @@ class EngineOptions:
     cache_threshold: float | None = None  # None: the model's own
     prompt_cache: int = 0  # entries; 0 = off
     batching: bool = True  # one pipeline call per batch; off = one call per request
+    fast_vae_norm: bool = True  # the VAE's RMS norms without F.normalize (same function, CPU kernel 3x faster)
+    compile: bool = False  # torch.compile the transformer's repeated blocks (slower warm-up, faster steps)
 
     def resolve(self) -> EngineOptions:
         """Replace ``auto`` with the choice for this machine."""
@@ -53,13 +55,13 @@ class EngineOptions:
                 quantize = "int8"
             else:
                 quantize = "none"
-        return EngineOptions(device, precision, quantize, self.cache, self.cache_threshold, self.prompt_cache,
-                             self.batching)
+        return replace(self, device=device, precision=precision, quantize=quantize)
 
     def describe(self) -> str:
         return (f"{self.device}, {self.precision}, quantize={self.quantize}, cache={self.cache}"
                 f"{'' if self.cache_threshold is None else f'@{self.cache_threshold:g}'}, "
-                f"prompt-cache={self.prompt_cache}, batching={'on' if self.batching else 'off'}")
+                f"prompt-cache={self.prompt_cache}, batching={'on' if self.batching else 'off'}, "
+                f"fast-vae-norm={'on' if self.fast_vae_norm else 'off'}, compile={'on' if self.compile else 'off'}")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -95,6 +97,29 @@ def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> tor
         if tensor.is_floating_point():
             tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
     return model
+
+
+# --- VAE ---------------------------------------------------------------------------------------
+def _rms_norm_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """WanRMS_norm without F.normalize: on CPUs its channel-dim vector norm is a strided
+    reduction that took 75% of the VAE decode (measured with torch.profiler); a sum of
+    squares and rsqrt is the same function (max error ~1e-7) at a third of the time."""
+    values = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    dim = 1 if self.channel_first else -1
+    normalized = values * torch.rsqrt((values * values).sum(dim=dim, keepdim=True).clamp_min(1e-24))
+    return normalized.to(x.dtype) * self.scale * self.gamma + self.bias
+
+
+def speed_up_vae_norms(vae: torch.nn.Module) -> int:
+    """Give every WanRMS_norm of ``vae`` the faster forward; returns how many."""
+    import types
+
+    count = 0
+    for module in vae.modules():
+        if type(module).__name__ == "WanRMS_norm":
+            module.forward = types.MethodType(_rms_norm_forward, module)
+            count += 1
+    return count
 
 
 # --- quantization ------------------------------------------------------------------------------

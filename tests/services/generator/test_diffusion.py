@@ -130,3 +130,10 @@ def test_loading_bf16_from_a_directory_keeps_fp32_modules(tmp_path):
 def test_a_real_model_without_a_checkpoint_says_where_to_put_it(tmp_path):
     with pytest.raises(ConfigurationError, match=r"wan2.1-t2v-1.3b needs a checkpoint .* at .*wan2.1-t2v-1.3b"):
         load_pipeline(REGISTRY[ModelName.WAN21_T2V_1_3B], tmp_path)
+
+
+def test_the_fast_vae_norm_is_the_same_function(engine):
+    plain = DiffusionEngine.load(TINY, EngineOptions(fast_vae_norm=False))
+    [a] = plain.render([request(1, 7)], never)
+    [b] = engine.render([request(1, 7)], never)
+    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
