@@ -397,6 +397,21 @@ class ApiKeyRecord(BaseModel):
     revoked: bool = False
 
 
+class TenantStorage(BaseModel):
+    """A tenant's own bucket. Credentials are a reference, resolved on the workers from
+    ``FRAMEBUS_CREDENTIALS_{REF}_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY``: never in events or logs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint_url: str = Field(pattern=r"^https?://[^\s/]+(/.*)?$", max_length=512,
+                              description="e.g. https://us-ord-1.linodeobjects.com")
+    region: str = Field(min_length=1, max_length=64)
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    credentials_ref: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,62}$",
+                                 description="Names the worker's FRAMEBUS_CREDENTIALS_{REF}_* variables.")
+    addressing_style: Literal["path", "virtual"] = "path"
+
+
 class TenantUpdated(Event):
     """framebus.tenant.updated, on the compacted tenants topic: a tenant's full current settings."""
 
@@ -408,5 +423,6 @@ class TenantUpdated(Event):
     credit_limit_tokens: Tokens = 0.0
     submissions_per_minute: int | None = Field(None, ge=1, le=100_000, description="Unset: the gateway default.")
     disabled: bool = False
+    storage: TenantStorage | None = Field(None, description="The tenant's own bucket; unset: framebus's.")
     updated_at: datetime = Field(default_factory=utc_now)
 

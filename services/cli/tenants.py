@@ -69,6 +69,41 @@ def show(tenant_id: str) -> None:
     console.print(table)
     console.print(f"credit limit {tenant.credit_limit_tokens:g} tokens; rate "
                   f"{tenant.submissions_per_minute or 'default'} per minute; {'disabled' if tenant.disabled else 'enabled'}")
+    if tenant.storage is not None:
+        console.print(f"storage: s3://{tenant.storage.bucket} at {tenant.storage.endpoint_url} "
+                      f"({tenant.storage.addressing_style}-style, credentials ref {tenant.storage.credentials_ref})")
+
+
+@app.command("set-storage")
+def set_storage(
+    tenant_id: str,
+    endpoint: Annotated[str | None, typer.Option(help="S3 endpoint, e.g. https://us-ord-1.linodeobjects.com")] = None,
+    bucket: Annotated[str | None, typer.Option(help="The tenant's bucket.")] = None,
+    region: Annotated[str, typer.Option(help="Region used for signing.")] = "us-east-1",
+    credentials_ref: Annotated[str | None, typer.Option(
+        help="REF: workers read FRAMEBUS_CREDENTIALS_{REF}_ACCESS_KEY_ID and _SECRET_ACCESS_KEY.")] = None,
+    addressing: Annotated[str, typer.Option(help="path or virtual.")] = "path",
+    clear: Annotated[bool, typer.Option("--clear", help="Back to framebus's bucket.")] = False,
+) -> None:
+    """Store a tenant's videos in its own bucket (credentials stay on the workers, by reference)."""
+    from pydantic import ValidationError
+
+    from schemas.events import TenantStorage
+    from schemas.validation import describe_errors
+
+    with errors_exit():
+        storage = None
+        if not clear:
+            if not (endpoint and bucket and credentials_ref):
+                raise typer.BadParameter("give --endpoint, --bucket and --credentials-ref (or --clear)")
+            try:
+                storage = TenantStorage(endpoint_url=endpoint, bucket=bucket, region=region,
+                                        credentials_ref=credentials_ref, addressing_style=addressing)
+            except ValidationError as exc:
+                raise typer.BadParameter("; ".join(f"`{e.field}`: {e.message}" for e in describe_errors(exc))) from exc
+        _admin().set_storage(tenant_id, storage)
+    where = f"s3://{bucket} at {endpoint}" if storage else "framebus's bucket"
+    console.print(f"tenant {tenant_id} now stores videos in {where}")
 
 
 def _show_key(plaintext: str) -> None:

@@ -59,6 +59,11 @@ class TenantAdmin:
         keys = tuple(k.model_copy(update={"revoked": True}) if k.key_id == key_id else k for k in tenant.api_keys)
         return self.save(tenant.model_copy(update={"api_keys": keys, "updated_at": utc_now()}))
 
+    def set_storage(self, tenant_id: str, storage: TenantStorage | None) -> TenantUpdated:
+        """Point the tenant's videos at its own bucket (None: back to framebus's)."""
+        tenant = self.get_existing(tenant_id)
+        return self.save(tenant.model_copy(update={"storage": storage, "updated_at": utc_now()}))
+
     def credit(self, tenant_id: str, tokens: float, *, reason: str = "credit", actor: str = "admin") -> LedgerCredited:
         """Add prepaid tokens to a tenant's balance (an entry on framebus.ledger)."""
         self.get_existing(tenant_id)

@@ -13,6 +13,7 @@ from services.common.storage import ensure_bucket, s3_client
 from services.generator.encode import EncodeConfig, choose_encoder
 from services.generator.engine import Engine, NullEngine
 from services.generator.storage import RetryPolicy, StorageTarget, VideoStore
+from services.generator.tenants import TenantTargets
 from services.generator.worker import Worker, WorkerConfig, new_worker_id
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, de
     ensure_bucket(client, settings.s3_bucket)
     worker_id = worker_id or new_worker_id()
     store = VideoStore(StorageTarget(client, settings.s3_bucket), settings.s3_presign_expiry_s,
-                       retry=RetryPolicy(deadline_s=settings.s3_upload_deadline_s))
+                       retry=RetryPolicy(deadline_s=settings.s3_upload_deadline_s), target_for=TenantTargets(settings))
     return Worker(settings=settings, engine=build_engine(settings, engine, model, delay_ms=delay_ms,
                                                          worker_id=worker_id),
                   store=store,

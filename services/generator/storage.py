@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 
 
 class UploadFailed(StorageError):
-    """The upload kept failing until its deadline."""
+    """The upload kept failing until its deadline, or cannot succeed at all."""
+
+
+class StorageMisconfigured(StorageError):
+    """Retrying cannot help (e.g. a tenant's credentials are missing on this worker)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,10 @@ class VideoStore:
         ``fingerprint``: also index the result so an identical request is served by a copy.
         Raises UploadFailed once the deadline passes; the spooled files stay for the caller.
         """
-        target = self.target(request.tenant_id)
+        try:
+            target = self.target(request.tenant_id)
+        except StorageMisconfigured as exc:
+            raise UploadFailed(str(exc)) from exc
         digest, size = file_sha256(video.path)
         if shared:
             key, poster_key = f"null-engine/{digest}.mp4", f"null-engine/{digest}.jpg"
@@ -128,6 +135,8 @@ class VideoStore:
             attempt += 1
             try:
                 return action()
+            except StorageMisconfigured as exc:
+                raise UploadFailed(f"{what} cannot succeed: {exc}") from exc
             except (StorageError, ClientError, BotoCoreError) as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -163,7 +172,11 @@ class VideoStore:
 
         Any failure (no index, source deleted, S3 trouble) is a miss: the request renders.
         """
-        target = self.target(request.tenant_id)
+        try:
+            target = self.target(request.tenant_id)
+        except StorageError as exc:  # the upload will say so; a lookup is only a lookup
+            log.warning("result cache skipped for %s: %s", request.tenant_id, exc)
+            return None
         memo = f"{target.bucket}/{request.tenant_id}/{fingerprint}"
         try:
             entry = self._known(memo)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from schemas.codec import decode_event, encode_event
-from schemas.events import CancelRequested, GenerationRequest
+from framebus.client import FramebusClient
+from schemas.events import CancelRequested, GenerationRequest, TenantStorage
 from schemas.state import ErrorCode, ModelName
 from schemas.workers import JobDispatched, Shape
 from services.common import kafka as kafka_adapter
@@ -24,6 +25,8 @@ from services.generator.engine import Rendered
 from services.generator.models import REGISTRY
 from services.generator.optimize import EngineOptions
 from services.generator.storage import RetryPolicy, StorageTarget, VideoStore
+from services.gateway.tenants import TenantAdmin
+from services.generator.tenants import TenantTargets
 from services.generator.worker import EngineOutOfMemory, Worker, WorkerConfig
 from tests.waiting import eventually
 
@@ -36,8 +39,8 @@ def tiny_engine() -> DiffusionEngine:
 
 
 def request(request_id: str, seed: int = 7, prompt: str = "a red fox in the snow", **fields) -> GenerationRequest:
-    return GenerationRequest(request_id=request_id, tenant_id="acme", prompt=prompt, model="wan-tiny", width=64,
-                             height=48, num_frames=5, seed=seed, **{"num_inference_steps": 3, **fields})
+    return GenerationRequest(request_id=request_id, prompt=prompt, model="wan-tiny", width=64, height=48,
+                             num_frames=5, seed=seed, **{"num_inference_steps": 3, "tenant_id": "acme", **fields})
 
 
 class Harness:
@@ -233,3 +236,32 @@ def test_s3_down_past_the_deadline_is_upload_failed_and_the_spool_is_cleared(mak
     assert failed.outcome == "failed" and failed.error.code == ErrorCode.UPLOAD_FAILED
     assert "failed" in failed.error.message and "1.5 s" in failed.error.message
     assert not list(harness.worker.spool_dir.glob("*.mp4"))
+
+
+def test_a_tenant_with_its_own_bucket_gets_its_videos_there_and_credentials_never_leak(
+        make_harness, tiny_engine, provisioned_settings, bucket_factory, monkeypatch):
+    own_bucket = bucket_factory()
+    secret = provisioned_settings.s3_secret_key.get_secret_value()
+    monkeypatch.setenv("FRAMEBUS_CREDENTIALS_BYO_ACCESS_KEY_ID", provisioned_settings.s3_access_key)
+    monkeypatch.setenv("FRAMEBUS_CREDENTIALS_BYO_SECRET_ACCESS_KEY", secret)
+    own = {"endpoint_url": provisioned_settings.s3_endpoint_url, "region": "us-east-1", "bucket": own_bucket}
+    with FramebusClient(settings=provisioned_settings, source="/test") as client:
+        admin = TenantAdmin(client)
+        for tenant, ref in (("byo", "BYO"), ("nocreds", "NOT_ON_THIS_WORKER")):
+            admin.create(tenant)
+            admin.set_storage(tenant, TenantStorage(credentials_ref=ref, **own))
+    default = StorageTarget(storage.s3_client(provisioned_settings), provisioned_settings.s3_bucket)
+    store = VideoStore(default, 600, retry=RetryPolicy(deadline_s=60), target_for=TenantTargets(provisioned_settings))
+    harness = make_harness(tiny_engine, store=store, worker_id="w-byo")
+    harness.send_job(request("mine", tenant_id="byo"), request("theirs", tenant_id="acme"))
+    harness.send_job(request("no-creds", tenant_id="nocreds"))
+    started = time.monotonic()
+    results = harness.wait_results(3)
+    assert results["mine"].output.bucket == own_bucket and results["theirs"].output.bucket == default.bucket
+    assert default.client.head_object(Bucket=own_bucket, Key=results["mine"].output.key)["ContentLength"] > 0
+    failed = results["no-creds"]
+    assert failed.outcome == "failed" and failed.error.code == ErrorCode.UPLOAD_FAILED
+    assert "FRAMEBUS_CREDENTIALS_NOT_ON_THIS_WORKER_ACCESS_KEY_ID" in failed.error.message
+    assert time.monotonic() - started < 50, "a missing credential fails at once, it is not retried to the deadline"
+    for event in results.values():
+        assert secret not in event.model_dump_json()

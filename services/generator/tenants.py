@@ -1,0 +1,81 @@
+"""Which bucket a tenant's videos go to: its own (from the compacted tenants topic) or framebus's.
+
+Lookups are cached for ``ttl_s`` so a worker reads the tenants topic at most once a minute
+per tenant. Credentials come from the worker's environment by the tenant's reference:
+``FRAMEBUS_CREDENTIALS_{REF}_ACCESS_KEY_ID`` and ``FRAMEBUS_CREDENTIALS_{REF}_SECRET_ACCESS_KEY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from schemas.codec import decode_event
+from schemas.events import TenantStorage, TenantUpdated
+from services.common import storage
+from services.common.compacted import read_latest
+from services.common.errors import StorageError
+from services.common.settings import Settings
+from services.generator.storage import StorageMisconfigured, StorageTarget
+
+log = logging.getLogger(__name__)
+
+
+class MissingCredentials(StorageMisconfigured):
+    pass
+
+
+def credentials_for(ref: str, environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    prefix = f"FRAMEBUS_CREDENTIALS_{ref}_"
+    access, secret = environ.get(f"{prefix}ACCESS_KEY_ID"), environ.get(f"{prefix}SECRET_ACCESS_KEY")
+    if not access or not secret:
+        raise MissingCredentials(f"credentials reference {ref} is not configured on this worker: set "
+                                 f"{prefix}ACCESS_KEY_ID and {prefix}SECRET_ACCESS_KEY")
+    return access, secret
+
+
+class TenantTargets:
+    """``tenant id -> StorageTarget | None`` for VideoStore.target_for."""
+
+    def __init__(self, settings: Settings, *, ttl_s: float = 60.0,
+                 lookup: Callable[[str], TenantStorage | None] | None = None) -> None:
+        self.settings = settings
+        self.ttl_s = ttl_s
+        self._lookup = lookup or self._read_tenant
+        self._cache: dict[str, tuple[float, StorageTarget | None]] = {}
+        self._clients: dict[TenantStorage, StorageTarget] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, tenant_id: str) -> StorageTarget | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+            if cached is not None and now - cached[0] < self.ttl_s:
+                return cached[1]
+        try:
+            own = self._lookup(tenant_id)
+        except Exception as exc:  # noqa: BLE001 - never fall back to framebus's bucket for a tenant we cannot read
+            raise StorageError(f"cannot read the settings of tenant {tenant_id}: {exc}") from exc
+        target = None if own is None else self._target(own)
+        with self._lock:
+            self._cache[tenant_id] = (now, target)
+        return target
+
+    def _target(self, own: TenantStorage) -> StorageTarget:
+        if own not in self._clients:
+            access, secret = credentials_for(own.credentials_ref)
+            client = storage.make_client(endpoint_url=own.endpoint_url, region=own.region, access_key=access,
+                                         secret_key=secret, addressing_style=own.addressing_style,
+                                         checksums=self.settings.s3_checksums)
+            self._clients[own] = StorageTarget(client, own.bucket)
+        return self._clients[own]
+
+    def _read_tenant(self, tenant_id: str) -> TenantStorage | None:
+        record = read_latest(self.settings.bootstrap_servers, self.settings.topic("framebus.tenants"), tenant_id)
+        if record is None:
+            return None
+        event = decode_event(record.headers, record.value).event
+        return event.storage if isinstance(event, TenantUpdated) else None
