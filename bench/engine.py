@@ -126,7 +126,12 @@ def speed(workload: Workload) -> dict:
         base_s, base_frames = plain_pipeline(requests)
         progress.advance(task)
         for name, options in SWITCHES:
-            seconds, frames = engine_run(options, requests, workload.batch)
+            try:
+                seconds, frames = engine_run(options, requests, workload.batch)
+            except Exception as exc:  # noqa: BLE001 - one failing switch is a finding, not the end of the run
+                rows.append({"config": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+                progress.advance(task)
+                continue
             scores = [psnr(a, b) for a, b in zip(base_frames, frames, strict=True)]
             rows.append({"config": name, "seconds": seconds, "videos_per_hour": len(requests) * 3600 / seconds,
                          "ratio": base_s / seconds, "psnr_db_mean": statistics.fmean(min(s, 99.0) for s in scores),
@@ -146,6 +151,9 @@ def speed_table(result: dict) -> Table:
     base = result["baseline"]
     table.add_row(base["config"], f"{base['videos_per_hour']:,.0f}", "1.00", "reference")
     for row in result["rows"]:
+        if "error" in row:
+            table.add_row(row["config"], "failed", "", row["error"])
+            continue
         table.add_row(row["config"], f"{row['videos_per_hour']:,.0f}", f"{row['ratio']:.2f}",
                       f"{row['psnr_db_mean']:.1f} / {row['psnr_db_min']:.1f}")
     return table

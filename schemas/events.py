@@ -213,6 +213,7 @@ class Usage(BaseModel):
     steps_run: int = Field(0, ge=0)
     steps_skipped_by_cache: int = Field(0, ge=0)
     result_cache_hit: bool = Field(False, description="Served by a copy of an identical earlier video: no GPU work.")
+    machine: str | None = Field(None, max_length=64, description="Machine kind the GPU seconds ran on (cost model).")
 
 
 class Timings(BaseModel):
@@ -223,6 +224,7 @@ class Timings(BaseModel):
     accepted_at: datetime | None = None
     queued_at: datetime | None = None
     started_at: datetime | None = None
+    queued_s: float | None = Field(None, description="Submission to the worker starting it.")
     denoise_s: float | None = None
     decode_s: float | None = None
     encode_s: float | None = None
@@ -346,17 +348,30 @@ class LedgerReserved(_LedgerEntry):
     request_id: RequestId
 
 
-class LedgerCharged(_LedgerEntry):
+class _Settlement(_LedgerEntry):
+    """What metering needs to tally a settled request without reading any other topic."""
+
+    request_id: RequestId
+    tier: Tier | None = None
+    model: ModelName | None = None
+
+
+class LedgerCharged(_Settlement):
     event_type: ClassVar[str] = "framebus.ledger.charged"
 
-    request_id: RequestId
+    gpu_seconds: float = Field(0.0, ge=0)
+    video_seconds: float = Field(0.0, ge=0)
+    machine: str | None = Field(None, max_length=64)
+    result_cache_hit: bool = False
 
 
-class LedgerReleased(_LedgerEntry):
+class LedgerReleased(_Settlement):
     event_type: ClassVar[str] = "framebus.ledger.released"
 
-    request_id: RequestId
     reason: str = Field("released", max_length=512)
+    outcome: Literal["failed", "cancelled", "expired"] | None = None
+    gpu_seconds: float = Field(0.0, ge=0, description="Work done before it failed or was cancelled (cost, never billed).")
+    machine: str | None = Field(None, max_length=64)
 
 
 # --- batches and tenants -------------------------------------------------------------------

@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     x264_preset: str = Field("veryfast", description="libx264 preset.")
     nvenc_preset: str = Field("p4", description="h264_nvenc preset (p1 fastest .. p7 best).")
 
+    # --- Metering: price book and cost model (the figures are examples) -----------------
+    currency: str = Field("USD", description="Currency of the price book and the cost model.")
+    price_per_1k_tokens: float = Field(0.40, ge=0, description="List price of 1,000 tokens at the interactive tier.")
+    tier_price_factors: dict[str, float] = Field(
+        {"interactive": 1.0, "standard": 0.8, "batch": 0.5}, description="Price factor per tier (JSON object).")
+    gpu_hour_costs: dict[str, float] = Field(
+        {"rtx-pro-6000": 2.50, "h100": 3.00, "cpu": 0.10},
+        description="What an hour of each machine kind costs us (JSON object); unknown kinds cost `default`.")
+    worker_machine: str | None = Field(None, description="Machine kind a worker reports for the cost model; unset: detected (cpu, or the GPU's name).")
+
     # --- Local runtime ---------------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir,
                             description="Downloads kept between runs: Kafka jars, the versitygw binary.")
@@ -121,6 +131,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             elif isinstance(value, (set, frozenset, list, tuple)):
                 value = json.dumps(sorted(value))
+            elif isinstance(value, dict):
+                value = json.dumps(value)
             env[f"FRAMEBUS_{name.upper()}"] = str(value)
         return env
 

@@ -31,6 +31,20 @@ def build_engine(settings: Settings, kind: EngineKind, model: ModelName, *, dela
     raise ValueError(f"`engine` must be 'null' or 'diffusers' but is {kind!r}")
 
 
+def machine_kind(engine: EngineKind, settings: Settings) -> str:
+    """What the GPU seconds of this worker cost, as the cost model names it: the GPU's name
+    (e.g. "nvidia-h100-80gb-hbm3"), "cpu", or "none" for the null engine."""
+    if engine == "null":
+        return "none"
+    import re
+
+    import torch
+
+    if settings.engine_device != "cpu" and torch.cuda.is_available():
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")[:64]
+    return "cpu"
+
+
 def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, delay_ms: float = 0.0, batch: int = 4,
                  slots: int = 3, worker_id: str | None = None, heartbeat_s: float = 2.0) -> Worker:
     tools = require_ffmpeg()
@@ -45,7 +59,8 @@ def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, de
                                                          worker_id=worker_id),
                   store=store,
                   config=WorkerConfig(worker_id=worker_id, max_batch_size=batch, slots=slots,
-                                      heartbeat_interval_s=heartbeat_s),
+                                      heartbeat_interval_s=heartbeat_s,
+                                      machine=settings.worker_machine or machine_kind(engine, settings)),
                   spool_dir=settings.state_dir / "spool" / worker_id,
                   encode=EncodeConfig(codec=encoder.codec, x264_preset=settings.x264_preset,
                                       nvenc_preset=settings.nvenc_preset))

@@ -132,7 +132,8 @@ class DiffusionEngine:
         self.quantized_layers = quantize_transformer(pipe.transformer, options.quantize)
         apply_cache(pipe.transformer, options.cache, self.cache_threshold, self.spec.mag_ratios)
         if options.compile:
-            pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=True)
+            # Not fullgraph: the cache hooks' skip decision is a deliberate graph break.
+            pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)
 
     # --- engine protocol ---------------------------------------------------------------------
     def warm(self) -> None:

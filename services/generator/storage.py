@@ -1,7 +1,7 @@
 """Where videos go: key layout, upload with retries from the spool, checksums, presigned links,
 and the result cache (an identical request is a server-side copy, not a render).
 
-Key layout: ``{tenant}/{yyyy}/{mm}/{dd}/{request_id}.mp4`` and ``.jpg`` beside it. A
+Key layout: ``{tenant}/{yyyy}/{mm}/{dd}/{request_id}.mp4`` (the submission day) and ``.jpg``. A
 re-run of a request overwrites the same keys with the same bytes (seeded, deterministic
 engines), so results are idempotent. The result-cache index lives in the same bucket under
 ``_results/{tenant}/{fingerprint}.json``: per tenant, so one tenant can never learn
@@ -86,8 +86,10 @@ class VideoStore:
         return self.target_for(tenant_id) or self.default
 
     @staticmethod
-    def keys(request: GenerationRequest, now: datetime) -> tuple[str, str]:
-        base = f"{request.tenant_id}/{now:%Y/%m/%d}/{request.request_id}"
+    def keys(request: GenerationRequest, now: datetime | None = None) -> tuple[str, str]:
+        """The day is the request's submission day (UTC), so a re-run days later still hits the same key."""
+        day = request.submitted_at.astimezone(UTC)
+        base = f"{request.tenant_id}/{day:%Y/%m/%d}/{request.request_id}"
         return f"{base}.mp4", f"{base}.jpg"
 
     # --- upload ----------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class WorkerConfig:
     max_batch_size: int = 8
     slots: int = 3  # one denoising, one encoding/uploading, one waiting: the engine never waits for the scheduler
     heartbeat_interval_s: float = 2.0
+    machine: str = "cpu"  # machine kind for the cost model
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ class Worker:
     def _render_job(self, job: JobDispatched) -> RenderedJob:
         started = utc_now()
         for request in job.requests:
-            self._status(request, RequestState.RUNNING, Timings(started_at=started))
+            self._status(request, RequestState.RUNNING, _timings(request, started))
         done = RenderedJob(job, [], started)
         engine_id = self.engine.engine_id
         groups: dict[str, list[GenerationRequest]] = {}  # fingerprint -> identical requests, first one renders
@@ -324,6 +325,8 @@ class Worker:
             finally:
                 with self._lock:
                     self._running.discard(done.job.job_id)
+                    for request in done.job.requests:  # the set only holds cancels still useful
+                        self._cancelled.discard((request.tenant_id, request.request_id))
                 self.announce()
 
     def _deliver(self, done: RenderedJob, item: Rendered | Served | Refused) -> None:
@@ -332,12 +335,12 @@ class Worker:
             if isinstance(item, Refused):
                 self._fail(request, item.code, item.message, done.started)
             elif isinstance(item, Served):
-                self._complete(request, item.output, Usage(tokens=request.quote(), result_cache_hit=True),
-                               Timings(started_at=done.started))
+                self._complete(request, item.output, self._usage(request, result_cache_hit=True),
+                               _timings(request, done.started))
             elif item.cancelled or self._is_cancelled(request):  # a cancel may land while it waits for upload
-                usage = Usage(tokens=request.quote(), gpu_seconds=item.gpu_seconds, steps_run=item.steps_run,
-                              steps_skipped_by_cache=item.steps_skipped_by_cache)
-                timings = Timings(started_at=done.started, finished_at=utc_now())
+                usage = self._usage(request, gpu_seconds=item.gpu_seconds, steps_run=item.steps_run,
+                                    steps_skipped_by_cache=item.steps_skipped_by_cache)
+                timings = _timings(request, done.started, finished_at=utc_now())
                 self._send("framebus.results", GenerationCancelled(**_common(request, timings),
                                                                    reason="cancelled while running", usage=usage))
                 self._status(request, RequestState.CANCELLED, timings)
@@ -353,8 +356,8 @@ class Worker:
         if request.request_id in done.duplicates and fingerprint is not None:
             output = self.store.cached(request, fingerprint, utc_now())
             if output is not None:  # its twin earlier in the batch was stored: a copy, no encode
-                self._complete(request, output, Usage(tokens=request.quote(), result_cache_hit=True),
-                               Timings(started_at=done.started))
+                self._complete(request, output, self._usage(request, result_cache_hit=True),
+                               _timings(request, done.started))
                 return
         video = item.video
         if video is None:
@@ -362,23 +365,26 @@ class Worker:
                 video = encode_video(item.frames, request.fps, self.spool_dir / f"{uuid.uuid4().hex}.mp4",
                                      self.encode_config)
             except EncodeError as exc:
-                self._fail(request, ErrorCode.ENCODE_FAILED, str(exc), done.started)
+                self._fail(request, ErrorCode.ENCODE_FAILED, str(exc), done.started, item.gpu_seconds)
                 return
         uploading = time.perf_counter()
         try:
             output = self.store.put(request, video, utc_now(), fingerprint=fingerprint, shared=item.shared)
         except UploadFailed as exc:
-            self._fail(request, ErrorCode.UPLOAD_FAILED, str(exc), done.started)
+            self._fail(request, ErrorCode.UPLOAD_FAILED, str(exc), done.started, item.gpu_seconds)
             return
         finally:
             if not item.shared:
                 video.remove()  # out of the spool: uploaded, or the request failed and says so
-        usage = Usage(tokens=request.quote(), gpu_seconds=item.gpu_seconds, steps_run=item.steps_run,
-                      steps_skipped_by_cache=item.steps_skipped_by_cache)
-        timings = Timings(started_at=done.started, denoise_s=item.denoise_s, decode_s=item.decode_s,
-                          encode_s=None if item.shared else video.encode_s,
-                          upload_s=time.perf_counter() - uploading)
+        usage = self._usage(request, gpu_seconds=item.gpu_seconds, steps_run=item.steps_run,
+                            steps_skipped_by_cache=item.steps_skipped_by_cache)
+        timings = _timings(request, done.started, denoise_s=item.denoise_s, decode_s=item.decode_s,
+                           encode_s=None if item.shared else video.encode_s,
+                           upload_s=time.perf_counter() - uploading)
         self._complete(request, output, usage, timings)
+
+    def _usage(self, request: GenerationRequest, **fields) -> Usage:
+        return Usage(tokens=request.quote(), machine=self.config.machine, **fields)
 
     def _complete(self, request: GenerationRequest, output: Output, usage: Usage, timings: Timings) -> None:
         timings = timings.model_copy(update={"finished_at": utc_now()})
@@ -387,10 +393,12 @@ class Worker:
         self._status(request, RequestState.COMPLETED, timings, output=output, tokens=usage.tokens)
         self.completed += 1
 
-    def _fail(self, request: GenerationRequest, code: ErrorCode, message: str, started) -> None:
-        timings = Timings(started_at=started, finished_at=utc_now())
+    def _fail(self, request: GenerationRequest, code: ErrorCode, message: str, started,
+              gpu_seconds: float = 0.0) -> None:
+        timings = _timings(request, started, finished_at=utc_now())
         error = ErrorInfo(code=code, message=message[:2000])
-        self._send("framebus.results", GenerationFailed(**_common(request, timings), error=error))
+        usage = self._usage(request, gpu_seconds=gpu_seconds)  # the tokens metering releases
+        self._send("framebus.results", GenerationFailed(**_common(request, timings), error=error, usage=usage))
         self._status(request, RequestState.FAILED, timings, error=error)
 
     def _status(self, request: GenerationRequest, state: RequestState, timings: Timings, **extra) -> None:
@@ -401,6 +409,12 @@ class Worker:
     def _send(self, topic: str, event: Event) -> None:
         record = encode_event(event, source=SOURCE)
         self._producer.send(self.settings.topic(topic), key=record.key, value=record.value, headers=record.headers)
+
+
+def _timings(request: GenerationRequest, started, **stages) -> Timings:
+    """Stage timings of one request; queued is submission to the worker starting its job."""
+    queued = max(0.0, (started - request.submitted_at).total_seconds())
+    return Timings(started_at=started, queued_s=queued, **stages)
 
 
 def _common(request: GenerationRequest, timings: Timings) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from schemas.events import GenerationRequest, TenantUpdated
 from schemas.state import ErrorCode
 from services.scheduler.config import SchedulerConfig
-from services.scheduler.ledger import Balances
+from services.common.ledger import Balances
 
 
 @dataclass(frozen=True)

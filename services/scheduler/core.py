@@ -19,7 +19,7 @@ from schemas.state import ErrorCode, RequestState
 from schemas.workers import JobDispatched, WorkerAnnounced
 from services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
 from services.scheduler.config import SchedulerConfig
-from services.scheduler.ledger import Balances, LedgerEntry
+from services.common.ledger import Balances, LedgerEntry
 from services.scheduler.queue import QueuedRequest, RequestQueue
 from services.scheduler.workers import WorkerRegistry
 
@@ -67,10 +67,11 @@ def reservation(request: GenerationRequest, tokens: float) -> LedgerReserved:
                           request_id=request.request_id, tokens=tokens)
 
 
-def release(request: GenerationRequest, tokens: float, reason: str) -> LedgerReleased:
+def release(request: GenerationRequest, tokens: float, reason: str, outcome: str | None = None) -> LedgerReleased:
     # The same entry id metering uses for a release, so the ledger fold settles it once.
     return LedgerReleased(tenant_id=request.tenant_id, entry_id=f"release:{request.tenant_id}/{request.request_id}",
-                          request_id=request.request_id, tokens=tokens, reason=reason)
+                          request_id=request.request_id, tokens=tokens, reason=reason, tier=request.tier,
+                          model=request.model, outcome=outcome)
 
 
 class SchedulerCore:
@@ -226,6 +227,7 @@ class SchedulerCore:
     def _end(self, out: SchedulerOutput, entry: QueuedRequest, state: RequestState, code: ErrorCode | None,
              message: str) -> None:
         out.terminal.append(Terminal(entry.request, state, code, message))
-        freed = release(entry.request, entry.tokens, state.value if code is None else code.value)
+        outcome = "expired" if code is ErrorCode.EXPIRED else state.value
+        freed = release(entry.request, entry.tokens, state.value if code is None else code.value, outcome)
         self.balances.apply(freed)
         out.ledger.append(freed)

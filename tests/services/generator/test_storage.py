@@ -15,12 +15,13 @@ from services.common.settings import Settings
 from services.generator.encode import encode_video
 from services.generator.storage import RetryPolicy, StorageTarget, UploadFailed, VideoStore, result_fingerprint
 
-NOW = datetime(2026, 11, 22, 18, 30, tzinfo=UTC)
+SUBMITTED = datetime(2026, 11, 21, 23, 59, tzinfo=UTC)
+NOW = datetime(2026, 11, 22, 0, 30, tzinfo=UTC)  # rendered after midnight: the key keeps the submission day
 
 
 def request(request_id: str = "r-1", tenant: str = "acme", **fields) -> GenerationRequest:
     return GenerationRequest(request_id=request_id, tenant_id=tenant, prompt="a red fox", width=64, height=48,
-                             num_frames=9, **{"seed": 7, **fields})
+                             num_frames=9, **{"seed": 7, "submitted_at": SUBMITTED, **fields})
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def store(settings: Settings) -> VideoStore:
 
 def test_upload_uses_the_key_layout_and_records_checksum_and_link(store, video, settings):
     output = store.put(request(), video, NOW)
-    assert (output.key, output.poster_key) == ("acme/2026/11/22/r-1.mp4", "acme/2026/11/22/r-1.jpg")
+    assert (output.key, output.poster_key) == ("acme/2026/11/21/r-1.mp4", "acme/2026/11/21/r-1.jpg")
     body = video.path.read_bytes()
     assert (output.bytes, output.sha256) == (len(body), hashlib.sha256(body).hexdigest())
     fetched = httpx.get(output.url, timeout=10)
@@ -82,7 +83,7 @@ def test_identical_request_is_served_by_a_server_side_copy(store, video, setting
     original = store.put(request(), video, NOW, fingerprint=fingerprint)
     fresh = VideoStore(store.default, 600)  # another worker: nothing in memory, the index is in S3
     copy = fresh.cached(request("r-2"), result_fingerprint(request("r-2"), "engine-a"), NOW)
-    assert copy is not None and copy.key == "acme/2026/11/22/r-2.mp4" and copy.sha256 == original.sha256
+    assert copy is not None and copy.key == "acme/2026/11/21/r-2.mp4" and copy.sha256 == original.sha256
     copied = httpx.get(copy.url, timeout=10).content
     assert hashlib.sha256(copied).hexdigest() == original.sha256
 

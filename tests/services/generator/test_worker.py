@@ -141,7 +141,7 @@ def test_jobs_become_checked_videos_with_usage_and_repeats_are_copies(make_harne
     local.write_bytes(body)
     found = probe(local)
     assert (found.codec, found.width, found.height, found.num_frames) == ("h264", 64, 48, 5)
-    assert first["r-1"].output.key == f"acme/{r1.timings.finished_at:%Y/%m/%d}/r-1.mp4"
+    assert first["r-1"].output.key == f"acme/{request('r-1').submitted_at:%Y/%m/%d}/r-1.mp4"
     assert not list(harness.worker.spool_dir.glob("*.mp4")), "the spool is emptied after upload"
 
 

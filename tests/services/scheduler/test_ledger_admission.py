@@ -11,7 +11,7 @@ from schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, Ledger
 from schemas.state import ErrorCode
 from services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
 from services.scheduler.config import SchedulerConfig, TierPolicy
-from services.scheduler.ledger import Balances
+from services.common.ledger import Balances
 from tests.services.scheduler.helpers import req
 
 

@@ -70,6 +70,19 @@ class Balances:
                 balance.charged += _d(entry.tokens)
         return True
 
+    def is_settled(self, tenant_id: str, request_id: str) -> bool:
+        """Charged or released already (by anyone)."""
+        return (tenant_id, request_id) in self._settled
+
+    def reserved_for(self, tenant_id: str, request_id: str) -> float | None:
+        """Tokens held for this request, or None if no reservation is outstanding."""
+        held = self._tenants.get(tenant_id)
+        tokens = held.reservations.get(request_id) if held is not None else None
+        return float(tokens) if tokens is not None else None
+
+    def tenants(self) -> dict[str, TenantBalance]:
+        return dict(self._tenants)
+
     def holds(self, tenant_id: str, request_id: str) -> bool:
         """True if a reservation for this request is already folded (a replay after a crash)."""
         return request_id in self.of(tenant_id).reservations
