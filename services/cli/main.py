@@ -10,6 +10,7 @@ from services.cli.output import console, errors_exit
 from services.common.settings import Settings
 from services.common.stack import Stack, StackReport
 from services.cli import requests as request_commands
+from services.cli import metering as metering_commands
 from services.cli import tenants as tenant_commands
 
 app = typer.Typer(help="framebus: event-driven text-to-video on Kafka.", no_args_is_help=True,
@@ -124,6 +125,17 @@ def topics(as_json: bool = typer.Option(False, "--json", help="Print the catalog
 for command in (request_commands.submit, request_commands.status, request_commands.cancel, request_commands.quote):
     app.command()(command)
 app.add_typer(tenant_commands.app, name="tenants")
+app.command()(metering_commands.usage)
+app.command()(metering_commands.cost)
+tenant_commands.app.command()(metering_commands.balance)
+
+
+@app.command()
+def metering() -> None:
+    """Run metering (faust-streaming): settle reservations, record usage per tenant."""
+    from services.metering.app import run
+
+    run(Settings())
 
 
 @app.command()

@@ -71,7 +71,7 @@ class Metering:
                                   gpu_seconds=usage.gpu_seconds, video_seconds=result.output.duration_s,
                                   machine=usage.machine, result_cache_hit=usage.result_cache_hit, **common)
             out.usage.append(UsageRecorded(
-                id=f"usage:{result.tenant_id}/{result.request_id}", tokens=usage.tokens,
+                tokens=usage.tokens,
                 gpu_seconds=usage.gpu_seconds, video_seconds=result.output.duration_s, width=result.output.width,
                 height=result.output.height, num_frames=result.output.num_frames,
                 num_inference_steps=usage.steps_run, request_id=result.request_id, tenant_id=result.tenant_id,
