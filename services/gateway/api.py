@@ -69,3 +69,28 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class UsageRow(BaseModel):
+    group: str = Field(description="The tier, model, day (YYYY-MM-DD) or hour (YYYY-MM-DDTHH:00Z).")
+    requests: int = Field(description="Requests that ended (completed, failed, cancelled, expired).")
+    completed: int
+    failed: int
+    cancelled: int
+    expired: int
+    result_cache_hits: int = Field(description="Completed by a copy of an identical earlier video.")
+    tokens: float = Field(description="Tokens charged (completed requests only).")
+    video_seconds: float
+    amount: str = Field(description="What the tokens cost at the price book, as a decimal string.")
+    currency: str
+
+
+class UsageResponse(BaseModel):
+    tenant_id: str
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    group_by: str
+    groups: list[UsageRow]
+    total: UsageRow
+
+    model_config = ConfigDict(populate_by_name=True)

@@ -21,11 +21,12 @@ from framebus.client import FramebusClient, SubmitError
 from schemas.state import ErrorCode
 from schemas.validation import FieldError, describe_errors
 from services.common.compacted import TopicTable
+from services.common.errors import KafkaAdapterError
 from services.common.settings import Settings
 from services.gateway.limits import BodySizeLimit
 from services.gateway.ratelimit import RateLimiter, retry_after_header
 from services.gateway.routes import router
-from services.gateway.runtime import Conflict, Gateway, NotFound, RateLimited, Unauthenticated
+from services.gateway.runtime import Conflict, Gateway, InvalidQuery, NotFound, RateLimited, Unauthenticated
 from services.gateway.tables import StatusTable, TenantTable
 
 GATEWAY_SOURCE = "/framebus/gateway"
@@ -97,6 +98,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
         return _error(429, "rate_limited", str(exc), headers={"Retry-After": retry_after_header(exc.retry_after_s)})
+
+    @app.exception_handler(InvalidQuery)
+    async def invalid_query(_: Request, exc: InvalidQuery) -> JSONResponse:
+        return _error(422, ErrorCode.INVALID_REQUEST, str(exc))
+
+    @app.exception_handler(KafkaAdapterError)
+    async def kafka_unreadable(_: Request, exc: KafkaAdapterError) -> JSONResponse:
+        return _error(503, "unavailable", str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(SubmitError)
     async def kafka_unavailable(_: Request, exc: SubmitError) -> JSONResponse:

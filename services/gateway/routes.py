@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from schemas import limits
 from schemas.events import GenerationFields, TenantUpdated
-from services.gateway.api import CancelAccepted, ErrorResponse, GenerationCreate, GenerationStatus, Quote
+from services.gateway.api import (
+    CancelAccepted,
+    ErrorResponse,
+    GenerationCreate,
+    GenerationStatus,
+    Quote,
+    UsageResponse,
+    UsageRow,
+)
 from services.gateway.runtime import Gateway
 from framebus.client import Receipt
 
@@ -62,6 +71,28 @@ async def quote(prompt: Annotated[str, Query(min_length=1, max_length=limits.PRO
                               num_inference_steps=num_inference_steps)
     tokens = fields.quote()
     return Quote(tokens=tokens, standard_units=round(tokens / 100, 6))
+
+
+@router.get("/v1/usage", response_model=UsageResponse, response_model_by_alias=True, responses=ERRORS,
+            summary="Your usage and charges, per tier, model, day or hour")
+def usage(caller: Tenant, request: Request,
+          start: Annotated[datetime | None, Query(alias="from", description="Inclusive; default 30 days ago.")] = None,
+          end: Annotated[datetime | None, Query(alias="to", description="Exclusive; default now.")] = None,
+          group_by: Annotated[Literal["tier", "model", "day", "hour"], Query()] = "day") -> UsageResponse:
+    now = datetime.now(UTC)
+    start, end = start or now - timedelta(days=30), end or now + timedelta(seconds=1)
+    report = gateway(request).usage(caller, start, end, group_by)
+    currency = report.prices.currency
+
+    def row(group: str, tally) -> UsageRow:
+        data = tally.as_dict(currency)
+        return UsageRow(group=group, amount=data["revenue"], **{k: data[k] for k in UsageRow.model_fields
+                                                                 if k in data and k != "currency"},
+                        currency=currency)
+
+    return UsageResponse(tenant_id=caller.tenant_id, start=start, end=end, group_by=group_by,
+                         groups=[row(group, tally) for group, tally in report.rows()],
+                         total=row("total", report.total()))
 
 
 @router.get("/healthz", include_in_schema=False)

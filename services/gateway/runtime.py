@@ -7,6 +7,7 @@ raises GatewayError subclasses that app.py maps to status codes.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 import uuid
 from dataclasses import dataclass
 
@@ -35,6 +36,10 @@ class NotFound(GatewayError):
 
 class Conflict(GatewayError):
     code = ErrorCode.DUPLICATE_REQUEST
+
+
+class InvalidQuery(GatewayError):
+    code = ErrorCode.INVALID_REQUEST
 
 
 class RateLimited(GatewayError):
@@ -97,3 +102,14 @@ class Gateway:
             raise Conflict(f"generation {request_id!r} is already {status.state.value}")
         self.client.cancel(request_id, tenant_id=tenant.tenant_id)
         return status
+
+    def usage(self, tenant: TenantUpdated, start: datetime, end: datetime, group_by: str):
+        """The caller's own usage, folded from its partition of the ledger (exact, never cached)."""
+        from services.metering.queries import usage_report
+
+        if start.tzinfo is None or end.tzinfo is None:
+            raise InvalidQuery("`from` and `to` need a time zone (e.g. 2026-11-01T00:00:00Z)")
+        if end <= start:
+            raise InvalidQuery(f"`to` ({end.isoformat()}) must be after `from` ({start.isoformat()})")
+        return usage_report(self.settings, tenant_id=tenant.tenant_id, start=start, end=end,
+                            group_by=group_by)  # type: ignore[arg-type]

@@ -146,7 +146,7 @@ def test_a_second_replica_answers_from_kafka(gateway: RunningGateway, tmp_path) 
 def test_openapi_document_describes_every_route(gateway: RunningGateway) -> None:
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
     assert set(spec["paths"]) == {"/v1/generations", "/v1/generations/{request_id}",
-                                  "/v1/generations/{request_id}/cancel", "/v1/quote"}
+                                  "/v1/generations/{request_id}/cancel", "/v1/quote", "/v1/usage"}
 
 
 def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -> None:
@@ -161,3 +161,42 @@ def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -
          "-H", f"Authorization: Bearer {gateway.keys['fuzzer']}", "--phases", "examples,coverage,fuzzing"],
         capture_output=True, text=True, timeout=270, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_usage_shows_only_the_callers_own_settled_requests(gateway: RunningGateway) -> None:
+    from datetime import UTC, datetime
+
+    from schemas.events import LedgerCharged, LedgerReleased
+    from framebus.client import FramebusClient
+
+    today = datetime.now(UTC)
+    with FramebusClient(settings=gateway.settings, source="/framebus/metering") as client:
+        for tenant, rid, tier, tokens in (("acme", "u-1", "interactive", 10.0), ("acme", "u-2", "batch", 4.0),
+                                          ("globex", "u-3", "interactive", 99.0)):
+            client.publish(LedgerCharged(tenant_id=tenant, entry_id=f"charge:{tenant}/{rid}", request_id=rid,
+                                         tokens=tokens, tier=tier, model="wan-tiny", video_seconds=5.0,
+                                         gpu_seconds=30.0, machine="rtx-pro-6000"), "framebus.ledger").get(10)
+        client.publish(LedgerReleased(tenant_id="acme", entry_id="release:acme/u-4", request_id="u-4", tokens=3.0,
+                                      tier="batch", outcome="failed"), "framebus.ledger").get(10)
+    answer = httpx.get(f"{gateway.url}/v1/usage", params={"group_by": "tier"}, headers=gateway.auth("acme"),
+                       timeout=30)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["tenant_id"] == "acme" and body["group_by"] == "tier"
+    groups = {g["group"]: g for g in body["groups"]}
+    assert groups["interactive"]["tokens"] == 10.0 and groups["interactive"]["amount"] == "0.0040"  # 10/1000 x $0.40
+    assert groups["batch"]["tokens"] == 4.0 and groups["batch"]["failed"] == 1 and groups["batch"]["completed"] == 1
+    assert groups["batch"]["amount"] == "0.0008"  # batch pays half
+    assert body["total"]["tokens"] == 14.0 and body["total"]["requests"] == 3
+    assert "gpu_cost" not in body["total"] and "margin" not in body["total"], "operator figures stay internal"
+    by_day = httpx.get(f"{gateway.url}/v1/usage", headers=gateway.auth("acme"), timeout=30).json()
+    assert [g["group"] for g in by_day["groups"]] == [f"{today:%Y-%m-%d}"]
+
+
+def test_usage_with_an_empty_or_inverted_window_is_422(gateway: RunningGateway) -> None:
+    answer = httpx.get(f"{gateway.url}/v1/usage", params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"},
+                       headers=gateway.auth("acme"), timeout=30)
+    assert answer.status_code == 422 and "must be after" in answer.json()["error"]["message"]
+    naive = httpx.get(f"{gateway.url}/v1/usage", params={"from": "2026-11-01T00:00:00"}, headers=gateway.auth("acme"),
+                      timeout=30)
+    assert naive.status_code == 422 and "time zone" in naive.json()["error"]["message"]
