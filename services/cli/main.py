@@ -93,7 +93,8 @@ def demo() -> None:
     logs = settings.state_dir / "demo-logs"
     with errors_exit(), Progress(console=console) as progress:
         task = progress.add_task("requests finished", total=4)
-        results = run_demo(settings, logs, on_progress=lambda done, total: progress.update(task, completed=done))
+        run = run_demo(settings, logs, on_progress=lambda done, total: progress.update(task, completed=done))
+    results = run.results
     table = Table("request", "tier", "prompt", "state", "tokens", "video", title="demo requests", title_justify="left")
     for result in results:
         status = result.status
@@ -101,6 +102,8 @@ def demo() -> None:
                       f"{status.output.bytes:,} bytes, {status.output.duration_s:g} s" if status.output
                       else (status.error.message if status.error else "-"))
     console.print(table)
+    console.print(f"tenant demo after metering: {run.balance.charged:g} tokens charged, {run.balance.reserved:g} "
+                  f"still reserved, {run.balance.available:g} available")
     first = next((r.status.output for r in results if r.status.output), None)
     if first is not None:
         console.print(f"watch one (link valid {settings.s3_presign_expiry_s} s): {first.url}", soft_wrap=True)

@@ -1,5 +1,6 @@
-"""The demo run: the scheduler and a diffusers worker (wan-tiny) as child processes, a few
-requests across the tiers, followed to the end with a progress bar.
+"""The demo run: the scheduler, metering and a diffusers worker (wan-tiny) as child
+processes, a few requests across the tiers followed to the end with a progress bar, and
+the tenant's balance once metering has settled them.
 
 wan-tiny is the real Wan pipeline at toy size with random weights: every stage runs
 (text encoder, denoising, VAE decode, ffmpeg, S3), but the videos are abstract patterns.
@@ -34,6 +35,13 @@ class DemoResult:
     status: StatusChanged | None
 
 
+@dataclass(frozen=True)
+class DemoBalance:
+    charged: float
+    reserved: float
+    available: float
+
+
 def ensure_demo_tenant(client: FramebusClient) -> None:
     admin = TenantAdmin(client)
     if admin.get(DEMO_TENANT) is None:
@@ -41,12 +49,19 @@ def ensure_demo_tenant(client: FramebusClient) -> None:
         admin.credit(DEMO_TENANT, 1000.0, reason="demo credit")
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    results: list[DemoResult]
+    balance: DemoBalance  # the demo tenant's, after metering settled these requests
+
+
 def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: None,
-             timeout_s: float = 120.0) -> list[DemoResult]:
+             timeout_s: float = 120.0) -> DemoRun:
     """Run the pipeline on a few prompts; stops the processes it started, whatever happens."""
     settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers,
                                            "s3_endpoint": settings.s3_endpoint_url})
     processes = [launch(settings, ["scheduler"], logs / "scheduler.log"),
+                 launch(settings, ["metering"], logs / "metering.log"),
                  launch(settings, ["worker", "--engine", "diffusers", "--worker-id", f"demo-{uuid.uuid4().hex[:6]}",
                                    "--batch", "4"],
                         logs / "worker.log")]
@@ -67,7 +82,22 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
             if len(finals) < len(ids):
                 raise FramebusError(f"only {len(finals)} of {len(ids)} demo requests finished in {timeout_s:g}s; "
                                     f"see the logs in {logs}")
-            return [DemoResult(rid, tier, prompt, finals.get(rid)) for rid, tier, prompt in ids]
+            results = [DemoResult(rid, tier, prompt, finals.get(rid)) for rid, tier, prompt in ids]
+            return DemoRun(results, settled_balance(settings, [rid for rid, _, _ in ids]))
     finally:
         for process in processes:
             terminate(process.pid, timeout_s=15)
+
+
+def settled_balance(settings: Settings, request_ids: list[str], *, timeout_s: float = 60.0) -> DemoBalance:
+    """The demo tenant's balance once metering has settled the demo's requests."""
+    from services.metering.queries import balances
+
+    settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        folded = balances(settings, DEMO_TENANT)
+        if all(folded.is_settled(DEMO_TENANT, rid) for rid in request_ids) or time.monotonic() > deadline:
+            held = folded.of(DEMO_TENANT)
+            return DemoBalance(float(held.charged), float(held.reserved), float(held.available()))
+        time.sleep(0.5)

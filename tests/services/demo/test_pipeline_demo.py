@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from services.common.settings import Settings
 from services.common.stack import Stack
@@ -19,7 +20,8 @@ def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings,
                                                   "s3_bucket": f"demo-{uuid.uuid4().hex[:8]}"})
     Stack(settings).up()
     progress = []
-    results = run_demo(settings, tmp_path, on_progress=lambda done, total: progress.append(done))
+    run = run_demo(settings, tmp_path, on_progress=lambda done, total: progress.append(done))
+    results = run.results
     assert [r.status.state.value for r in results] == ["completed"] * 4
     assert progress[-1] == 4
     video = httpx.get(results[0].status.output.url, timeout=10)
@@ -30,3 +32,6 @@ def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings,
     found = probe(local)  # the diffusers worker's clip, as a viewer gets it
     assert (found.codec, found.width, found.height, found.num_frames) == ("h264", 128, 128, 17)
     assert (output.width, output.num_frames, output.sha256) == (128, 17, hashlib.sha256(video.content).hexdigest())
+    # Metering settled every reservation: the tokens charged are exactly the four quotes.
+    assert run.balance.reserved == 0
+    assert run.balance.charged == pytest.approx(sum(r.status.tokens for r in results))
