@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     # --- Metering: price book and cost model (the figures are examples) -----------------
     currency: str = Field("USD", description="Currency of the price book and the cost model.")
-    price_per_1k_tokens: float = Field(0.40, ge=0, description="List price of 1,000 tokens at the interactive tier.")
+    price_per_1k_tokens: float = Field(5.00, ge=0, description="List price of 1,000 tokens at the interactive tier.")
     tier_price_factors: dict[str, float] = Field(
         {"interactive": 1.0, "standard": 0.8, "batch": 0.5}, description="Price factor per tier (JSON object).")
     gpu_hour_costs: dict[str, float] = Field(

@@ -184,9 +184,9 @@ def test_usage_shows_only_the_callers_own_settled_requests(gateway: RunningGatew
     body = answer.json()
     assert body["tenant_id"] == "acme" and body["group_by"] == "tier"
     groups = {g["group"]: g for g in body["groups"]}
-    assert groups["interactive"]["tokens"] == 10.0 and groups["interactive"]["amount"] == "0.0040"  # 10/1000 x $0.40
+    assert groups["interactive"]["tokens"] == 10.0 and groups["interactive"]["amount"] == "0.0500"  # 10/1000 x $5.00
     assert groups["batch"]["tokens"] == 4.0 and groups["batch"]["failed"] == 1 and groups["batch"]["completed"] == 1
-    assert groups["batch"]["amount"] == "0.0008"  # batch pays half
+    assert groups["batch"]["amount"] == "0.0100"  # batch pays half
     assert body["total"]["tokens"] == 14.0 and body["total"]["requests"] == 3
     assert "gpu_cost" not in body["total"] and "margin" not in body["total"], "operator figures stay internal"
     by_day = httpx.get(f"{gateway.url}/v1/usage", headers=gateway.auth("acme"), timeout=30).json()
