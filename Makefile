@@ -30,6 +30,8 @@ bench: setup
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.producer
 	$(BIN)/python -m bench.scheduler
+	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.metering
 
 clean-state: setup
 	$(BIN)/framebus down --purge

@@ -155,3 +155,23 @@ def test_usage_report_prices_tokens_per_tier_and_costs_gpu_seconds_per_machine()
     assert (total.completed, total.failed, total.requests) == (3, 1, 4)
     assert total.gpu_cost == Decimal(108) / 3600 * Decimal("2.5") + Decimal(1) / 3600 * Decimal("0.1")
     assert total.cost_per_video == total.gpu_cost / 3
+
+
+def test_the_readme_bill_is_what_the_report_computes():
+    from pathlib import Path
+
+    settings = Settings(price_per_1k_tokens=5.00, gpu_hour_costs={"rtx-pro-6000": 2.50})
+    report = UsageReport(PriceBook.from_settings(settings), CostModel.from_settings(settings))
+    prompt = "x" * 100
+    for number, (tier, gpu) in enumerate([("interactive", 95.0), ("batch", 95.0), ("batch", 0.0)]):
+        req = GenerationRequest(request_id=f"r{number}", tenant_id="acme", tier=tier, prompt=prompt, width=832,
+                                height=480, num_frames=81, num_inference_steps=50)
+        assert req.quote() == 38.086
+        report.add(LedgerCharged(tenant_id="acme", entry_id=f"c{number}", request_id=req.request_id,
+                                 tokens=req.quote(), tier=tier, gpu_seconds=gpu, machine="rtx-pro-6000"))
+    total = report.total().as_dict("USD")
+    assert (total["tokens"], total["revenue"], total["gpu_cost"], total["margin"], total["cost_per_video"]) == \
+        (114.258, "0.3809", "0.1319", "0.2489", "0.0440")
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    for figure in ("$0.3809", "$0.1319", "$0.2489", "$0.0440", "114.258"):
+        assert figure in readme
