@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from schemas.events import GenerationRequest
+from services.common.errors import ConfigurationError
 from services.common.settings import Settings
 from services.generator.engine import Cancelled, Rendered
 from services.generator.models import REGISTRY, ModelSpec, load_pipeline
@@ -132,8 +133,10 @@ class DiffusionEngine:
         self.quantized_layers = quantize_transformer(pipe.transformer, options.quantize)
         apply_cache(pipe.transformer, options.cache, self.cache_threshold, self.spec.mag_ratios)
         if options.compile:
-            # Not fullgraph: the cache hooks' skip decision is a deliberate graph break.
-            pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)
+            if options.cache != "none":
+                raise ConfigurationError("`compile` and a cache hook do not mix: the hooks' skip decision breaks "
+                                         "the graph and recompiles every block; set FRAMEBUS_ENGINE_CACHE=none")
+            pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=True)
 
     # --- engine protocol ---------------------------------------------------------------------
     def warm(self) -> None:
@@ -146,6 +149,8 @@ class DiffusionEngine:
                                     num_inference_steps=shape.steps, seed=0)
         started = time.perf_counter()
         self.render([request], lambda _: False)
+        if self.options.compile:  # a second batch size makes torch.compile treat the batch dim as dynamic
+            self.render([request, request.model_copy(update={"request_id": "warm-up-2"})], lambda _: False)
         self._warm = True
         log.info("engine warm in %.2f s", time.perf_counter() - started)
 
