@@ -137,3 +137,8 @@ def test_the_fast_vae_norm_is_the_same_function(engine):
     [a] = plain.render([request(1, 7)], never)
     [b] = engine.render([request(1, 7)], never)
     assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+
+
+def test_compile_with_a_cache_hook_is_refused_with_the_fix():
+    with pytest.raises(ConfigurationError, match="FRAMEBUS_ENGINE_CACHE=none"):
+        DiffusionEngine.load(TINY, EngineOptions(compile=True, cache="first-block"))
