@@ -103,3 +103,43 @@ def test_tenants_create_issue_and_revoke_keys(provisioned_settings: Settings) ->
     assert key_id in shown.stdout and key.split("_", 2)[2] not in shown.stdout  # never the secret
     revoked = framebus("tenants", "revoke-key", "initech", key_id, env=env)
     assert revoked.returncode == 0 and f"revoked key {key_id}" in revoked.stdout
+
+
+def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) -> None:
+    import csv
+    import io
+    import json
+
+    from framebus.client import FramebusClient
+    from schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
+
+    env = _env_for(provisioned_settings)
+    assert framebus("tenants", "create", "acme", env=env).returncode == 0
+    with FramebusClient(settings=provisioned_settings, source="/tests") as client:
+        entries = [LedgerCredited(tenant_id="acme", entry_id="credit-1", tokens=500),
+                   LedgerReserved(tenant_id="acme", entry_id="reserve:acme/a", request_id="a", tokens=40),
+                   LedgerReserved(tenant_id="acme", entry_id="reserve:acme/b", request_id="b", tokens=10),
+                   LedgerReserved(tenant_id="acme", entry_id="reserve:acme/c", request_id="c", tokens=7),
+                   LedgerCharged(tenant_id="acme", entry_id="charge:acme/a", request_id="a", tokens=40, tier="batch",
+                                 model="wan-tiny", gpu_seconds=72, video_seconds=5, machine="rtx-pro-6000"),
+                   LedgerReleased(tenant_id="acme", entry_id="release:acme/b", request_id="b", tokens=10,
+                                  tier="batch", outcome="cancelled")]
+        for entry in entries + entries[-1:]:  # the last one redelivered
+            client.publish(entry, "framebus.ledger").get(10)
+    balance = framebus("tenants", "balance", "acme", "--format", "json", env=env)
+    assert balance.returncode == 0, balance.stderr
+    assert json.loads(balance.stdout) == {"tenant": "acme", "credited": 500.0, "credit_limit": 0.0,
+                                               "reserved": 7.0, "charged": 40.0, "available": 453.0,
+                                               "open_reservations": 1}
+    usage = framebus("usage", "--tenant", "acme", "--group-by", "tier", "--format", "json", env=env)
+    assert usage.returncode == 0, usage.stderr
+    batch = json.loads(usage.stdout)["groups"]["batch"]
+    assert (batch["completed"], batch["cancelled"], batch["tokens"], batch["revenue"]) == (1, 1, 40.0, "0.1000")
+    cost = framebus("cost", "--format", "csv", env=env)
+    rows = {row["tenant"]: row for row in csv.DictReader(io.StringIO(cost.stdout))}
+    assert rows["acme"]["gpu_cost"] == "0.0500" and rows["acme"]["margin"] == "0.0500"  # 72 s at $2.50/h
+    assert rows["total"]["completed"] == "1"
+    table = framebus("usage", "--tenant", "acme", env=env)
+    assert table.returncode == 0 and "usage of acme" in table.stdout and "total" in table.stdout
+    bad = framebus("usage", "--from", "yesterday", env=env)
+    assert bad.returncode == 2 and "not an ISO date" in bad.stderr
