@@ -18,11 +18,13 @@ from schemas.events import (
     TenantUpdated,
     UsageRecorded,
 )
+from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery
 from schemas.workers import JobDispatched, WorkerAnnounced
 
 EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
                   StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
-                  BatchCompleted, TenantUpdated, WorkerAnnounced, JobDispatched)
+                  BatchCompleted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
+                  WebhookAttempted, WebhookDead)
 }

@@ -12,6 +12,7 @@ from services.common.stack import Stack, StackReport
 from services.cli import requests as request_commands
 from services.cli import metering as metering_commands
 from services.cli import tenants as tenant_commands
+from services.cli import webhooks as webhook_commands
 
 app = typer.Typer(help="framebus: event-driven text-to-video on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -128,9 +129,18 @@ def topics(as_json: bool = typer.Option(False, "--json", help="Print the catalog
 for command in (request_commands.submit, request_commands.status, request_commands.cancel, request_commands.quote):
     app.command()(command)
 app.add_typer(tenant_commands.app, name="tenants")
+app.add_typer(webhook_commands.app, name="webhooks")
 app.command()(metering_commands.usage)
 app.command()(metering_commands.cost)
 tenant_commands.app.command()(metering_commands.balance)
+
+
+@app.command()
+def notifier() -> None:
+    """Run the webhook notifier: signed Standard Webhooks deliveries with retries and dead letters."""
+    from services.notifier.service import run
+
+    run(Settings())
 
 
 @app.command()

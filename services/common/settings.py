@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     submit_deadline_s: float = Field(30.0, gt=0, le=600,
                                      description="How long a submit may retry before it reports the broker unavailable.")
     webhook_http_hosts: frozenset[str] = Field(frozenset(), description="Hosts allowed plain-http webhook URLs (JSON list).")
+    webhook_allowed_hosts: frozenset[str] = Field(
+        frozenset(), description="Hosts the notifier may call even though they resolve to private or loopback addresses (JSON list).")
+    webhook_retry_schedule_s: tuple[float, ...] = Field(
+        (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+        description="Delay before each retry of a failed webhook (JSON list); after the last, the dead-letter topic.")
+    webhook_concurrency_per_endpoint: int = Field(4, ge=1, description="Deliveries in flight to one host at once.")
     gateway_host: str = Field(LOCAL_HOST, description="Address the HTTP gateway binds.")
     gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP gateway.")
     gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")

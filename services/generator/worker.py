@@ -420,7 +420,7 @@ def _timings(request: GenerationRequest, started, **stages) -> Timings:
 def _common(request: GenerationRequest, timings: Timings) -> dict:
     return {"request_id": request.request_id, "tenant_id": request.tenant_id, "tier": request.tier,
             "model": request.model, "batch_id": request.batch_id, "custom_id": request.custom_id,
-            "metadata": request.metadata, "timings": timings}
+            "metadata": request.metadata, "timings": timings, "webhook_url": request.webhook_url}
 
 
 def _named_requests(value: bytes | None) -> list[tuple[str, str, Tier]]:

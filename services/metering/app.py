@@ -77,8 +77,12 @@ class MeteringService:
                                  f"framebus.results carries generation results, not {result.event_type}")
         except CodecError as exc:
             self.dead += 1
+            # Where it came from: after a crash the same record may be dead-lettered again, and
+            # readers drop copies by this position.
+            message = event.message
             extra = [("framebus-dead-reason", str(exc.reason).encode()),
-                     ("framebus-dead-detail", exc.detail[:2000].encode())]
+                     ("framebus-dead-detail", exc.detail[:2000].encode()),
+                     ("framebus-dead-source", f"{message.topic}/{message.partition}/{message.offset}".encode())]
             await self._send(DEAD_RESULTS_TOPIC, KafkaRecord(event.key, event.value or b"", [*headers, *extra]))
             return
         metered = self.core.result(result, decoded.envelope.source)

@@ -71,7 +71,8 @@ def terminal(ended: Terminal) -> Out:
     request = ended.request
     common = {"request_id": request.request_id, "tenant_id": request.tenant_id, "tier": request.tier,
               "model": request.model, "batch_id": request.batch_id, "custom_id": request.custom_id,
-              "metadata": request.metadata, "timings": Timings(finished_at=datetime.now(UTC))}
+              "metadata": request.metadata, "timings": Timings(finished_at=datetime.now(UTC)),
+              "webhook_url": request.webhook_url}
     error = None
     if ended.state is RequestState.CANCELLED:
         result: Event = GenerationCancelled(**common, reason=ended.message)

@@ -1,0 +1,69 @@
+"""The notifier's own records: pending deliveries, attempts, and dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from schemas import limits
+from schemas.events import Event, RequestId, TenantId, utc_now
+
+WebhookType = Literal["generation.completed", "generation.failed", "generation.cancelled", "batch.completed"]
+
+
+class WebhookDelivery(Event):
+    """framebus.webhooks.pending (compacted, key = delivery id): a delivery not yet finished.
+
+    ``delivery_id`` is the Standard Webhooks ``webhook-id``: the same on every retry and
+    replay, so a receiver can drop duplicates.
+    """
+
+    event_type: ClassVar[str] = "framebus.webhook.pending"
+
+    delivery_id: str = Field(pattern=r"^msg_[A-Za-z0-9]{1,64}$")
+    tenant_id: TenantId
+    request_id: RequestId | None = None
+    batch_id: str | None = None
+    url: str = Field(max_length=limits.WEBHOOK_URL_MAX_CHARS)
+    type: WebhookType
+    payload: str = Field(max_length=16 * 1024, description="The JSON body, exactly as signed and sent.")
+    attempt: int = Field(0, ge=0, description="Attempts made so far.")
+    due_at: datetime = Field(default_factory=utc_now)
+    created_at: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
+        return self.delivery_id
+
+
+class WebhookAttempted(Event):
+    """framebus.webhooks.attempts (key = request id): one HTTP attempt and what came of it."""
+
+    event_type: ClassVar[str] = "framebus.webhook.attempted"
+
+    delivery_id: str
+    tenant_id: TenantId
+    request_id: RequestId | None = None
+    url: str
+    attempt: int = Field(ge=1)
+    status_code: int | None = None
+    error: str | None = Field(None, max_length=512)
+    duration_ms: float = Field(0.0, ge=0)
+    outcome: Literal["delivered", "retry", "dead", "disabled", "refused"]
+    next_attempt_at: datetime | None = None
+    at: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
+        return self.request_id or self.delivery_id
+
+
+class WebhookDead(Event):
+    """framebus.webhooks.dead (key = tenant): a delivery that will not be retried, for replay."""
+
+    event_type: ClassVar[str] = "framebus.webhook.dead"
+
+    delivery: WebhookDelivery
+    tenant_id: TenantId
+    reason: str = Field(max_length=512)
+    at: datetime = Field(default_factory=utc_now)

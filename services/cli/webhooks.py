@@ -1,0 +1,79 @@
+"""`framebus webhooks ...`: signing secrets, the attempt log, replays of dead deliveries, re-enabling."""
+
+from __future__ import annotations
+
+import base64
+import secrets as random_secrets
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services.cli.output import console, errors_exit
+from services.common.settings import Settings
+
+app = typer.Typer(help="Standard Webhooks: secrets, delivery log, replay.", no_args_is_help=True)
+
+
+def _admin():
+    from framebus.client import FramebusClient
+    from services.gateway.tenants import TenantAdmin
+
+    return TenantAdmin(FramebusClient(settings=Settings(), source="/framebus/cli"))
+
+
+@app.command()
+def secret(tenant_id: str,
+           keep_previous: Annotated[bool, typer.Option(help="Keep signing with the old secret too (rotation).")] = True
+           ) -> None:
+    """Issue a new signing secret (whsec_...); printed once. The previous one keeps signing until the next rotation."""
+    fresh = "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
+    with errors_exit():
+        admin = _admin()
+        tenant = admin.get_existing(tenant_id)
+        kept = tenant.webhook_secrets[:1] if keep_previous else ()
+        admin.save(tenant.model_copy(update={"webhook_secrets": (fresh, *kept), "updated_at": datetime.now(UTC)}))
+    console.print(f"webhook signing secret for {tenant_id} (shown once): [bold]{fresh}[/]", soft_wrap=True)
+
+
+@app.command()
+def enable(tenant_id: str, url: str) -> None:
+    """Send to an endpoint again after it answered 410 Gone."""
+    with errors_exit():
+        admin = _admin()
+        tenant = admin.get_existing(tenant_id)
+        remaining = tuple(u for u in tenant.disabled_webhook_urls if u != url)
+        admin.save(tenant.model_copy(update={"disabled_webhook_urls": remaining, "updated_at": datetime.now(UTC)}))
+    console.print(f"{url} is enabled for {tenant_id}")
+
+
+@app.command("log")
+def show_log(request_id: str) -> None:
+    """Every delivery attempt for a request, oldest first."""
+    from services.notifier.queries import attempts_for
+
+    with errors_exit():
+        found = attempts_for(Settings(), request_id)
+    if not found:
+        console.print(f"no webhook attempts for {request_id}")
+        return
+    table = Table("at", "attempt", "outcome", "HTTP", "ms", "next attempt", "error", "webhook-id",
+                  title=f"webhook attempts for {request_id}", title_justify="left")
+    for a in found:
+        table.add_row(f"{a.at:%H:%M:%S}", str(a.attempt), a.outcome, str(a.status_code or "-"), f"{a.duration_ms:.0f}",
+                      f"{a.next_attempt_at:%H:%M:%S}" if a.next_attempt_at else "-", a.error or "", a.delivery_id)
+    console.print(table)
+
+
+@app.command()
+def replay(request_id: Annotated[str | None, typer.Option(help="Only this request's deliveries.")] = None,
+           tenant: Annotated[str | None, typer.Option(help="Only this tenant's deliveries.")] = None) -> None:
+    """Send dead deliveries again (same webhook-id, so receivers can drop what they already have)."""
+    from services.notifier.queries import replay_dead
+
+    if request_id is None and tenant is None:
+        raise typer.BadParameter("name --request-id or --tenant")
+    with errors_exit():
+        count = replay_dead(Settings(), request_id=request_id, tenant_id=tenant)
+    console.print(f"replaying {count} dead deliver{'y' if count == 1 else 'ies'}")

@@ -1,0 +1,165 @@
+"""The notifier's decisions, pure: what to send, how to sign it, where it may go, and what
+an answer means for the next attempt.
+
+Standard Webhooks: ``webhook-id`` is stable across retries, ``webhook-timestamp`` is the
+attempt's time, ``webhook-signature`` holds one ``v1,<base64 HMAC-SHA256>`` per secret
+(several while a tenant rotates). Payloads stay small: the video is a presigned link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import random
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+from standardwebhooks import Webhook
+
+from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
+from schemas.webhooks import WebhookDelivery
+from services.common.errors import FramebusError
+
+# The Standard Webhooks reference schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+REQUEST_TIMEOUT_S = 15.0
+Result = GenerationCompleted | GenerationFailed | GenerationCancelled
+
+
+class Refused(FramebusError):
+    """The URL may not be called (SSRF guard)."""
+
+
+def delivery_id(tenant_id: str, subject: str, webhook_type: str) -> str:
+    digest = hashlib.sha256(f"{tenant_id}/{subject}/{webhook_type}".encode()).hexdigest()[:32]
+    return f"msg_{digest}"
+
+
+def delivery_for(result: Result, now: datetime) -> WebhookDelivery | None:
+    """The webhook a result asks for (None when its request named no webhook)."""
+    if not result.webhook_url:
+        return None
+    webhook_type = f"generation.{result.outcome}"
+    data: dict = {"request_id": result.request_id, "tenant_id": result.tenant_id, "outcome": result.outcome,
+                  "tier": result.tier.value, "model": result.model.value if result.model else None,
+                  "batch_id": result.batch_id, "custom_id": result.custom_id, "metadata": result.metadata}
+    if isinstance(result, GenerationCompleted):
+        out = result.output
+        data |= {"video": {"url": out.url, "expires_at": out.url_expires_at.isoformat(), "bucket": out.bucket,
+                           "key": out.key, "bytes": out.bytes, "sha256": out.sha256, "duration_s": out.duration_s,
+                           "width": out.width, "height": out.height},
+                 "tokens": result.usage.tokens}
+    elif isinstance(result, GenerationFailed):
+        data |= {"error": {"code": str(result.error.code), "message": result.error.message}}
+    else:
+        data |= {"reason": result.reason}
+    body = json.dumps({"type": webhook_type, "timestamp": now.isoformat(), "data": data}, separators=(",", ":"))
+    return WebhookDelivery(delivery_id=delivery_id(result.tenant_id, result.request_id, webhook_type),
+                           tenant_id=result.tenant_id, request_id=result.request_id, batch_id=result.batch_id,
+                           url=result.webhook_url, type=webhook_type, payload=body, due_at=now, created_at=now)
+
+
+def signed_headers(delivery: WebhookDelivery, secrets: Sequence[str], now: datetime) -> dict[str, str]:
+    if not secrets:
+        raise Refused(f"tenant {delivery.tenant_id} has no webhook signing secret; set one with "
+                      f"`framebus webhooks secret {delivery.tenant_id}`")
+    signatures = " ".join(Webhook(secret).sign(delivery.delivery_id, now, delivery.payload) for secret in secrets)
+    return {"webhook-id": delivery.delivery_id, "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signatures, "content-type": "application/json",
+            "user-agent": "framebus-notifier"}
+
+
+# --- SSRF guard --------------------------------------------------------------------------------
+Resolver = Callable[[str], list[str]]
+
+
+def resolve(host: str) -> list[str]:
+    return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+
+
+def check_destination(url: str, allowed_hosts: frozenset[str], resolver: Resolver = resolve) -> None:
+    """Refuse URLs that reach loopback, private, link-local (cloud metadata), multicast or reserved
+    addresses, unless the host is allowlisted. Every resolved address must be public."""
+    host = urlsplit(url).hostname or ""
+    if host in allowed_hosts:
+        return
+    try:
+        addresses = resolver(host)
+    except OSError as exc:
+        raise Refused(f"cannot resolve {host!r}: {exc}") from exc
+    for raw in addresses:
+        address = ipaddress.ip_address(raw.split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_reserved or address.is_unspecified or not address.is_global):
+            raise Refused(f"{host} resolves to {address}, a non-public address; allowlist the host in "
+                          f"FRAMEBUS_WEBHOOK_ALLOWED_HOSTS if it is yours")
+
+
+# --- what an answer means ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivered:
+    pass
+
+
+@dataclass(frozen=True)
+class RetryAt:
+    due_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+    disable_endpoint: bool = False  # 410 Gone
+
+
+Outcome = Delivered | RetryAt | GiveUp
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
+    jitter: float = 0.2  # +-20%, so a recovering endpoint is not hit by every retry at once
+
+    def next_due(self, attempts_made: int, now: datetime, rng: random.Random,
+                 retry_after_s: float | None = None) -> datetime | None:
+        """When to try again after ``attempts_made`` attempts, or None when the schedule is spent."""
+        if attempts_made > len(self.schedule_s):
+            return None
+        delay = self.schedule_s[attempts_made - 1] * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        if retry_after_s is not None:
+            delay = max(delay, retry_after_s)
+        return now + timedelta(seconds=delay)
+
+
+def retry_after_seconds(header: str | None, now: datetime) -> float | None:
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        try:
+            return max(0.0, (parsedate_to_datetime(header) - now).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def judge(status_code: int | None, error: str | None, retry_after: str | None, attempts_made: int,
+          policy: RetryPolicy, now: datetime, rng: random.Random) -> Outcome:
+    """Only 2xx is success; 410 gives up and disables the endpoint; anything else retries on schedule."""
+    if status_code is not None and 200 <= status_code < 300:
+        return Delivered()
+    if status_code == 410:
+        return GiveUp("the endpoint answered 410 Gone", disable_endpoint=True)
+    reason = f"HTTP {status_code}" if status_code is not None else (error or "no answer")
+    due = policy.next_due(attempts_made, now, rng, retry_after_seconds(retry_after, now))
+    if due is None:
+        return GiveUp(f"{reason} after {attempts_made} attempts")
+    return RetryAt(due, reason)

@@ -1,0 +1,251 @@
+"""`framebus notifier`: Standard Webhooks deliveries that are never lost. Kafka and HTTP live here.
+
+Flow: results (consumer group ``framebus-notifier``) -> a delivery on the compacted
+``framebus.webhooks.pending`` (written and flushed before the result's offset is
+committed) -> an in-memory schedule rebuilt from that topic at start -> HTTP attempts,
+each logged on ``framebus.webhooks.attempts``. A delivery ends delivered (its pending
+record is deleted), or on ``framebus.webhooks.dead`` with the reason (schedule spent,
+410 Gone, refused by the SSRF guard, no signing secret), from where
+``framebus webhooks replay`` sends it again.
+
+One slow endpoint never holds up another: attempts run as tasks, at most
+``webhook_concurrency_per_endpoint`` per host:port, each with a 15 s timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.codec import decode_event, encode_event
+from schemas.errors import CodecError
+from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed, TenantUpdated
+from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery
+from services.common.compacted import TopicTable, read_all
+from services.common.settings import Settings
+from services.notifier.core import (
+    REQUEST_TIMEOUT_S,
+    Delivered,
+    GiveUp,
+    Refused,
+    RetryAt,
+    RetryPolicy,
+    check_destination,
+    delivery_for,
+    judge,
+    signed_headers,
+)
+
+log = logging.getLogger(__name__)
+SOURCE = "/framebus/notifier"
+PENDING, ATTEMPTS, DEAD = "framebus.webhooks.pending", "framebus.webhooks.attempts", "framebus.webhooks.dead"
+
+
+def endpoint_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Notifier:
+    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.policy = RetryPolicy(tuple(settings.webhook_retry_schedule_s))
+        self.rng = rng or random.Random()
+        self.tenants: dict[str, TenantUpdated] = {}
+        self._schedule: list[tuple[float, str]] = []  # (due, delivery id)
+        self._pending: dict[str, WebhookDelivery] = {}
+        self._in_flight: set[str] = set()
+        self._gates: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(settings.webhook_concurrency_per_endpoint))
+        self._tasks: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self.delivered = 0
+
+    # --- wiring -------------------------------------------------------------------------------
+    async def run(self, *, max_seconds: float | None = None) -> None:
+        bootstrap = self.settings.bootstrap_servers
+        for record in (await asyncio.to_thread(read_all, bootstrap, self.settings.topic(PENDING))).values():
+            self._schedule_delivery(decode_event(record.headers, record.value).event)
+        tenants = TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant)
+        await tenants.start(catch_up_timeout_s=120)
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        await self.producer.start()
+        consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), bootstrap_servers=bootstrap,
+                                    group_id=f"{self.settings.topic_prefix}framebus-notifier",
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        await consumer.start()
+        self.http = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, follow_redirects=False)
+        log.info("notifier ready: %d deliveries pending", len(self._pending))
+        loops: list[asyncio.Task] = []
+        try:
+            loops = [asyncio.create_task(self._consume(consumer)), asyncio.create_task(self._dispatch())]
+            if max_seconds is not None:
+                await asyncio.wait_for(self._stop.wait(), timeout=max_seconds)
+            else:
+                await self._stop.wait()
+        except TimeoutError:
+            pass
+        finally:
+            for task in [*loops, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            await consumer.stop()
+            await self.producer.stop()
+            await tenants.stop()
+            await self.http.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _apply_tenant(self, record) -> None:
+        event = decode_event(record.headers, record.value).event
+        if isinstance(event, TenantUpdated):
+            self.tenants[event.tenant_id] = event
+
+    async def _send(self, topic: str, event, *, key: bytes | None = None, tombstone: bool = False) -> None:
+        record = encode_event(event, source=SOURCE)
+        await self.producer.send(self.settings.topic(topic), key=key or record.key,
+                                 value=None if tombstone else record.value,
+                                 headers=None if tombstone else record.headers)
+
+    # --- results in -----------------------------------------------------------------------------
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            if not batches:
+                continue
+            for records in batches.values():
+                for record in records:
+                    try:
+                        result = decode_event(record.headers, record.value).event
+                    except CodecError as exc:  # metering dead-letters unreadable results; nothing to notify
+                        log.warning("skipped an unreadable result at offset %s: %s", record.offset, exc)
+                        continue
+                    if not isinstance(result, (GenerationCompleted, GenerationFailed, GenerationCancelled)):
+                        continue
+                    delivery = delivery_for(result, datetime.now(UTC))
+                    if delivery is not None and delivery.delivery_id not in self._pending:
+                        await self._send(PENDING, delivery)
+                        self._schedule_delivery(delivery)
+            await self.producer.flush()  # pending records are on Kafka before the results are committed
+            await consumer.commit()
+
+    def _schedule_delivery(self, delivery: WebhookDelivery) -> None:
+        self._pending[delivery.delivery_id] = delivery
+        heapq.heappush(self._schedule, (delivery.due_at.timestamp(), delivery.delivery_id))
+
+    # --- attempts -------------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        while True:
+            now = time.time()
+            while self._schedule and self._schedule[0][0] <= now:
+                _, delivery_id = heapq.heappop(self._schedule)
+                delivery = self._pending.get(delivery_id)
+                if delivery is None or delivery_id in self._in_flight or delivery.due_at.timestamp() > now:
+                    continue  # finished, already running, or rescheduled later
+                self._in_flight.add(delivery_id)
+                task = asyncio.create_task(self._attempt(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0.02)
+
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
+        try:
+            async with self._gates[endpoint_of(delivery.url)]:
+                await self._attempt_once(delivery)
+        except Exception:  # noqa: BLE001 - the delivery stays pending and is tried again
+            log.exception("attempt of %s failed unexpectedly", delivery.delivery_id)
+            self._schedule_delivery(delivery.model_copy(update={"due_at": datetime.fromtimestamp(time.time() + 5,
+                                                                                                 UTC)}))
+        finally:
+            self._in_flight.discard(delivery.delivery_id)
+
+    async def _attempt_once(self, delivery: WebhookDelivery) -> None:
+        tenant = self.tenants.get(delivery.tenant_id)
+        number = delivery.attempt + 1
+        if tenant is not None and delivery.url in tenant.disabled_webhook_urls:
+            await self._finish(delivery, number, "disabled", None, "endpoint disabled after 410 Gone", 0.0)
+            return
+        try:
+            await asyncio.to_thread(check_destination, delivery.url, self.settings.webhook_allowed_hosts)
+            now = datetime.now(UTC)
+            headers = signed_headers(delivery, tenant.webhook_secrets if tenant else (), now)
+        except Refused as exc:
+            await self._finish(delivery, number, "refused", None, str(exc), 0.0)
+            return
+        started = time.perf_counter()
+        status, error, retry_after = None, None, None
+        try:
+            answer = await self.http.post(delivery.url, content=delivery.payload.encode(), headers=headers)
+            status, retry_after = answer.status_code, answer.headers.get("retry-after")
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:512] or type(exc).__name__
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        outcome = judge(status, error, retry_after, number, self.policy, datetime.now(UTC), self.rng)
+        if isinstance(outcome, Delivered):
+            self.delivered += 1
+            await self._send(ATTEMPTS, self._attempted(delivery, number, "delivered", status, None, elapsed_ms))
+            await self._send(PENDING, delivery, key=delivery.delivery_id.encode(), tombstone=True)
+            self._pending.pop(delivery.delivery_id, None)
+        elif isinstance(outcome, RetryAt):
+            again = delivery.model_copy(update={"attempt": number, "due_at": outcome.due_at})
+            await self._send(ATTEMPTS, self._attempted(delivery, number, "retry", status, error, elapsed_ms,
+                                                       outcome.due_at))
+            await self._send(PENDING, again)
+            self._schedule_delivery(again)
+        else:
+            assert isinstance(outcome, GiveUp)
+            if outcome.disable_endpoint:
+                await self._disable(delivery)
+            await self._finish(delivery, number, "dead", status, outcome.reason, elapsed_ms, error)
+
+    async def _finish(self, delivery: WebhookDelivery, number: int, outcome: str, status: int | None, reason: str,
+                      elapsed_ms: float, error: str | None = None) -> None:
+        """No more attempts: the dead-letter topic keeps it for replay."""
+        await self._send(ATTEMPTS, self._attempted(delivery, number, outcome, status, error or reason, elapsed_ms))
+        await self._send(DEAD, WebhookDead(delivery=delivery.model_copy(update={"attempt": number}),
+                                           tenant_id=delivery.tenant_id, reason=reason[:512]))
+        await self._send(PENDING, delivery, key=delivery.delivery_id.encode(), tombstone=True)
+        self._pending.pop(delivery.delivery_id, None)
+
+    async def _disable(self, delivery: WebhookDelivery) -> None:
+        tenant = self.tenants.get(delivery.tenant_id)
+        if tenant is None or delivery.url in tenant.disabled_webhook_urls:
+            return
+        updated = tenant.model_copy(update={"disabled_webhook_urls": (*tenant.disabled_webhook_urls, delivery.url),
+                                            "updated_at": datetime.now(UTC)})
+        self.tenants[tenant.tenant_id] = updated
+        await self._send("framebus.tenants", updated)
+
+    @staticmethod
+    def _attempted(delivery: WebhookDelivery, number: int, outcome: str, status: int | None, error: str | None,
+                   elapsed_ms: float, next_at: datetime | None = None) -> WebhookAttempted:
+        return WebhookAttempted(delivery_id=delivery.delivery_id, tenant_id=delivery.tenant_id,
+                                request_id=delivery.request_id, url=delivery.url, attempt=number, status_code=status,
+                                error=error[:512] if error else None, duration_ms=elapsed_ms, outcome=outcome,
+                                next_attempt_at=next_at)
+
+
+def run(settings: Settings | None = None) -> None:
+    """Run the notifier in the foreground; Ctrl-C or SIGTERM stops it."""
+    import signal
+
+    notifier = Notifier(settings or Settings())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, notifier.stop)
+        await notifier.run()
+
+    asyncio.run(main())
