@@ -65,6 +65,7 @@ class Settings(BaseSettings):
         (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
         description="Delay before each retry of a failed webhook (JSON list); after the last, the dead-letter topic.")
     webhook_concurrency_per_endpoint: int = Field(4, ge=1, description="Deliveries in flight to one host at once.")
+    webhook_timeout_s: float = Field(15.0, gt=0, le=60, description="How long one webhook attempt may take.")
     gateway_host: str = Field(LOCAL_HOST, description="Address the HTTP gateway binds.")
     gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP gateway.")
     gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")

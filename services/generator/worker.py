@@ -238,7 +238,8 @@ class Worker:
         log.warning("unreadable jobs record at offset %s: %s", record.offset, detail)
         headers = [*(record.headers or []), ("framebus-dead-reason", reason.encode()),
                    ("framebus-dead-detail", detail[:2000].encode()),
-                   ("framebus-dead-worker", self.config.worker_id.encode())]
+                   ("framebus-dead-worker", self.config.worker_id.encode()),
+                   ("framebus-dead-source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
         self._producer.send(self.settings.topic(DEAD_JOBS_TOPIC), key=record.key, value=record.value or b"",
                             headers=headers)
         error = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=f"unreadable job record: {detail}"[:2000])

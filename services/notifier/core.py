@@ -27,7 +27,6 @@ from services.common.errors import FramebusError
 
 # The Standard Webhooks reference schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 DEFAULT_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
-REQUEST_TIMEOUT_S = 15.0
 Result = GenerationCompleted | GenerationFailed | GenerationCancelled
 
 

@@ -9,7 +9,7 @@ record is deleted), or on ``framebus.webhooks.dead`` with the reason (schedule s
 ``framebus webhooks replay`` sends it again.
 
 One slow endpoint never holds up another: attempts run as tasks, at most
-``webhook_concurrency_per_endpoint`` per host:port, each with a 15 s timeout.
+``webhook_concurrency_per_endpoint`` per host:port, each within ``webhook_timeout_s`` (15 s).
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.codec import decode_event, encode_event
 from schemas.errors import CodecError
 from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed, TenantUpdated
 from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery
-from services.common.compacted import TopicTable, read_all
+from services.common.compacted import TopicTable, partitions_of, read_all
 from services.common.settings import Settings
 from services.notifier.core import (
-    REQUEST_TIMEOUT_S,
     Delivered,
     GiveUp,
     Refused,
@@ -47,6 +46,7 @@ from services.notifier.core import (
 
 log = logging.getLogger(__name__)
 SOURCE = "/framebus/notifier"
+SOURCE_HEADER, SOURCE_BYTES = "ce_source", SOURCE.encode()
 PENDING, ATTEMPTS, DEAD = "framebus.webhooks.pending", "framebus.webhooks.attempts", "framebus.webhooks.dead"
 
 
@@ -73,6 +73,15 @@ class Notifier:
     # --- wiring -------------------------------------------------------------------------------
     async def run(self, *, max_seconds: float | None = None) -> None:
         bootstrap = self.settings.bootstrap_servers
+        # Follow the pending topic from where it ends now, then load everything before that: replays
+        # written by `framebus webhooks replay` while we run are picked up, nothing is missed.
+        pending = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await pending.start()
+        partitions = await asyncio.to_thread(partitions_of, bootstrap, self.settings.topic(PENDING))
+        tps = [TopicPartition(self.settings.topic(PENDING), p) for p in sorted(partitions)]
+        pending.assign(tps)
+        for tp, end in (await pending.end_offsets(tps)).items():
+            pending.seek(tp, end)
         for record in (await asyncio.to_thread(read_all, bootstrap, self.settings.topic(PENDING))).values():
             self._schedule_delivery(decode_event(record.headers, record.value).event)
         tenants = TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant)
@@ -84,11 +93,12 @@ class Notifier:
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     session_timeout_ms=10000, heartbeat_interval_ms=3000)
         await consumer.start()
-        self.http = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, follow_redirects=False)
+        self.http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
         log.info("notifier ready: %d deliveries pending", len(self._pending))
         loops: list[asyncio.Task] = []
         try:
-            loops = [asyncio.create_task(self._consume(consumer)), asyncio.create_task(self._dispatch())]
+            loops = [asyncio.create_task(self._consume(consumer)), asyncio.create_task(self._dispatch()),
+                     asyncio.create_task(self._follow_pending(pending))]
             if max_seconds is not None:
                 await asyncio.wait_for(self._stop.wait(), timeout=max_seconds)
             else:
@@ -100,6 +110,7 @@ class Notifier:
                 task.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
             await consumer.stop()
+            await pending.stop()
             await self.producer.stop()
             await tenants.stop()
             await self.http.aclose()
@@ -139,6 +150,22 @@ class Notifier:
                         self._schedule_delivery(delivery)
             await self.producer.flush()  # pending records are on Kafka before the results are committed
             await consumer.commit()
+
+    async def _follow_pending(self, pending: AIOKafkaConsumer) -> None:
+        """Deliveries others put on the pending topic (replays). Our own records and tombstones
+        are already in memory, and applying them late would resurrect finished deliveries."""
+        while True:
+            for records in (await pending.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.value is None or (SOURCE_HEADER, SOURCE_BYTES) in (record.headers or ()):
+                        continue
+                    try:
+                        delivery = decode_event(record.headers, record.value).event
+                    except CodecError as exc:
+                        log.warning("skipped an unreadable pending delivery: %s", exc)
+                        continue
+                    if isinstance(delivery, WebhookDelivery) and delivery.delivery_id not in self._in_flight:
+                        self._schedule_delivery(delivery)
 
     def _schedule_delivery(self, delivery: WebhookDelivery) -> None:
         self._pending[delivery.delivery_id] = delivery
