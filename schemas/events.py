@@ -441,9 +441,6 @@ class TenantUpdated(Event):
     submissions_per_minute: int | None = Field(None, ge=1, le=100_000, description="Unset: the gateway default.")
     disabled: bool = False
     storage: TenantStorage | None = Field(None, description="The tenant's own bucket; unset: framebus's.")
-    webhook_secrets: tuple[str, ...] = Field(
-        (), max_length=4, description="Standard Webhooks signing secrets (whsec_...), newest first; several while "
-                                      "rotating. Internal: never echoed by the gateway or the CLI.")
     disabled_webhook_urls: tuple[str, ...] = Field(
         (), max_length=256, description="Endpoints that answered 410 Gone; nothing is sent to them until re-enabled.")
     updated_at: datetime = Field(default_factory=utc_now)

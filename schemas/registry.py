@@ -18,7 +18,7 @@ from schemas.events import (
     TenantUpdated,
     UsageRecorded,
 )
-from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery
+from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
 from schemas.workers import JobDispatched, WorkerAnnounced
 
 EVENT_MODELS: dict[str, type[Event]] = {
@@ -26,5 +26,5 @@ EVENT_MODELS: dict[str, type[Event]] = {
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
                   StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
                   BatchCompleted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
-                  WebhookAttempted, WebhookDead)
+                  WebhookAttempted, WebhookDead, WebhookSecrets)
 }

@@ -67,3 +67,18 @@ class WebhookDead(Event):
     tenant_id: TenantId
     reason: str = Field(max_length=512)
     at: datetime = Field(default_factory=utc_now)
+
+
+class WebhookSecrets(Event):
+    """framebus.webhooks.secrets (compacted, key = tenant): a tenant's signing secrets, newest first.
+
+    Kept off framebus.tenants so that only the notifier (and the admin CLI) can read them:
+    grant that topic to nothing else.
+    """
+
+    event_type: ClassVar[str] = "framebus.webhook.secrets"
+
+    tenant_id: TenantId
+    secrets: tuple[str, ...] = Field(min_length=1, max_length=4,
+                                     description="Standard Webhooks secrets (whsec_...); several while rotating.")
+    updated_at: datetime = Field(default_factory=utc_now)

@@ -28,12 +28,22 @@ def secret(tenant_id: str,
            keep_previous: Annotated[bool, typer.Option(help="Keep signing with the old secret too (rotation).")] = True
            ) -> None:
     """Issue a new signing secret (whsec_...); printed once. The previous one keeps signing until the next rotation."""
+    from schemas.webhooks import WebhookSecrets
+    from services.common.compacted import read_latest
+
     fresh = "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
+    settings = Settings()
     with errors_exit():
         admin = _admin()
-        tenant = admin.get_existing(tenant_id)
-        kept = tenant.webhook_secrets[:1] if keep_previous else ()
-        admin.save(tenant.model_copy(update={"webhook_secrets": (fresh, *kept), "updated_at": datetime.now(UTC)}))
+        admin.get_existing(tenant_id)
+        kept: tuple[str, ...] = ()
+        record = read_latest(settings.bootstrap_servers, settings.topic("framebus.webhooks.secrets"), tenant_id)
+        if keep_previous and record is not None:
+            from schemas.codec import decode_event
+
+            kept = decode_event(record.headers, record.value).event.secrets[:1]
+        admin.client.publish(WebhookSecrets(tenant_id=tenant_id, secrets=(fresh, *kept)),
+                             "framebus.webhooks.secrets").get(timeout=settings.submit_deadline_s)
     console.print(f"webhook signing secret for {tenant_id} (shown once): [bold]{fresh}[/]", soft_wrap=True)
 
 

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas.codec import decode_event, encode_event
 from schemas.errors import CodecError
 from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed, TenantUpdated
-from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery
+from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
 from services.common.compacted import TopicTable, partitions_of, read_all
 from services.common.settings import Settings
 from services.notifier.core import (
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 SOURCE = "/framebus/notifier"
 SOURCE_HEADER, SOURCE_BYTES = "ce_source", SOURCE.encode()
 PENDING, ATTEMPTS, DEAD = "framebus.webhooks.pending", "framebus.webhooks.attempts", "framebus.webhooks.dead"
+SECRETS = "framebus.webhooks.secrets"
 
 
 def endpoint_of(url: str) -> str:
@@ -61,6 +62,7 @@ class Notifier:
         self.policy = RetryPolicy(tuple(settings.webhook_retry_schedule_s))
         self.rng = rng or random.Random()
         self.tenants: dict[str, TenantUpdated] = {}
+        self.secrets: dict[str, tuple[str, ...]] = {}  # tenant -> signing secrets, newest first
         self._schedule: list[tuple[float, str]] = []  # (due, delivery id)
         self._pending: dict[str, WebhookDelivery] = {}
         self._in_flight: set[str] = set()
@@ -86,6 +88,8 @@ class Notifier:
             self._schedule_delivery(decode_event(record.headers, record.value).event)
         tenants = TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant)
         await tenants.start(catch_up_timeout_s=120)
+        secrets = TopicTable(bootstrap, self.settings.topic(SECRETS), self._apply_secrets)
+        await secrets.start(catch_up_timeout_s=120)
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         await self.producer.start()
         consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), bootstrap_servers=bootstrap,
@@ -113,10 +117,19 @@ class Notifier:
             await pending.stop()
             await self.producer.stop()
             await tenants.stop()
+            await secrets.stop()
             await self.http.aclose()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _apply_secrets(self, record) -> None:
+        if record.value is None:
+            self.secrets.pop(record.key.decode(), None)
+            return
+        event = decode_event(record.headers, record.value).event
+        if isinstance(event, WebhookSecrets):
+            self.secrets[event.tenant_id] = event.secrets
 
     def _apply_tenant(self, record) -> None:
         event = decode_event(record.headers, record.value).event
@@ -206,7 +219,7 @@ class Notifier:
         try:
             await asyncio.to_thread(check_destination, delivery.url, self.settings.webhook_allowed_hosts)
             now = datetime.now(UTC)
-            headers = signed_headers(delivery, tenant.webhook_secrets if tenant else (), now)
+            headers = signed_headers(delivery, self.secrets.get(delivery.tenant_id, ()), now)
         except Refused as exc:
             await self._finish(delivery, number, "refused", None, str(exc), 0.0)
             return

@@ -143,3 +143,24 @@ def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) 
     assert table.returncode == 0 and "usage of acme" in table.stdout and "total" in table.stdout
     bad = framebus("usage", "--from", "yesterday", env=env)
     assert bad.returncode == 2 and "not an ISO date" in bad.stderr
+
+
+def test_webhook_secret_rotation_keeps_the_previous_secret_signing(provisioned_settings: Settings) -> None:
+    import re
+
+    from services.common.compacted import read_latest
+    from schemas.codec import decode_event
+
+    env = _env_for(provisioned_settings)
+    assert framebus("tenants", "create", "acme", env=env).returncode == 0
+    first = framebus("webhooks", "secret", "acme", env=env)
+    second = framebus("webhooks", "secret", "acme", env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    old, new = (re.search(r"whsec_\S+", done.stdout).group(0) for done in (first, second))
+    record = read_latest(provisioned_settings.bootstrap_servers,
+                         provisioned_settings.topic("framebus.webhooks.secrets"), "acme")
+    assert decode_event(record.headers, record.value).event.secrets == (new, old)
+    shown = framebus("tenants", "show", "acme", env=env)
+    assert "whsec_" not in shown.stdout, "secrets are never echoed back"
+    missing = framebus("webhooks", "secret", "nobody", env=env)
+    assert missing.returncode == 1 and "no tenant 'nobody'" in missing.stderr

@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from framebus.client import FramebusClient
-from schemas.webhooks import WebhookDead
+from schemas.webhooks import WebhookDead, WebhookSecrets
 from services.common.settings import Settings
 from services.gateway.tenants import TenantAdmin
 from services.notifier.queries import _read, attempts_for, replay_dead
@@ -57,9 +57,8 @@ def notifier_settings(provisioned_settings: Settings) -> Settings:
     settings = provisioned_settings.model_copy(update={"webhook_allowed_hosts": frozenset({"127.0.0.1"}),
                                                        "webhook_retry_schedule_s": (0.2, 0.2, 0.2)})
     with FramebusClient(settings=settings, source="/tests") as client:
-        admin = TenantAdmin(client)
-        tenant = admin.create("acme")
-        admin.save(tenant.model_copy(update={"webhook_secrets": (SECRET,)}))
+        TenantAdmin(client).create("acme")
+        client.publish(WebhookSecrets(tenant_id="acme", secrets=(SECRET,)), "framebus.webhooks.secrets").get(10)
     return settings
 
 
