@@ -116,8 +116,13 @@ def encode_event(event: Event, *, source: str, traceparent: str | None = None, e
                        headers=_headers(envelope))
 
 
-def decode_event(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> DecodedEvent:
-    """Decode and validate one record into its event model, or raise CodecError saying why not."""
+def decode_event(headers: Iterable[tuple[str, bytes | None]], value: bytes | None, *,
+                 context: dict | None = None) -> DecodedEvent:
+    """Decode and validate one record into its event model, or raise CodecError saying why not.
+
+    ``context`` reaches the validators: ``{"webhook_http_hosts": {...}}`` is the admission
+    point's allowlist for plain-http webhooks; ``ADMITTED`` trusts what admission passed.
+    """
     envelope = decode(headers, value)
     model = EVENT_MODELS.get(envelope.type)
     if model is None:
@@ -129,7 +134,7 @@ def decode_event(headers: Iterable[tuple[str, bytes | None]], value: bytes | Non
         # A newer minor may add fields; this consumer reads the ones it knows.
         data = {key: item for key, item in data.items() if key in model.model_fields}
     try:
-        event = model.model_validate_json(json.dumps(data), strict=True)
+        event = model.model_validate_json(json.dumps(data), strict=True, context=context)
     except ValidationError as exc:
         problems = "; ".join(f"{e.field}: {e.message}" for e in describe_errors(exc))
         raise CodecError(ErrorCode.INVALID_REQUEST, problems) from exc

@@ -30,6 +30,8 @@ from schemas.state import ErrorCode, ModelName, RequestState, Tier
 from schemas.tokens import quote_tokens
 
 SCHEMA_VERSION = "1.1"
+ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
+ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 
 
 def utc_now() -> datetime:
@@ -144,7 +146,7 @@ class GenerationFields(BaseModel):
         if url.username or url.password:
             raise ValueError("`webhook_url` must not carry credentials")
         allowed_http = (info.context or {}).get("webhook_http_hosts", frozenset())
-        if url.scheme == "https" or (url.scheme == "http" and url.host in allowed_http):
+        if url.scheme == "https" or (url.scheme == "http" and (allowed_http == ANY_HOST or url.host in allowed_http)):
             return value
         raise ValueError(f"`webhook_url` must use https (http only for allowlisted hosts) but is {value!r}")
 

@@ -86,7 +86,8 @@ def demo() -> None:
 
     console.print("[bold]framebus demo[/]: Kafka and S3 up, a smoke check, then four requests through the "
                   "scheduler and a diffusers worker running [bold]wan-tiny[/] (the Wan pipeline at toy size with "
-                  "random weights: every stage is real, the pictures are abstract).")
+                  "random weights: every stage is real, the pictures are abstract), then metering settles them "
+                  "and the notifier sends a signed webhook for each.")
     settings = Settings()
     with errors_exit():
         bring_up(settings)
@@ -105,6 +106,8 @@ def demo() -> None:
     console.print(table)
     console.print(f"tenant demo after metering: {run.balance.charged:g} tokens charged, {run.balance.reserved:g} "
                   f"still reserved, {run.balance.available:g} available")
+    console.print(f"webhooks: {run.webhooks_verified} of {len(results)} delivered and verified with the "
+                  f"standardwebhooks library")
     first = next((r.status.output for r in results if r.status.output), None)
     if first is not None:
         console.print(f"watch one (link valid {settings.s3_presign_expiry_s} s): {first.url}", soft_wrap=True)

@@ -1,6 +1,7 @@
-"""The demo run: the scheduler, metering and a diffusers worker (wan-tiny) as child
-processes, a few requests across the tiers followed to the end with a progress bar, and
-the tenant's balance once metering has settled them.
+"""The demo run: the scheduler, metering, the notifier and a diffusers worker (wan-tiny)
+as child processes; a few requests across the tiers followed to the end with a progress
+bar; the tenant's balance once metering has settled them; and one signed webhook per
+request, verified by a local receiver with the standardwebhooks library.
 
 wan-tiny is the real Wan pipeline at toy size with random weights: every stage runs
 (text encoder, denoising, VAE decode, ffmpeg, S3), but the videos are abstract patterns.
@@ -8,12 +9,18 @@ wan-tiny is the real Wan pipeline at toy size with random weights: every stage r
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from framebus.client import FramebusClient
+from schemas.codec import decode_event
+from schemas.webhooks import WebhookSecrets
+from services.common.compacted import read_latest
+from services.demo.receiver import VerifyingReceiver
 from infra.process import terminate
 from schemas.events import StatusChanged
 from services.common.errors import FramebusError
@@ -42,35 +49,50 @@ class DemoBalance:
     available: float
 
 
-def ensure_demo_tenant(client: FramebusClient) -> None:
+def ensure_demo_tenant(client: FramebusClient) -> str:
+    """The demo tenant, credited, with a webhook signing secret; returns the newest secret."""
     admin = TenantAdmin(client)
     if admin.get(DEMO_TENANT) is None:
         admin.create(DEMO_TENANT, display_name="framebus demo")
         admin.credit(DEMO_TENANT, 1000.0, reason="demo credit")
+    settings = client.settings
+    record = read_latest(settings.bootstrap_servers, settings.topic("framebus.webhooks.secrets"), DEMO_TENANT)
+    if record is not None:
+        return decode_event(record.headers, record.value).event.secrets[0]
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    client.publish(WebhookSecrets(tenant_id=DEMO_TENANT, secrets=(secret,)),
+                   "framebus.webhooks.secrets").get(timeout=settings.submit_deadline_s)
+    return secret
 
 
 @dataclass(frozen=True)
 class DemoRun:
     results: list[DemoResult]
     balance: DemoBalance  # the demo tenant's, after metering settled these requests
+    webhooks_verified: int  # deliveries whose Standard Webhooks signature verified, one per request
 
 
 def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: None,
              timeout_s: float = 120.0) -> DemoRun:
     """Run the pipeline on a few prompts; stops the processes it started, whatever happens."""
+    # The demo's webhook receiver is on this machine: allow plain http to it and let the SSRF guard pass it.
     settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers,
-                                           "s3_endpoint": settings.s3_endpoint_url})
+                                           "s3_endpoint": settings.s3_endpoint_url,
+                                           "webhook_http_hosts": frozenset({"127.0.0.1"}),
+                                           "webhook_allowed_hosts": frozenset({"127.0.0.1"})})
     processes = [launch(settings, ["scheduler"], logs / "scheduler.log"),
                  launch(settings, ["metering"], logs / "metering.log"),
+                 launch(settings, ["notifier"], logs / "notifier.log"),
                  launch(settings, ["worker", "--engine", "diffusers", "--worker-id", f"demo-{uuid.uuid4().hex[:6]}",
                                    "--batch", "4"],
                         logs / "worker.log")]
     try:
         with FramebusClient(tenant_id=DEMO_TENANT, settings=settings, source="/framebus/demo") as client:
-            ensure_demo_tenant(client)
+            receiver = VerifyingReceiver(ensure_demo_tenant(client))
             run = uuid.uuid4().hex[:6]
             ids = [(f"demo-{run}-{n}", tier, prompt) for n, (tier, prompt) in enumerate(PROMPTS)]
-            client.submit_many([{"request_id": rid, "tier": tier, "prompt": prompt, **SHAPE} for rid, tier, prompt in ids])
+            client.submit_many([{"request_id": rid, "tier": tier, "prompt": prompt, "webhook_url": receiver.url,
+                                 **SHAPE} for rid, tier, prompt in ids])
             finals: dict[str, StatusChanged] = {}
             deadline = time.monotonic() + timeout_s
             while len(finals) < len(ids) and time.monotonic() < deadline:
@@ -83,7 +105,13 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
                 raise FramebusError(f"only {len(finals)} of {len(ids)} demo requests finished in {timeout_s:g}s; "
                                     f"see the logs in {logs}")
             results = [DemoResult(rid, tier, prompt, finals.get(rid)) for rid, tier, prompt in ids]
-            return DemoRun(results, settled_balance(settings, [rid for rid, _, _ in ids]))
+            balance = settled_balance(settings, [rid for rid, _, _ in ids])
+            wanted = {rid for rid, _, _ in ids}
+            deadline = time.monotonic() + 30
+            while not wanted <= receiver.request_ids() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            receiver.close()
+            return DemoRun(results, balance, len(wanted & receiver.request_ids()))
     finally:
         for process in processes:
             terminate(process.pid, timeout_s=15)

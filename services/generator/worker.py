@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from schemas.codec import decode_event, encode_event
 from schemas.errors import CodecError
 from schemas.events import (
+    ADMITTED,
     CancelRequested,
     ErrorInfo,
     Event,
@@ -215,7 +216,7 @@ class Worker:
                 if record.key != self.config.worker_id.encode():
                     continue
                 try:
-                    event = decode_event(record.headers, record.value).event
+                    event = decode_event(record.headers, record.value, context=ADMITTED).event
                 except CodecError as exc:
                     self._dead_letter(record, str(exc.reason), exc.detail)
                     continue

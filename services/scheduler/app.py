@@ -57,6 +57,7 @@ class SchedulerService:
         self.ready = asyncio.Event()
         self._tables: list[TopicTable] = []
         self.rejected = 0
+        self.admission_context = {"webhook_http_hosts": settings.webhook_http_hosts}  # plain-http webhooks allowed
 
     # --- startup --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,7 +93,7 @@ class SchedulerService:
     async def on_request(self, event: faust.EventT) -> None:
         headers = list(event.headers.items())
         try:
-            decoded = decode_event(headers, event.value).event
+            decoded = decode_event(headers, event.value, context=self.admission_context).event
             if not isinstance(decoded, GenerationRequest):
                 raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
                                  f"request topics carry framebus.generation.requested, not {decoded.event_type}")

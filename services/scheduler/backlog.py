@@ -15,7 +15,7 @@ import json
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.events import GenerationRequest, status_key
+from schemas.events import ADMITTED, GenerationRequest, status_key
 from schemas.workers import JobDispatched, Shape
 from services.scheduler.queue import QueuedRequest
 
@@ -56,4 +56,4 @@ class BacklogEntry(BaseModel):
 
     @classmethod
     def decode(cls, value: bytes) -> BacklogEntry:
-        return cls.model_validate(json.loads(value))
+        return cls.model_validate(json.loads(value), context=ADMITTED)  # admitted once already

@@ -7,7 +7,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from schemas.codec import Envelope, decode, encode
+from schemas.codec import Envelope, decode, decode_event, encode, encode_event
 from schemas.errors import CodecError
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -133,3 +133,19 @@ def test_a_request_built_with_the_cloudevents_sdk_is_accepted() -> None:
     message = ce_kafka.to_binary(event, JSONFormat())
     decoded = decode_event(message.headers.items(), message.value).event
     assert (decoded.request_id, decoded.num_frames, decoded.quote()) == ("j-1", 17, decoded.quote())
+
+
+def test_plain_http_webhooks_pass_only_the_allowlist_at_admission_and_are_trusted_after_it() -> None:
+    from schemas.events import ADMITTED, GenerationRequest
+
+    request = GenerationRequest.model_validate(
+        {"request_id": "h-1", "tenant_id": "acme", "prompt": "a fox", "webhook_url": "http://127.0.0.1:9/hook"},
+        context={"webhook_http_hosts": {"127.0.0.1"}})
+    record = encode_event(request, source="/tests")
+    with pytest.raises(CodecError, match="webhook_url"):
+        decode_event(record.headers, record.value)  # no allowlist: https only
+    with pytest.raises(CodecError, match="webhook_url"):
+        decode_event(record.headers, record.value, context={"webhook_http_hosts": {"10.0.0.1"}})
+    allowed = decode_event(record.headers, record.value, context={"webhook_http_hosts": {"127.0.0.1"}})
+    assert allowed.event.webhook_url == "http://127.0.0.1:9/hook"
+    assert decode_event(record.headers, record.value, context=ADMITTED).event == request

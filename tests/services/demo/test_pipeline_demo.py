@@ -35,3 +35,5 @@ def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings,
     # Metering settled every reservation: the tokens charged are exactly the four quotes.
     assert run.balance.reserved == 0
     assert run.balance.charged == pytest.approx(sum(r.status.tokens for r in results))
+    # And one signed webhook per request, verified by the demo's receiver (http to 127.0.0.1, allowlisted).
+    assert run.webhooks_verified == 4
