@@ -169,6 +169,10 @@ class FramebusClient:
     def quote(self, request: GenerationRequest | Mapping[str, Any]) -> float:
         return self.build_request(request).quote()
 
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until everything sent so far is acknowledged (or the deadline passes)."""
+        self._producer.flush(timeout=timeout_s or self.settings.submit_deadline_s)
+
     def close(self) -> None:
         """Flush what is pending (status records) for up to 5 s, then close; never raises for Kafka."""
         try:

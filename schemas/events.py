@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
@@ -389,6 +389,29 @@ class BatchCounts(BaseModel):
     cancelled: int = Field(0, ge=0)
 
 
+class BatchSubmitted(Event):
+    """framebus.batches: a bulk job was accepted. Its lines (custom id -> request id) are in S3
+    at ``input_key``; the tracker reads them from there, so the record stays small."""
+
+    event_type: ClassVar[str] = "framebus.batch.submitted"
+
+    batch_id: BatchId
+    tenant_id: TenantId
+    accepted: int = Field(ge=0, description="Valid lines, each a request on the batch tier.")
+    rejected: int = Field(0, ge=0, description="Lines refused by validation (reported with line numbers).")
+    input_key: str
+    webhook_url: str | None = Field(None, max_length=limits.WEBHOOK_URL_MAX_CHARS)
+    completion_window_s: float = Field(86400.0, gt=0, le=7 * 86400)
+    submitted_at: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
+        return self.batch_id
+
+    @property
+    def deadline(self) -> datetime:
+        return self.submitted_at + timedelta(seconds=self.completion_window_s)
+
+
 class BatchCompleted(Event):
     event_type: ClassVar[str] = "framebus.batch.completed"
 
@@ -399,6 +422,8 @@ class BatchCompleted(Event):
     manifest_key: str
     manifest_url: str
     errors_key: str | None = None
+    expired: bool = Field(False, description="The completion window ended first; unfinished lines were cancelled.")
+    webhook_url: str | None = Field(None, max_length=limits.WEBHOOK_URL_MAX_CHARS)
     completed_at: datetime = Field(default_factory=utc_now)
 
     def partition_key(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.events import (
     BatchCompleted,
+    BatchSubmitted,
     CancelRequested,
     Event,
     GenerationCancelled,
@@ -25,6 +26,6 @@ EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
                   StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
-                  BatchCompleted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
+                  BatchCompleted, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
                   WebhookAttempted, WebhookDead, WebhookSecrets)
 }

@@ -10,6 +10,7 @@ from services.cli.output import console, errors_exit
 from services.common.settings import Settings
 from services.common.stack import Stack, StackReport
 from services.cli import requests as request_commands
+from services.cli import batches as batch_commands
 from services.cli import metering as metering_commands
 from services.cli import tenants as tenant_commands
 from services.cli import webhooks as webhook_commands
@@ -133,9 +134,18 @@ for command in (request_commands.submit, request_commands.status, request_comman
     app.command()(command)
 app.add_typer(tenant_commands.app, name="tenants")
 app.add_typer(webhook_commands.app, name="webhooks")
+app.add_typer(batch_commands.app, name="batch")
 app.command()(metering_commands.usage)
 app.command()(metering_commands.cost)
 tenant_commands.app.command()(metering_commands.balance)
+
+
+@app.command("batch-tracker")
+def batch_tracker() -> None:
+    """Run the batch tracker: finishes bulk jobs with a manifest in S3 and a batch.completed event."""
+    from services.batch.tracker import run
+
+    run(Settings())
 
 
 @app.command()

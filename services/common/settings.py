@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")
     gateway_submissions_per_minute: int = Field(600, ge=1, description="Default per-tenant submission rate (429 above).")
 
+    batch_max_bytes: int = Field(256 * 2**20, ge=1024, description="Largest batch file `framebus batch submit` reads.")
+
     # --- Scheduler -------------------------------------------------------------------
     scheduler_aging_s: float = Field(60.0, gt=0, description="Waiting this long is worth one tier of priority.")
     scheduler_worker_timeout_s: float = Field(10.0, gt=0,

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
-from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
+from schemas.events import BatchCompleted, GenerationCancelled, GenerationCompleted, GenerationFailed
 from schemas.webhooks import WebhookDelivery
 from services.common.errors import FramebusError
 
@@ -61,6 +61,19 @@ def delivery_for(result: Result, now: datetime) -> WebhookDelivery | None:
     return WebhookDelivery(delivery_id=delivery_id(result.tenant_id, result.request_id, webhook_type),
                            tenant_id=result.tenant_id, request_id=result.request_id, batch_id=result.batch_id,
                            url=result.webhook_url, type=webhook_type, payload=body, due_at=now, created_at=now)
+
+
+def delivery_for_batch(done: BatchCompleted, now: datetime) -> WebhookDelivery | None:
+    """``batch.completed`` with its counts and the manifest link (None when the batch named no webhook)."""
+    if not done.webhook_url:
+        return None
+    data = {"batch_id": done.batch_id, "tenant_id": done.tenant_id, "counts": done.counts.model_dump(),
+            "tokens": done.tokens, "manifest_url": done.manifest_url, "manifest_key": done.manifest_key,
+            "errors_key": done.errors_key, "expired": done.expired}
+    body = json.dumps({"type": "batch.completed", "timestamp": now.isoformat(), "data": data}, separators=(",", ":"))
+    return WebhookDelivery(delivery_id=delivery_id(done.tenant_id, done.batch_id, "batch.completed"),
+                           tenant_id=done.tenant_id, batch_id=done.batch_id, url=done.webhook_url,
+                           type="batch.completed", payload=body, due_at=now, created_at=now)
 
 
 def signed_headers(delivery: WebhookDelivery, secrets: Sequence[str], now: datetime) -> dict[str, str]:

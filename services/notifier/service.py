@@ -1,6 +1,6 @@
 """`framebus notifier`: Standard Webhooks deliveries that are never lost. Kafka and HTTP live here.
 
-Flow: results (consumer group ``framebus-notifier``) -> a delivery on the compacted
+Flow: results and completed batches (consumer group ``framebus-notifier``) -> a delivery on the compacted
 ``framebus.webhooks.pending`` (written and flushed before the result's offset is
 committed) -> an in-memory schedule rebuilt from that topic at start -> HTTP attempts,
 each logged on ``framebus.webhooks.attempts``. A delivery ends delivered (its pending
@@ -28,7 +28,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.codec import decode_event, encode_event
 from schemas.errors import CodecError
-from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed, TenantUpdated
+from schemas.events import (
+    BatchCompleted,
+    GenerationCancelled,
+    GenerationCompleted,
+    GenerationFailed,
+    TenantUpdated,
+)
 from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
 from services.common.compacted import TopicTable, partitions_of, read_all
 from services.common.settings import Settings
@@ -40,6 +46,7 @@ from services.notifier.core import (
     RetryPolicy,
     check_destination,
     delivery_for,
+    delivery_for_batch,
     judge,
     signed_headers,
 )
@@ -92,7 +99,8 @@ class Notifier:
         await secrets.start(catch_up_timeout_s=120)
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         await self.producer.start()
-        consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), bootstrap_servers=bootstrap,
+        consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), self.settings.topic("framebus.batches"),
+                                    bootstrap_servers=bootstrap,
                                     group_id=f"{self.settings.topic_prefix}framebus-notifier",
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     session_timeout_ms=10000, heartbeat_interval_ms=3000)
@@ -155,9 +163,12 @@ class Notifier:
                     except CodecError as exc:  # metering dead-letters unreadable results; nothing to notify
                         log.warning("skipped an unreadable result at offset %s: %s", record.offset, exc)
                         continue
-                    if not isinstance(result, (GenerationCompleted, GenerationFailed, GenerationCancelled)):
+                    if isinstance(result, BatchCompleted):
+                        delivery = delivery_for_batch(result, datetime.now(UTC))
+                    elif isinstance(result, (GenerationCompleted, GenerationFailed, GenerationCancelled)):
+                        delivery = delivery_for(result, datetime.now(UTC))
+                    else:
                         continue
-                    delivery = delivery_for(result, datetime.now(UTC))
                     if delivery is not None and delivery.delivery_id not in self._pending:
                         await self._send(PENDING, delivery)
                         self._schedule_delivery(delivery)

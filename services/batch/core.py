@@ -1,0 +1,148 @@
+"""Bulk batch jobs, pure: reading a JSONL file into requests, and the result manifest.
+
+Each line is ``{"custom_id": ..., "prompt": ..., ...generation fields}``. The whole file
+is validated first and every bad line is reported with its number; valid lines become
+batch-tier requests whose ids derive from the batch id and custom id, so re-running the
+same submission publishes the same ids (a resumed submission skips what is already in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from schemas import limits
+from schemas.events import BatchCounts, GenerationFields, StatusChanged
+from schemas.state import RequestState
+from schemas.validation import describe_errors
+
+MAX_LINES = 100_000
+MAX_LINE_BYTES = 64 * 1024
+LINE_KEYS = set(GenerationFields.model_fields) | {"custom_id", "metadata"}
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int
+    custom_id: str
+    request_id: str
+    fields: dict
+
+
+@dataclass
+class ParsedBatch:
+    lines: list[BatchLine] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, what is wrong)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def batch_id_for(tenant_id: str, content_digest: str) -> str:
+    """The same tenant submitting the same file gets the same batch: re-running resumes it."""
+    return "bat_" + hashlib.sha256(f"{tenant_id}\0{content_digest}".encode()).hexdigest()[:24]
+
+
+def request_id_for(batch_id: str, custom_id: str) -> str:
+    return "b-" + hashlib.sha256(f"{batch_id}\0{custom_id}".encode()).hexdigest()[:40]
+
+
+def parse_lines(raw_lines: Iterable[bytes], batch_id: str) -> ParsedBatch:
+    parsed = ParsedBatch()
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(raw_lines, start=1):
+        if number > MAX_LINES:
+            parsed.errors.append((number, f"a batch holds at most {MAX_LINES:,} lines; split the file"))
+            break
+        if not raw.strip():
+            continue
+        problem = _line_problem(raw, seen, number)
+        if isinstance(problem, str):
+            parsed.errors.append((number, problem))
+            continue
+        custom_id, fields = problem
+        seen[custom_id] = number
+        parsed.lines.append(BatchLine(number, custom_id, request_id_for(batch_id, custom_id), fields))
+    return parsed
+
+
+def _line_problem(raw: bytes, seen: Mapping[str, int], number: int) -> str | tuple[str, dict]:
+    if len(raw) > MAX_LINE_BYTES:
+        return f"line is {len(raw):,} bytes; at most {MAX_LINE_BYTES:,}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(data, dict):
+        return "a line must be a JSON object"
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str) or not re.match(limits.CUSTOM_ID_PATTERN, custom_id):
+        return "`custom_id` must be 1-64 of A-Z a-z 0-9 . _ : / - (starting with a letter or digit)"
+    if custom_id in seen:
+        return f"`custom_id` {custom_id!r} repeats line {seen[custom_id]}"
+    unknown = sorted(set(data) - LINE_KEYS)
+    if unknown:
+        return f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+    fields = {key: value for key, value in data.items() if key not in ("custom_id", "tier")}
+    if data.get("tier", "batch") != "batch":
+        return "`tier` must be batch (or left out) in a batch file"
+    try:
+        GenerationFields.model_validate({**fields, "tier": "batch"})
+    except ValidationError as exc:
+        return "; ".join(f"`{e.field}`: {e.message}" for e in describe_errors(exc))
+    return custom_id, fields
+
+
+# --- the manifest --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Manifest:
+    lines: list[dict]
+    errors: list[dict]
+    counts: BatchCounts
+    tokens: float
+
+    def jsonl(self) -> bytes:
+        return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in self.lines).encode()
+
+    def errors_jsonl(self) -> bytes:
+        return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in self.errors).encode()
+
+
+def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rejected: list[dict]) -> Manifest:
+    """One line per custom id, in input order: outcome, output key and link, or error code; tokens.
+
+    ``items`` are the input index entries ({"line", "custom_id", "request_id"}); ``rejected``
+    are the lines validation refused ({"line", "error"}), reported in the error file.
+    """
+    lines, errors = [], [{"line": r["line"], "custom_id": r.get("custom_id"), "outcome": "rejected",
+                          "error": {"code": "invalid_request", "message": r["error"]}} for r in rejected]
+    completed = failed = cancelled = 0
+    tokens = 0.0
+    for item in items:
+        status = statuses.get(item["request_id"])
+        state = status.state if status is not None else RequestState.CANCELLED
+        line = {"custom_id": item["custom_id"], "request_id": item["request_id"], "line": item["line"],
+                "outcome": state.value}
+        if state is RequestState.COMPLETED and status.output is not None:
+            completed += 1
+            tokens += status.tokens or 0.0
+            line |= {"output_key": status.output.key, "url": status.output.url, "tokens": status.tokens,
+                     "sha256": status.output.sha256}
+        elif state is RequestState.FAILED:
+            failed += 1
+            error = status.error
+            line["error"] = {"code": str(error.code), "message": error.message} if error else None
+            errors.append(line)
+        else:
+            cancelled += 1
+            if status is not None and status.error is not None:
+                line["error"] = {"code": str(status.error.code), "message": status.error.message}
+        lines.append(line)
+    counts = BatchCounts(total=len(items), completed=completed, failed=failed, cancelled=cancelled)
+    return Manifest(lines, errors, counts, round(tokens, 3))

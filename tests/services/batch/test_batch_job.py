@@ -1,0 +1,96 @@
+"""A bulk job end to end on the real broker and S3: scheduler, null worker, notifier and tracker."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import uuid
+
+import httpx
+import pytest
+
+from framebus.client import FramebusClient
+from infra.process import terminate
+from schemas.webhooks import WebhookSecrets
+from services.batch.submit import submit_batch
+from services.common import storage
+from services.common.children import launch
+from services.common.settings import Settings
+from services.common.stack import Stack
+from services.gateway.tenants import TenantAdmin
+from tests.services.notifier.test_service import SECRET, Receiver
+from tests.waiting import eventually
+
+
+@pytest.fixture
+def pipeline(server_settings: Settings, tmp_path):
+    settings = server_settings.model_copy(update={
+        "topic_prefix": f"bj.{uuid.uuid4().hex[:8]}.", "s3_bucket": f"bj-{uuid.uuid4().hex[:8]}",
+        "webhook_http_hosts": frozenset({"127.0.0.1"}), "webhook_allowed_hosts": frozenset({"127.0.0.1"}),
+        "webhook_retry_schedule_s": (0.3, 0.3, 0.3)})
+    Stack(settings).up()
+    with FramebusClient(settings=settings, source="/tests") as client:
+        admin = TenantAdmin(client)
+        admin.create("acme")
+        admin.credit("acme", 1e6)
+        client.publish(WebhookSecrets(tenant_id="acme", secrets=(SECRET,)), "framebus.webhooks.secrets").get(10)
+    processes: list[subprocess.Popen] = [
+        launch(settings, ["scheduler"], tmp_path / "scheduler.log"),
+        launch(settings, ["worker", "--engine", "null", "--worker-id", "bj-w", "--batch", "32", "--slots", "2",
+                          "--heartbeat-s", "0.5"], tmp_path / "worker.log"),
+        launch(settings, ["notifier"], tmp_path / "notifier.log"),
+        launch(settings, ["batch-tracker"], tmp_path / "tracker.log")]
+    yield settings
+    for process in processes:
+        terminate(process.pid, timeout_s=10)
+
+
+def test_500_lines_with_bad_ones_and_a_flaky_receiver(pipeline: Settings, tmp_path):
+    settings = pipeline
+    receiver = Receiver([500, 500, 200])  # fails its first two calls
+    rng = random.Random(5)
+    bad = set(rng.sample(range(1, 501), 25))
+    rows = []
+    for number in range(1, 501):
+        row = {"custom_id": f"line-{number}", "prompt": f"prompt {number % 40}", "model": "wan-tiny", "width": 64,
+               "height": 64, "num_frames": 5, "num_inference_steps": 2}
+        if number in bad:
+            row["width"] = 63  # not a multiple of 16
+        rows.append(json.dumps(row))
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+
+    report = submit_batch(settings, path, "acme", webhook_url=receiver.url, completion_window_s=3600)
+    assert report.accepted == 475 and sorted(n for n, _ in report.errors) == sorted(bad)
+    again = submit_batch(settings, path, "acme", webhook_url=receiver.url, completion_window_s=3600)
+    assert (again.batch_id, again.published, again.already_in) == (report.batch_id, 0, 475), "resumable"
+
+    def verified() -> dict[str, dict]:
+        from standardwebhooks import Webhook
+
+        found = {}
+        for headers, body in list(receiver.calls):
+            try:
+                found[headers["webhook-id"]] = Webhook(SECRET).verify(body, headers)
+            except Exception:  # noqa: BLE001 - a call we answered 500 is still a valid delivery attempt
+                continue
+        return found
+
+    assert eventually(lambda: any(p["type"] == "batch.completed" for p in verified().values()), timeout_s=240,
+                      interval_s=1.0)
+    payloads = list(verified().values())
+    per_request = [p for p in payloads if p["type"].startswith("generation.")]
+    assert len(per_request) == 475 and len({p["data"]["request_id"] for p in per_request}) == 475
+    [done] = [p for p in payloads if p["type"] == "batch.completed"]
+    assert done["data"]["counts"] == {"total": 475, "completed": 475, "failed": 0, "cancelled": 0}
+    manifest = httpx.get(done["data"]["manifest_url"], timeout=10).text.splitlines()
+    lines = [json.loads(line) for line in manifest]
+    assert len(lines) == 475 and {line["outcome"] for line in lines} == {"completed"}
+    assert {line["custom_id"] for line in lines} == {f"line-{n}" for n in range(1, 501)} - {f"line-{n}" for n in bad}
+    s3 = storage.s3_client(settings)
+    errors = s3.get_object(Bucket=settings.s3_bucket, Key=done["data"]["manifest_key"].replace(
+        "manifest.jsonl", "errors.jsonl"))["Body"].read().decode().splitlines()
+    assert sorted(json.loads(e)["line"] for e in errors) == sorted(bad)
+    delivered_ids = [h["webhook-id"] for h, _ in receiver.calls]
+    assert len(set(delivered_ids)) == 476, "one webhook-id per request, one for the batch"
