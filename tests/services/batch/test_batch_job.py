@@ -24,7 +24,8 @@ from tests.waiting import eventually
 
 
 @pytest.fixture
-def pipeline(server_settings: Settings, tmp_path):
+def pipeline(server_settings: Settings, tmp_path, request):
+    worker_delay_ms = getattr(request, "param", 0)
     settings = server_settings.model_copy(update={
         "topic_prefix": f"bj.{uuid.uuid4().hex[:8]}.", "s3_bucket": f"bj-{uuid.uuid4().hex[:8]}",
         "webhook_http_hosts": frozenset({"127.0.0.1"}), "webhook_allowed_hosts": frozenset({"127.0.0.1"}),
@@ -38,7 +39,7 @@ def pipeline(server_settings: Settings, tmp_path):
     processes: list[subprocess.Popen] = [
         launch(settings, ["scheduler"], tmp_path / "scheduler.log"),
         launch(settings, ["worker", "--engine", "null", "--worker-id", "bj-w", "--batch", "32", "--slots", "2",
-                          "--heartbeat-s", "0.5"], tmp_path / "worker.log"),
+                          "--heartbeat-s", "0.5", "--delay-ms", str(worker_delay_ms)], tmp_path / "worker.log"),
         launch(settings, ["notifier"], tmp_path / "notifier.log"),
         launch(settings, ["batch-tracker"], tmp_path / "tracker.log")]
     yield settings
@@ -94,3 +95,31 @@ def test_500_lines_with_bad_ones_and_a_flaky_receiver(pipeline: Settings, tmp_pa
     assert sorted(json.loads(e)["line"] for e in errors) == sorted(bad)
     delivered_ids = [h["webhook-id"] for h, _ in receiver.calls]
     assert len(set(delivered_ids)) == 476, "one webhook-id per request, one for the batch"
+
+
+@pytest.mark.parametrize("pipeline", [1500], indirect=True)  # a slow worker: the window ends first
+def test_an_expired_window_cancels_the_rest_and_still_writes_the_manifest(pipeline: Settings, tmp_path):
+    from schemas.codec import decode_event
+    from schemas.events import BatchCompleted
+    from services.common.compacted import read_all
+
+    settings = pipeline
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"c{n}", "prompt": "slow", "model": "wan-tiny", "width": 64,
+                                        "height": 64, "num_frames": 5, "num_inference_steps": 2}) + "\n"
+                            for n in range(200)))
+    report = submit_batch(settings, path, "acme", completion_window_s=4)
+
+    def finished() -> BatchCompleted | None:
+        for record in read_all(settings.bootstrap_servers, settings.topic("framebus.batches")).values():
+            event = decode_event(record.headers, record.value).event
+            if isinstance(event, BatchCompleted) and event.batch_id == report.batch_id:
+                return event
+        return None
+
+    assert eventually(lambda: finished() is not None, timeout_s=150, interval_s=1.0)
+    done = finished()
+    assert done.expired and done.counts.total == 200
+    assert done.counts.cancelled > 0 and done.counts.completed + done.counts.cancelled == 200
+    lines = httpx.get(done.manifest_url, timeout=10).text.splitlines()
+    assert len(lines) == 200 and {json.loads(line)["outcome"] for line in lines} <= {"completed", "cancelled"}
