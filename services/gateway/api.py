@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -94,3 +95,29 @@ class UsageResponse(BaseModel):
     total: UsageRow
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+class RejectedLine(BaseModel):
+    line: int
+    error: str
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    accepted: int = Field(description="Valid lines, each now a request on the batch tier.")
+    rejected: list[RejectedLine] = Field(description="Every invalid line with its number.")
+    published: int = Field(description="Requests sent by this call (0 when resubmitting a batch already in).")
+    already_in: int
+    strict_refused: bool = Field(description="True: --strict and some line was invalid, so nothing was sent.")
+
+
+class BatchView(BaseModel):
+    batch_id: str
+    state: Literal["running", "finished", "expired"]
+    accepted: int
+    rejected: int
+    counts: dict[str, int] = Field(description="Lines per state: queued, running, completed, failed, cancelled.")
+    submitted_at: datetime
+    deadline: datetime
+    manifest_url: str | None = None
+    errors_key: str | None = None

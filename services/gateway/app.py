@@ -21,31 +21,33 @@ from framebus.client import FramebusClient, SubmitError
 from schemas.state import ErrorCode
 from schemas.validation import FieldError, describe_errors
 from services.common.compacted import TopicTable
-from services.common.errors import KafkaAdapterError
+from services.batch.submit import BatchRefused
+from services.common.errors import KafkaAdapterError, StorageError
 from services.common.settings import Settings
 from services.gateway.limits import BodySizeLimit
 from services.gateway.ratelimit import RateLimiter, retry_after_header
 from services.gateway.routes import router
 from services.gateway.runtime import Conflict, Gateway, InvalidQuery, NotFound, RateLimited, Unauthenticated
-from services.gateway.tables import StatusTable, TenantTable
+from services.gateway.tables import BatchTable, StatusTable, TenantTable
 
 GATEWAY_SOURCE = "/framebus/gateway"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    statuses, tenants = StatusTable(), TenantTable()
+    statuses, tenants, batches = StatusTable(), TenantTable(), BatchTable()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = await asyncio.to_thread(FramebusClient, settings=settings, source=GATEWAY_SOURCE,
                                          on_accepted=statuses.apply)
         tables = [TopicTable(settings.bootstrap_servers, settings.topic("framebus.status"), statuses.apply_record),
-                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record)]
+                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record),
+                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches"), batches.apply_record)]
         for table in tables:
             await table.start()
         app.state.gateway = Gateway(settings=settings, client=client, statuses=statuses, tenants=tenants,
-                                    limiter=RateLimiter(clock=time.monotonic))
+                                    limiter=RateLimiter(clock=time.monotonic), batches=batches)
         app.state.tables = tables
         try:
             yield
@@ -57,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="framebus gateway", version="1.0",
                   description="Submit text-to-video generations, follow them, cancel them, quote them.",
                   lifespan=lifespan)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes,
+                       overrides={"/v1/batches": settings.batch_max_bytes})
     app.include_router(router)
     _install_error_handlers(app)
     return app
@@ -102,6 +105,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidQuery)
     async def invalid_query(_: Request, exc: InvalidQuery) -> JSONResponse:
         return _error(422, ErrorCode.INVALID_REQUEST, str(exc))
+
+    @app.exception_handler(BatchRefused)
+    async def batch_refused(_: Request, exc: BatchRefused) -> JSONResponse:
+        return _error(422, ErrorCode.INVALID_REQUEST, str(exc))
+
+    @app.exception_handler(StorageError)
+    async def storage_unavailable(_: Request, exc: StorageError) -> JSONResponse:
+        return _error(503, "unavailable", str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(KafkaAdapterError)
     async def kafka_unreadable(_: Request, exc: KafkaAdapterError) -> JSONResponse:

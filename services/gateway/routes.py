@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from schemas import limits
 from schemas.events import GenerationFields, TenantUpdated
 from services.gateway.api import (
+    BatchCreated,
+    BatchView,
     CancelAccepted,
     ErrorResponse,
     GenerationCreate,
@@ -93,6 +95,41 @@ def usage(caller: Tenant, request: Request,
     return UsageResponse(tenant_id=caller.tenant_id, start=start, end=end, group_by=group_by,
                          groups=[row(group, tally) for group, tally in report.rows()],
                          total=row("total", report.total()))
+
+
+@router.post("/v1/batches", status_code=201, response_model=BatchCreated, responses=ERRORS,
+             summary="Submit a JSONL file of prompts as one bulk job (the raw file is the body, any content type)",
+             openapi_extra={"requestBody": {"required": True,
+                                            "content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def create_batch(caller: Tenant, request: Request,
+                       webhook_url: Annotated[str | None, Query(max_length=limits.WEBHOOK_URL_MAX_CHARS)] = None,
+                       completion_window_s: Annotated[float, Query(ge=60, le=7 * 86400)] = 86400,
+                       strict: bool = False) -> BatchCreated:
+    import tempfile
+    from pathlib import Path
+
+    from starlette.concurrency import run_in_threadpool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "batch.jsonl"
+        with open(path, "wb") as handle:  # streamed to disk: a batch file may be far larger than memory likes
+            async for chunk in request.stream():
+                handle.write(chunk)
+        report = await run_in_threadpool(gateway(request).submit_batch, caller, path, webhook_url=webhook_url,
+                                         completion_window_s=completion_window_s, strict=strict)
+    return BatchCreated(batch_id=report.batch_id, accepted=report.accepted, published=report.published,
+                        already_in=report.already_in, strict_refused=report.strict_refused,
+                        rejected=[{"line": n, "error": e} for n, e in report.errors])
+
+
+@router.get("/v1/batches/{batch_id}", response_model=BatchView, responses=ERRORS, summary="A bulk job's progress")
+def get_batch(batch_id: Annotated[str, Path(pattern=limits.BATCH_ID_PATTERN)], caller: Tenant,
+              request: Request) -> BatchView:
+    submitted, done, counts = gateway(request).batch(caller, batch_id)
+    state = "expired" if done is not None and done.expired else "finished" if done is not None else "running"
+    return BatchView(batch_id=batch_id, state=state, accepted=submitted.accepted, rejected=submitted.rejected,
+                     counts=counts, submitted_at=submitted.submitted_at, deadline=submitted.deadline,
+                     manifest_url=done.manifest_url if done else None, errors_key=done.errors_key if done else None)
 
 
 @router.get("/healthz", include_in_schema=False)

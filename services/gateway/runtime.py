@@ -6,6 +6,7 @@ raises GatewayError subclasses that app.py maps to status codes.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime
 import uuid
@@ -19,7 +20,7 @@ from services.common.settings import Settings
 from services.gateway.api import GenerationCreate
 from services.gateway.keys import parse_key, secret_matches
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.tables import StatusTable, TenantTable
+from services.gateway.tables import BatchTable, StatusTable, TenantTable
 
 
 class GatewayError(FramebusError):
@@ -56,12 +57,14 @@ class Submitted:
 
 class Gateway:
     def __init__(self, *, settings: Settings, client: FramebusClient, statuses: StatusTable, tenants: TenantTable,
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, batches: BatchTable | None = None) -> None:
         self.settings = settings
         self.client = client
         self.statuses = statuses
         self.tenants = tenants
         self.limiter = limiter
+        self.batches = batches or BatchTable()
+        self._batch_items: dict[str, list[dict]] = {}
         self._locks = [threading.Lock() for _ in range(64)]  # striped: one id never races itself
 
     def authenticate(self, authorization: str | None) -> TenantUpdated:
@@ -113,3 +116,33 @@ class Gateway:
             raise InvalidQuery(f"`to` ({end.isoformat()}) must be after `from` ({start.isoformat()})")
         return usage_report(self.settings, tenant_id=tenant.tenant_id, start=start, end=end,
                             group_by=group_by)  # type: ignore[arg-type]
+
+    def submit_batch(self, tenant: TenantUpdated, path, *, webhook_url: str | None, completion_window_s: float,
+                     strict: bool):
+        """Validate and publish an uploaded JSONL file (the same path as `framebus batch submit`)."""
+        from services.batch.submit import submit_batch
+
+        if webhook_url is not None:  # the same rule as a request's webhook: https, or http to an allowlisted host
+            GenerationRequest.model_validate({"request_id": "check", "tenant_id": tenant.tenant_id, "prompt": "x",
+                                              "webhook_url": webhook_url},
+                                             context={"webhook_http_hosts": self.settings.webhook_http_hosts})
+        return submit_batch(self.settings, path, tenant.tenant_id, webhook_url=webhook_url,
+                            completion_window_s=completion_window_s, strict=strict)
+
+    def batch(self, tenant: TenantUpdated, batch_id: str) -> tuple[object, object | None, dict[str, int]]:
+        """The batch as submitted, its completion (or None), and its lines per state."""
+        submitted = self.batches.submitted.get(batch_id)
+        if submitted is None or submitted.tenant_id != tenant.tenant_id:
+            raise NotFound(f"no batch {batch_id!r}")
+        if batch_id not in self._batch_items:
+            from services.common import storage
+
+            client = storage.s3_client(self.settings)
+            body = client.get_object(Bucket=self.settings.s3_bucket, Key=submitted.input_key)["Body"].read()
+            self._batch_items[batch_id] = [json.loads(line) for line in body.splitlines() if line.strip()]
+        counts = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
+        for item in self._batch_items[batch_id]:
+            status = self.statuses.get(tenant.tenant_id, item["request_id"])
+            state = status.state.value if status is not None else "queued"
+            counts[state if state in counts else "running" if state in ("dispatched", "running") else "queued"] += 1
+        return submitted, self.batches.completed.get(batch_id), counts

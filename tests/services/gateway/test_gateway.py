@@ -146,7 +146,8 @@ def test_a_second_replica_answers_from_kafka(gateway: RunningGateway, tmp_path) 
 def test_openapi_document_describes_every_route(gateway: RunningGateway) -> None:
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
     assert set(spec["paths"]) == {"/v1/generations", "/v1/generations/{request_id}",
-                                  "/v1/generations/{request_id}/cancel", "/v1/quote", "/v1/usage"}
+                                  "/v1/generations/{request_id}/cancel", "/v1/quote", "/v1/usage", "/v1/batches",
+                                  "/v1/batches/{batch_id}"}
 
 
 def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -> None:
@@ -200,3 +201,30 @@ def test_usage_with_an_empty_or_inverted_window_is_422(gateway: RunningGateway) 
     naive = httpx.get(f"{gateway.url}/v1/usage", params={"from": "2026-11-01T00:00:00"}, headers=gateway.auth("acme"),
                       timeout=30)
     assert naive.status_code == 422 and "time zone" in naive.json()["error"]["message"]
+
+
+def test_a_batch_file_uploads_over_http_and_reports_its_bad_lines(gateway: RunningGateway) -> None:
+    good = {"prompt": "a fox", "model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5,
+            "num_inference_steps": 2}
+    body = "\n".join([json.dumps({"custom_id": "one", **good}), "{broken", json.dumps({"custom_id": "two", **good})])
+    body += f"\n{json.dumps({'custom_id': unique('three'), **good})}\n"
+    created = httpx.post(f"{gateway.url}/v1/batches", content=body.encode(), headers={
+        **gateway.auth("acme"), "content-type": "application/jsonl"}, params={"completion_window_s": 3600}, timeout=60)
+    assert created.status_code == 201, created.text
+    report = created.json()
+    assert report["accepted"] == 3 and report["published"] == 3 and [r["line"] for r in report["rejected"]] == [2]
+    batch_id = report["batch_id"]
+    again = httpx.post(f"{gateway.url}/v1/batches", content=body.encode(), headers={
+        **gateway.auth("acme"), "content-type": "application/jsonl"}, timeout=60).json()
+    assert (again["batch_id"], again["published"], again["already_in"]) == (batch_id, 0, 3), "resubmitting resumes"
+    assert eventually(lambda: httpx.get(f"{gateway.url}/v1/batches/{batch_id}", headers=gateway.auth("acme"),
+                                        timeout=30).status_code == 200, timeout_s=30)
+    view = httpx.get(f"{gateway.url}/v1/batches/{batch_id}", headers=gateway.auth("acme"), timeout=30).json()
+    assert view["state"] == "running" and sum(view["counts"].values()) == 3 and view["rejected"] == 1
+    hidden = httpx.get(f"{gateway.url}/v1/batches/{batch_id}", headers=gateway.auth("globex"), timeout=30)
+    assert hidden.status_code == 404
+    empty = httpx.post(f"{gateway.url}/v1/batches", content=b"{broken\n", headers=gateway.auth("acme"), timeout=30)
+    assert empty.status_code == 422 and "no valid line" in empty.json()["error"]["message"]
+    bad_hook = httpx.post(f"{gateway.url}/v1/batches", content=body.encode(), headers=gateway.auth("acme"),
+                          params={"webhook_url": "ftp://example.com/x"}, timeout=30)
+    assert bad_hook.status_code == 422
