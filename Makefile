@@ -32,6 +32,8 @@ bench: setup
 	$(BIN)/python -m bench.scheduler
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.metering
+	$(BIN)/python -m bench.webhooks
+	$(BIN)/python -m bench.batch
 
 clean-state: setup
 	$(BIN)/framebus down --purge

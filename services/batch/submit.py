@@ -59,8 +59,8 @@ def submit_batch(settings: Settings, path: Path, tenant_id: str, *, webhook_url:
                  on_progress: Callable[[int, int], None] = lambda done, total: None) -> SubmitReport:
     size = path.stat().st_size
     if size > settings.batch_max_bytes:
-        raise BatchRefused(f"{path.name} is {size / 2**20:,.0f} MiB; a batch file may be at most "
-                           f"{settings.batch_max_bytes / 2**20:,.0f} MiB (FRAMEBUS_BATCH_MAX_BYTES): split it")
+        raise BatchRefused(f"{path.name} is {size:,} bytes; a batch file may be at most "
+                           f"{settings.batch_max_bytes:,} bytes (FRAMEBUS_BATCH_MAX_BYTES): split it")
     batch_id = batch_id_for(tenant_id, file_digest(path))
     with open(path, "rb") as handle:
         parsed: ParsedBatch = parse_lines(handle, batch_id)

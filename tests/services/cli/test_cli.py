@@ -164,3 +164,39 @@ def test_webhook_secret_rotation_keeps_the_previous_secret_signing(provisioned_s
     assert "whsec_" not in shown.stdout, "secrets are never echoed back"
     missing = framebus("webhooks", "secret", "nobody", env=env)
     assert missing.returncode == 1 and "no tenant 'nobody'" in missing.stderr
+
+
+def test_batch_submit_reports_bad_lines_and_list_status_cancel_follow(provisioned_settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    import json
+    import re
+
+    env = _env_for(provisioned_settings, FRAMEBUS_TENANT="acme")
+    assert framebus("tenants", "create", "acme", env=env).returncode == 0
+    good = {"prompt": "a fox", "model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5}
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join([json.dumps({"custom_id": "a", **good}), json.dumps({"custom_id": "a", **good}),
+                               json.dumps({"custom_id": "b", **good, "frames": 3})]) + "\n")
+    strict = framebus("batch", "submit", str(path), "--strict", env=env)
+    assert strict.returncode == 2 and "line 2:" in strict.stderr and "line 3:" in strict.stderr
+    assert "nothing published" in strict.stderr
+    done = framebus("batch", "submit", str(path), "--completion-window", "2h", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "repeats line 1" in done.stderr and "unknown field frames" in done.stderr
+    batch_id = re.search(r"batch (bat_\w+): 1 lines accepted, 2 rejected; published 1", done.stdout).group(1)
+    listed = framebus("batch", "list", env=env)
+    assert batch_id in listed.stdout and "running" in listed.stdout
+    status = framebus("batch", "status", batch_id, "--no-follow", env=env)
+    assert status.returncode == 0 and "queued 1" in status.stdout, status.stdout + status.stderr
+    cancelled = framebus("batch", "cancel", batch_id, env=env)
+    assert cancelled.returncode == 0 and "cancel sent for the 1 lines" in cancelled.stdout
+    window = framebus("batch", "submit", str(path), "--completion-window", "soon", env=env)
+    assert window.returncode == 2 and "not a duration" in window.stderr
+
+
+def test_a_batch_file_over_the_size_cap_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b'{"custom_id":"x","prompt":"p"}\n' * 200)
+    done = framebus("batch", "submit", str(big), env={"FRAMEBUS_BATCH_MAX_BYTES": "1024",
+                                                      "FRAMEBUS_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert done.returncode == 1 and "at most 1,024 bytes (FRAMEBUS_BATCH_MAX_BYTES): split it" in done.stderr
