@@ -200,3 +200,19 @@ def test_a_batch_file_over_the_size_cap_is_refused_before_anything_is_read(tmp_p
     done = framebus("batch", "submit", str(big), env={"FRAMEBUS_BATCH_MAX_BYTES": "1024",
                                                       "FRAMEBUS_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert done.returncode == 1 and "at most 1,024 bytes (FRAMEBUS_BATCH_MAX_BYTES): split it" in done.stderr
+
+
+def test_webhooks_log_lists_every_attempt_of_a_request(provisioned_settings: Settings) -> None:
+    from framebus.client import FramebusClient
+    from schemas.webhooks import WebhookAttempted
+
+    env = _env_for(provisioned_settings)
+    with FramebusClient(settings=provisioned_settings, source="/framebus/notifier") as client:
+        for attempt, outcome, status in ((1, "retry", 500), (2, "delivered", 204)):
+            client.publish(WebhookAttempted(delivery_id="msg_abc", tenant_id="acme", request_id="r-9",
+                                            url="https://hooks.example.com/x", attempt=attempt, status_code=status,
+                                            outcome=outcome, duration_ms=12.5), "framebus.webhooks.attempts").get(10)
+    done = framebus("webhooks", "log", "r-9", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "retry" in done.stdout and "delivered" in done.stdout and "500" in done.stdout and "msg_abc" in done.stdout
+    assert "no webhook attempts for r-10" in framebus("webhooks", "log", "r-10", env=env).stdout
