@@ -109,8 +109,9 @@ class Notifier:
         log.info("notifier ready: %d deliveries pending", len(self._pending))
         loops: list[asyncio.Task] = []
         try:
-            loops = [asyncio.create_task(self._consume(consumer)), asyncio.create_task(self._dispatch()),
-                     asyncio.create_task(self._follow_pending(pending))]
+            loops = [asyncio.create_task(self._forever("results", lambda: self._consume(consumer))),
+                     asyncio.create_task(self._forever("dispatch", self._dispatch)),
+                     asyncio.create_task(self._forever("pending", lambda: self._follow_pending(pending)))]
             if max_seconds is not None:
                 await asyncio.wait_for(self._stop.wait(), timeout=max_seconds)
             else:
@@ -130,6 +131,18 @@ class Notifier:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _forever(self, name: str, loop) -> None:
+        """Keep a loop running: Kafka trouble logs and retries; it never silently ends the service.
+        Uncommitted results are read again after a restart of the loop, and dedupe on delivery id."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("notifier %s loop failed; restarting it in 1 s", name)
+                await asyncio.sleep(1.0)
 
     def _apply_secrets(self, record) -> None:
         if record.value is None:
@@ -152,6 +165,13 @@ class Notifier:
 
     # --- results in -----------------------------------------------------------------------------
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await self._consume_batches(consumer)
+        except Exception:
+            await consumer.seek_to_committed()  # the failed batch is read again, not skipped
+            raise
+
+    async def _consume_batches(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
             if not batches:
