@@ -110,7 +110,7 @@ class VideoStore:
             key, poster_key = f"null-engine/{digest}.mp4", f"null-engine/{digest}.jpg"
         else:
             key, poster_key = self.keys(request, now)
-        if not (shared and self._known(f"shared:{target.bucket}/{key}")):
+        if not (shared and self._known(f"shared:{target.bucket}/{key}") is not None):
             # The target is looked up on every attempt: a tenant's fixed storage settings apply at once.
             self._retrying(f"upload of s3://{target.bucket}/{key}",
                            lambda: self._upload(self.target(request.tenant_id), video, key, poster_key))

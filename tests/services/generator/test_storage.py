@@ -127,3 +127,13 @@ def test_linode_profile_client_options_work_against_the_local_server(settings, c
     url = storage.presigned_get(client, settings.s3_bucket, "profile/big.bin", expires_s=60)
     assert url.startswith(f"{settings.s3_endpoint_url}/{settings.s3_bucket}/profile/big.bin?")
     assert httpx.get(url, timeout=30).content == big.read_bytes()
+
+
+def test_a_shared_clip_is_uploaded_once_however_many_requests_use_it(store, video, settings):
+    puts: list[str] = []
+    store.default.client.meta.events.register("before-call.s3.PutObject",
+                                              lambda params, **_: puts.append(params["url_path"]))
+    outputs = [store.put(request(f"r-{i}"), video, NOW, shared=True) for i in range(5)]
+    assert {o.key for o in outputs} == {f"null-engine/{outputs[0].sha256}.mp4"}
+    assert len(puts) == 2, f"video and poster once, not per request: {puts}"
+    assert httpx.get(outputs[-1].url, timeout=10).content == video.path.read_bytes()
