@@ -88,12 +88,17 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[byt
 
 
 class TopicTable:
-    """Follows a compacted topic from the beginning and hands each record to ``apply``."""
+    """Follows a compacted topic from the beginning and hands each record to ``apply``.
 
-    def __init__(self, bootstrap: str, topic: str, apply: Callable[[object], None]) -> None:
+    ``from_end``: follow only records written after ``start`` (a live feed such as worker
+    heartbeats, where history is stale by definition).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, apply: Callable[[object], None], *, from_end: bool = False) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.apply = apply
+        self.from_end = from_end
         self.caught_up = asyncio.Event()
         self.skipped = 0  # records ``apply`` could not use
         self._consumer: AIOKafkaConsumer | None = None
@@ -108,8 +113,12 @@ class TopicTable:
         await self._consumer.start()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        ends = await self._consumer.end_offsets(tps)
+        if self.from_end:
+            await self._consumer.seek_to_end(*tps)
+            ends = {tp: 0 for tp in tps}  # nothing to catch up with
+        else:
+            await self._consumer.seek_to_beginning(*tps)
+            ends = await self._consumer.end_offsets(tps)
         self._task = asyncio.create_task(self._follow(ends), name=f"table:{self.topic}")
         await asyncio.wait_for(self.caught_up.wait(), timeout=catch_up_timeout_s)
 

@@ -105,23 +105,35 @@ class VideoStore:
             target = self.target(request.tenant_id)
         except StorageMisconfigured as exc:
             raise UploadFailed(str(exc)) from exc
-        digest, size = file_sha256(video.path)
         if shared:
-            key, poster_key = f"null-engine/{digest}.mp4", f"null-engine/{digest}.jpg"
-        else:
-            key, poster_key = self.keys(request, now)
-        if not (shared and self._known(f"shared:{target.bucket}/{key}") is not None):
-            # The target is looked up on every attempt: a tenant's fixed storage settings apply at once.
-            self._retrying(f"upload of s3://{target.bucket}/{key}",
-                           lambda: self._upload(self.target(request.tenant_id), video, key, poster_key))
-            target = self.target(request.tenant_id)
-            if shared:
-                self._remember(f"shared:{target.bucket}/{key}", {})
+            return self._shared(target, request, video, now)
+        digest, size = file_sha256(video.path)
+        key, poster_key = self.keys(request, now)
+        # The target is looked up on every attempt: a tenant's fixed storage settings apply at once.
+        self._retrying(f"upload of s3://{target.bucket}/{key}",
+                       lambda: self._upload(self.target(request.tenant_id), video, key, poster_key))
+        target = self.target(request.tenant_id)
         output = self._output(target, key, poster_key, now, digest, size, video.codec, video.width, video.height,
                               video.num_frames, video.fps)
         if fingerprint is not None:
             self._retrying("result-cache index", lambda: self._write_index(target, request.tenant_id, fingerprint,
                                                                             output))
+        return output
+
+    def _shared(self, target: StorageTarget, request: GenerationRequest, video: EncodedVideo, now: datetime) -> Output:
+        """A clip many requests share: uploaded once; its output (and link) reused while the link has half its life."""
+        memo = f"shared:{target.bucket}/{video.path}"
+        known: Output | None = self._known(memo)
+        if known is not None and (known.url_expires_at - now).total_seconds() >= self.presign_expiry_s / 2:
+            return known
+        digest, size = file_sha256(video.path)
+        key, poster_key = f"null-engine/{digest}.mp4", f"null-engine/{digest}.jpg"
+        if known is None:
+            self._retrying(f"upload of s3://{target.bucket}/{key}",
+                           lambda: self._upload(self.target(request.tenant_id), video, key, poster_key))
+        output = self._output(target, key, poster_key, now, digest, size, video.codec, video.width, video.height,
+                              video.num_frames, video.fps)
+        self._remember(memo, output)
         return output
 
     def _upload(self, target: StorageTarget, video: EncodedVideo, key: str, poster_key: str) -> None:
@@ -205,14 +217,14 @@ class VideoStore:
         return self._output(target, key, poster_key, now, entry["sha256"], entry["bytes"], entry["codec"],
                             entry["width"], entry["height"], entry["num_frames"], entry["fps"])
 
-    def _known(self, memo: str) -> dict | None:
+    def _known(self, memo: str):
         with self._lock:
             entry = self._index.get(memo)
             if entry is not None:
                 self._index.move_to_end(memo)
             return entry
 
-    def _remember(self, memo: str, entry: dict, capacity: int = 10_000) -> None:
+    def _remember(self, memo: str, entry, capacity: int = 10_000) -> None:
         with self._lock:
             self._index[memo] = entry
             self._index.move_to_end(memo)

@@ -136,4 +136,5 @@ def test_a_shared_clip_is_uploaded_once_however_many_requests_use_it(store, vide
     outputs = [store.put(request(f"r-{i}"), video, NOW, shared=True) for i in range(5)]
     assert {o.key for o in outputs} == {f"null-engine/{outputs[0].sha256}.mp4"}
     assert len(puts) == 2, f"video and poster once, not per request: {puts}"
+    assert len({o.url for o in outputs}) == 1, "one link, reused while it has most of its life left"
     assert httpx.get(outputs[-1].url, timeout=10).content == video.path.read_bytes()
