@@ -72,13 +72,19 @@ def publish(settings: Settings, n: int, run: str, *, rate: float | None = None) 
     producer.flush()
 
 
-def end_total(settings: Settings, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    try:
+class EndOffsets:
+    """Records written to a topic so far (the sum of its partitions' end offsets), on one reused connection."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
         name = settings.topic(topic)
-        return sum(consumer.end_offsets([TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]).values())
-    finally:
-        consumer.close()
+        self.partitions = [TopicPartition(name, p) for p in self.consumer.partitions_for_topic(name)]
+
+    def total(self) -> int:
+        return sum(self.consumer.end_offsets(self.partitions).values())
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def raw_read_rate(settings: Settings, n: int) -> float:
@@ -96,14 +102,15 @@ def raw_read_rate(settings: Settings, n: int) -> float:
 def throughput(settings: Settings, procs: Processes, n: int) -> dict:
     publish(settings, n, "tp")
     raw = raw_read_rate(settings, n)
-    ledger_before = end_total(settings, "framebus.ledger")  # the n reservations
+    ledger = EndOffsets(settings, "framebus.ledger")
+    ledger_before = ledger.total()  # the n reservations
     procs.start("metering", "metering")
     first = last = None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("settled", total=n)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            settled = end_total(settings, "framebus.ledger") - ledger_before
+            settled = ledger.total() - ledger_before
             progress.update(task, completed=settled)
             if settled > 0 and first is None:
                 first = (time.monotonic(), settled)
@@ -111,6 +118,7 @@ def throughput(settings: Settings, procs: Processes, n: int) -> dict:
                 last = time.monotonic()
                 break
             time.sleep(0.05)
+    ledger.close()
     if first is None or last is None:
         raise RuntimeError("metering did not settle the backlog in 10 minutes; see bench logs")
     rate = (n - first[1]) / max(last - first[0], 1e-9)

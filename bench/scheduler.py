@@ -1,8 +1,10 @@
 """Scheduler benchmarks with null workers, on a private Kafka and S3 (never the user's stack).
 
-1. throughput: N requests submitted as fast as the SDK can; admission + dispatch rate
-   (requests on framebus.jobs per second) and end-to-end rate, against the submit rate
-   in the same run (ratio ~1 means the scheduler keeps up with its input); nothing lost.
+1. throughput: after a warm-up, N requests submitted as fast as the SDK can: admission +
+   dispatch rate (requests on framebus.jobs per second) and end-to-end rate, against the
+   submit rate in the same run (ratio ~1 means the scheduler keeps up with its input);
+   nothing lost. Then the sustained rate: N requests queued on Kafka while the scheduler
+   is down, drained once it starts, with CPU per request of each process.
 2. priority: 5,000 batch requests queued, the worker busy; 50 interactive requests one
    at a time: each one's queue wait (worker start - acceptance), against one batch duration.
 3. fairness: tenant A queues 1,000, then B queues 10; B's completion time against B's
@@ -23,12 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import typer
 from kafka import KafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
+from infra.process import terminate
 from framebus.client import FramebusClient
 from schemas.codec import decode_event
 from schemas.events import GenerationCompleted
@@ -66,30 +70,100 @@ class Tail:
         self.consumer.close()
 
 
-def throughput(settings: Settings, procs: Processes, n: int, workers: int = 2, batch: int = 32) -> dict:
-    # Two workers on this 2-core machine: more processes only trade CPU with the scheduler and broker.
-    for i in range(workers):
-        procs.start(f"w{i}", "worker", "--engine", "null", "--worker-id", f"tp-w{i}", "--batch", str(batch), "--slots", "2")
+def throughput(settings: Settings, procs: Processes, n: int, workers: int = 2, batch: int = 64, slots: int = 3) -> dict:
+    """Offered load (the SDK submitting as fast as it can while the scheduler runs), then a backlog drain.
+
+    The drain is the sustained rate: n requests wait on Kafka while the scheduler is down,
+    then it starts and admits and dispatches all of them. A warm-up run comes first, because
+    a fresh broker spends its first seconds compiling (JIT) rather than serving.
+    """
+    n = max(batch, n // batch * batch)  # whole batches: a partial last batch waits out its tier's max wait
+    scheduler = procs.running[0]
+    worker_procs = [procs.start(f"w{i}", "worker", "--engine", "null", "--worker-id", f"tp-w{i}", "--batch", str(batch),
+                                "--slots", str(slots)) for i in range(workers)]
     time.sleep(3)
-    jobs, results = Tail(settings, "framebus.jobs"), Tail(settings, "framebus.results")
+    _submit_and_wait(settings, "warm", min(n, 2000))
+    offered = _submit_and_wait(settings, "tp", n)
+    terminate(scheduler.pid, timeout_s=15)
+    procs.running.remove(scheduler)
+    _submit(settings, "drain", n)
+    jobs = Tail(settings, "framebus.jobs")
+    jobs.read(lambda got: False, timeout_s=1)  # positioned at the end before the scheduler starts
+    scheduler = procs.start("scheduler-drain", "scheduler")
+    pids = {"scheduler": scheduler.pid, **{f"worker {i}": w.pid for i, w in enumerate(worker_procs)},
+            "kafka broker": _broker_pid(settings)}
+    meters: list[CpuMeter] = []
+
+    def drained(got: list) -> bool:
+        if not meters and got:  # count from the first dispatch: start-up (imports, catching up) is not per request
+            meters.append(CpuMeter(pids))
+        return _dispatched(got, "drain") >= n
+
+    got = jobs.read(drained, timeout_s=300)
+    jobs.close()
+    cpu = meters[0].read()
+    times = [t for t, e in got if isinstance(e, JobDispatched) and e.requests[0].request_id.startswith("drain-")]
+    drain_s = max(times) - min(times)
+    return {"requests": n, "workers": workers, "batch": batch, "slots": slots, **offered,
+            "drain_per_s": _dispatched(got, "drain") / drain_s,
+            "drain_cpu_core_ms_per_request": {name: 1000 * seconds / n for name, seconds in cpu.items()}}
+
+
+def _submit(settings: Settings, prefix: str, n: int) -> None:
     with FramebusClient(tenant_id="acme", settings=settings) as client:
-        started = time.time()
         for chunk in range(0, n, 500):
-            client.submit_many([{"request_id": f"tp-{i}", "prompt": "a fox", "tier": "batch", **SHAPE}
+            client.submit_many([{"request_id": f"{prefix}-{i}", "prompt": "a fox", "tier": "batch", **SHAPE}
                                 for i in range(chunk, min(n, chunk + 500))])
-        submitted = time.time()
-    dispatched = jobs.read(lambda got: sum(len(e.requests) for _, e in got if isinstance(e, JobDispatched)) >= n,
-                           timeout_s=300)
-    finished = results.read(lambda got: len({e.request_id for _, e in got}) >= n, timeout_s=300)
+
+
+def _dispatched(got: list, prefix: str) -> int:
+    return sum(len(e.requests) for _, e in got
+               if isinstance(e, JobDispatched) and e.requests[0].request_id.startswith(f"{prefix}-"))
+
+
+def _submit_and_wait(settings: Settings, prefix: str, n: int) -> dict:
+    jobs, results = Tail(settings, "framebus.jobs"), Tail(settings, "framebus.results")
+    started = time.time()
+    _submit(settings, prefix, n)
+    submitted = time.time()
+    dispatched = jobs.read(lambda got: _dispatched(got, prefix) >= n, timeout_s=300)
+    finished = results.read(lambda got: len({e.request_id for _, e in got if e.request_id.startswith(f"{prefix}-")}) >= n,
+                            timeout_s=300)
     jobs.close(), results.close()
-    last_dispatch = max(t for t, e in dispatched if isinstance(e, JobDispatched))
-    ids = [e.request_id for _, e in finished]
-    return {"requests": n, "workers": workers, "batch": batch, "submit_per_s": n / (submitted - started),
-            "dispatch_per_s": n / (last_dispatch - started),
+    last_dispatch = max(t for t, e in dispatched if isinstance(e, JobDispatched)
+                        and e.requests[0].request_id.startswith(f"{prefix}-"))
+    ids = [e.request_id for _, e in finished if e.request_id.startswith(f"{prefix}-")]
+    return {"submit_per_s": n / (submitted - started), "dispatch_per_s": n / (last_dispatch - started),
             "end_to_end_per_s": n / (max(t for t, _ in finished) - started),
             "ratio_dispatch_to_submit": (submitted - started) / (last_dispatch - started),
             "lost": n - len(set(ids)), "repeated": len(ids) - len(set(ids)),
-            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished)}
+            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished
+                             if e.request_id.startswith(f"{prefix}-"))}
+
+
+class CpuMeter:
+    """CPU seconds (user + system) each process spends from now until ``read``."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid is not None}
+        self.start = {name: self._cpu(p) for name, p in self.processes.items()}
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    def read(self) -> dict[str, float]:
+        return {name: self._cpu(p) - self.start[name] for name, p in self.processes.items()}
+
+
+def _broker_pid(settings: Settings) -> int | None:
+    """The private stack's Kafka JVM (its data dir is under the stack's state dir)."""
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "java" in command and str(settings.state_dir) in command:
+            return process.pid
+    return None
 
 
 def priority(settings: Settings, procs: Processes, trials: int, backlog: int, job_ms: int) -> dict:
@@ -209,14 +283,20 @@ def _print(report: dict) -> None:
 
 
 def _print_throughput(tp: dict) -> None:
-    table = Table(title=f"scheduler throughput with {tp.get('workers', 4)} null workers (batch {tp.get('batch', 16)})",
-                  title_justify="left")
-    for column in ("requests", "submitted/s", "dispatched/s", "x submit rate", "completed/s", "lost", "repeated"):
+    table = Table(title=f"scheduler throughput with {tp['workers']} null workers (batch {tp['batch']}, "
+                        f"{tp['slots']} slots)", title_justify="left")
+    for column in ("requests", "submitted/s", "dispatched/s", "x submit rate", "completed/s", "lost", "repeated",
+                   "drain (sustained)/s"):
         table.add_column(column)
     table.add_row(str(tp["requests"]), f"{tp['submit_per_s']:,.0f}", f"{tp['dispatch_per_s']:,.0f}",
                   f"{tp['ratio_dispatch_to_submit']:.2f}", f"{tp['end_to_end_per_s']:,.0f}", str(tp["lost"]),
-                  str(tp["repeated"]))
+                  str(tp["repeated"]), f"{tp['drain_per_s']:,.0f}")
     console.print(table)
+    cpu = Table(title="where the CPU goes while draining (core-ms per request)", title_justify="left")
+    for name in tp["drain_cpu_core_ms_per_request"]:
+        cpu.add_column(name)
+    cpu.add_row(*(f"{ms:.2f}" for ms in tp["drain_cpu_core_ms_per_request"].values()))
+    console.print(cpu)
 
 
 def _print_priority(pr: dict | None, fa: dict | None) -> None:

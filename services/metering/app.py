@@ -27,6 +27,7 @@ from schemas.events import GenerationCancelled, GenerationCompleted, GenerationF
 from schemas.state import ErrorCode
 from services.common.compacted import TopicTable
 from services.common.settings import Settings
+from services.common.streams import stream_app
 from services.metering.core import Metering
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,7 @@ class MeteringService:
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, MeteringService]:
     settings = settings or Settings()
-    brokers = [f"kafka://{host}" for host in settings.bootstrap_servers.split(",")]
-    app = faust.App(f"{settings.topic_prefix}framebus-metering", broker=brokers, store="memory://",
-                    web_enabled=False, producer_acks=-1, consumer_auto_offset_reset="earliest",
-                    broker_commit_interval=0.5, topic_partitions=6, topic_allow_declare=False,
-                    broker_session_timeout=10.0, broker_heartbeat_interval=3.0)
+    app = stream_app("framebus-metering", settings)
     service = MeteringService(app, settings)
     results = app.topic(settings.topic("framebus.results"), key_serializer="raw", value_serializer="raw")
 

@@ -37,6 +37,7 @@ from schemas.topics import REQUEST_TIERS, request_topic
 from schemas.workers import JobDispatched, WorkerAnnounced
 from services.common.compacted import TopicTable, read_all
 from services.common.settings import Settings
+from services.common.streams import stream_app
 from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
@@ -45,6 +46,9 @@ from services.scheduler.core import SchedulerCore, SchedulerOutput
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
 TERMINAL_STATES = {state.value for state in RequestState if state.is_terminal}
+OWN_SOURCE = ("ce_source", records.SOURCE.encode())
+# Status records of live states, recognised without parsing (the scheduler writes two per request).
+LIVE_STATE_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in RequestState if not state.is_terminal)
 
 
 class SchedulerService:
@@ -91,6 +95,8 @@ class SchedulerService:
             self.tenants[event.tenant_id] = event
 
     def _apply_ledger(self, record) -> None:
+        if self.ready.is_set() and OWN_SOURCE in record.headers:
+            return  # our own reservation or release, folded when it was made; skip decoding it again
         self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]
 
     # --- inputs -------------------------------------------------------------------------------
@@ -218,6 +224,8 @@ class FinishedIndex:
         self._records: dict[tuple[str, str], KafkaRecord] = {}
 
     def apply_record(self, record) -> None:
+        if any(mark in record.value for mark in LIVE_STATE_MARKS):
+            return
         data = json.loads(record.value)
         if data.get("state") in TERMINAL_STATES:
             self._records[(data["tenant_id"], data["request_id"])] = KafkaRecord(
@@ -232,16 +240,7 @@ class FinishedIndex:
 
 def create_app(settings: Settings | None = None, config: SchedulerConfig | None = None) -> tuple[faust.App, SchedulerService]:
     settings = settings or Settings()
-    brokers = [f"kafka://{host}" for host in settings.bootstrap_servers.split(",")]
-    app = faust.App(f"{settings.topic_prefix}framebus-scheduler", broker=brokers, store="memory://",
-                    web_enabled=False, producer_acks=-1, consumer_auto_offset_reset="earliest",
-                    broker_commit_interval=0.5, topic_partitions=6, topic_allow_declare=False,
-                    # A killed scheduler's group membership lapses after this; its successor waits that long.
-                    broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
-                    producer_max_request_size=4 * 1024 * 1024,
-                    # Batch what one step publishes into few, large produce requests: the broker shares
-                    # these cores, and a full 16 KiB batch would make the next send wait a round trip.
-                    producer_linger=0.005, producer_max_batch_size=1024 * 1024)
+    app = stream_app("framebus-scheduler", settings)
     config = config or SchedulerConfig(aging_s=settings.scheduler_aging_s,
                                        worker_timeout_s=settings.scheduler_worker_timeout_s)
     service = SchedulerService(app, settings, config)
