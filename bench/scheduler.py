@@ -36,7 +36,9 @@ from infra.process import terminate
 from framebus.client import FramebusClient
 from schemas.codec import decode_event
 from schemas.events import GenerationCompleted
+from schemas.state import RequestState
 from schemas.workers import JobDispatched
+from services.generator.engine import PALETTE
 from services.common.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "scheduler.json"
@@ -170,41 +172,103 @@ def priority(settings: Settings, procs: Processes, trials: int, backlog: int, jo
     procs.start("busy", "worker", "--engine", "null", "--worker-id", "prio-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     waits = []
+    statuses = Statuses(settings)
     with FramebusClient(tenant_id="acme", settings=settings) as client:
+        warm_null_worker(client, statuses, SHAPE, {**SHAPE, "width": 80})
+        bulk = [f"bk-{i}" for i in range(backlog)]
+        during_burst = {}  # interactive requests sent while the batch burst is still being admitted
         for chunk in range(0, backlog, 1000):
-            client.submit_many([{"request_id": f"bk-{i}", "prompt": "bulk", "tier": "batch", **SHAPE}
-                                for i in range(chunk, min(backlog, chunk + 1000))])
-        time.sleep(2)
+            client.submit_many([{"request_id": rid, "prompt": "bulk", "tier": "batch", **SHAPE}
+                                for rid in bulk[chunk:chunk + 1000]])
+            receipt = client.submit({"request_id": f"burst-{chunk}", "prompt": "now", "tier": "interactive",
+                                     **SHAPE, "width": 80})
+            during_burst[receipt.request_id] = receipt.accepted_at
+        statuses.wait_admitted([*bulk, *during_burst], timeout_s=120)  # the scenario: 5,000 queued, the worker busy
+        admission = [(statuses.queued_at[rid] - accepted).total_seconds() for rid, accepted in during_burst.items()]
         for trial in range(trials):
+            time.sleep(random.uniform(0, job_ms / 1000))  # arrive at any point of the running batch
             receipt = client.submit({"request_id": f"urgent-{trial}", "prompt": "now", "tier": "interactive",
                                      **SHAPE, "width": 80})
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                status = client.status(receipt.request_id, timeout_s=5)
-                if status is not None and status.state.is_terminal:
-                    waits.append((status.timings.started_at - receipt.accepted_at).total_seconds())
-                    break
-                time.sleep(0.05)
+            started = statuses.wait_started(receipt.request_id, timeout_s=30)
+            if started is not None:
+                waits.append((started - receipt.accepted_at).total_seconds())
+    statuses.close()
     return {"backlog": backlog, "trials": len(waits), "batch_duration_s": job_ms / 1000,
+            "waits_s": [round(w, 4) for w in waits],
+            "burst_admission_s": [round(a, 4) for a in admission],
             "wait_p50_s": pct(waits, 0.5), "wait_p99_s": pct(waits, 0.99), "bound_s": job_ms / 1000 + 0.1,
             "within_bound": sum(w <= job_ms / 1000 + 0.1 for w in waits)}
+
+
+def warm_null_worker(client: FramebusClient, statuses: Statuses, *shapes: dict) -> None:
+    """Have the null worker encode and store its clip of every colour of these shapes before
+    measuring: a first-seen (shape, colour) costs an ffmpeg run and an upload, which is the
+    null engine warming up, not the scheduler."""
+    ids = []
+    for number, shape in enumerate(shapes):
+        for seed in range(len(PALETTE)):
+            ids.append(f"warm-{number}-{seed}")
+            client.submit({"request_id": ids[-1], "prompt": "warm", "tier": "interactive", **shape, "seed": seed})
+    statuses.wait_terminal(ids, timeout_s=60)
+
+
+class Statuses:
+    """Follows framebus.status from now on with one consumer: polling the SDK's ``status()``
+    (a fresh consumer reading a partition per call) would load the machine it measures."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.tail = Tail(settings, "framebus.status")
+        self.tail.read(lambda got: False, timeout_s=1)  # skip what is there already
+        self.latest: dict[str, object] = {}
+        self.queued_at: dict[str, object] = {}  # when the scheduler admitted each request
+
+    def _poll(self, until, timeout_s: float) -> None:
+        applied = 0  # ``got`` grows in place between calls
+
+        def seen(got: list) -> bool:
+            nonlocal applied
+            for at, status in got[applied:]:
+                self.latest[status.request_id] = status
+                if status.state is RequestState.QUEUED:
+                    self.queued_at[status.request_id] = status.timings.queued_at
+            applied = len(got)
+            return until()
+        self.tail.read(seen, timeout_s)
+
+    def wait_started(self, request_id: str, timeout_s: float):
+        """When the worker started ``request_id`` (its first status that says), or None at the timeout."""
+        self._poll(lambda: getattr(self.latest.get(request_id), "timings", None) is not None
+                   and self.latest[request_id].timings.started_at is not None, timeout_s)
+        status = self.latest.get(request_id)
+        return status.timings.started_at if status is not None else None
+
+    def wait_admitted(self, request_ids: list[str], timeout_s: float) -> None:
+        """Until the scheduler has decided on each (the SDK's own `accepted` does not count)."""
+        self._poll(lambda: all(r in self.latest and self.latest[r].state is not RequestState.ACCEPTED
+                               for r in request_ids), timeout_s)
+
+    def wait_terminal(self, request_ids: list[str], timeout_s: float) -> list:
+        done = lambda: all(r in self.latest and self.latest[r].state.is_terminal for r in request_ids)  # noqa: E731
+        self._poll(done, timeout_s)
+        return [self.latest.get(r) for r in request_ids]
+
+    def close(self) -> None:
+        self.tail.close()
 
 
 def fairness(settings: Settings, procs: Processes, job_ms: int) -> dict:
     procs.start("fair", "worker", "--engine", "null", "--worker-id", "fair-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
+    statuses = Statuses(settings)
     with FramebusClient(tenant_id="tenant-a", settings=settings) as a, \
             FramebusClient(tenant_id="tenant-b", settings=settings) as b:
+        warm_null_worker(a, statuses, SHAPE)
         a.submit_many([{"request_id": f"a-{i}", "prompt": "bulk", "tier": "standard", **SHAPE} for i in range(1000)])
         time.sleep(1)
         b_started = time.time()
         b.submit_many([{"request_id": f"b-{i}", "prompt": "mine", "tier": "standard", **SHAPE} for i in range(10)])
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            done = [b.status(f"b-{i}", timeout_s=5) for i in range(10)]
-            if all(s is not None and s.state.is_terminal for s in done):
-                break
-            time.sleep(0.5)
+        done = statuses.wait_terminal([f"b-{i}" for i in range(10)], timeout_s=120)
+    statuses.close()
     b_finished = max(s.timings.finished_at.timestamp() for s in done)
     own_work = 3 * job_ms / 1000  # 10 requests in batches of 4: three jobs of its own
     return {"b_elapsed_s": b_finished - b_started, "b_own_work_s": own_work,
