@@ -104,7 +104,7 @@ def throughput(settings: Settings, procs: Processes, n: int, workers: int = 2, b
     got = jobs.read(drained, timeout_s=300)
     jobs.close()
     cpu = meters[0].read()
-    times = [t for t, e in got if isinstance(e, JobDispatched) and e.requests[0].request_id.startswith("drain-")]
+    times = [t for t, _ in _jobs_of(got, "drain")]
     drain_s = max(times) - min(times)
     return {"requests": n, "workers": workers, "batch": batch, "slots": slots, **offered,
             "drain_per_s": _dispatched(got, "drain") / drain_s,
@@ -119,8 +119,12 @@ def _submit(settings: Settings, prefix: str, n: int) -> None:
 
 
 def _dispatched(got: list, prefix: str) -> int:
-    return sum(len(e.requests) for _, e in got
-               if isinstance(e, JobDispatched) and e.requests[0].request_id.startswith(f"{prefix}-"))
+    return sum(len(e.requests) for _, e in _jobs_of(got, prefix))
+
+
+def _jobs_of(got: list, prefix: str) -> list:
+    """(arrival, job) pairs of the jobs that carry this run's requests (ids start with ``prefix-``)."""
+    return [(t, e) for t, e in got if isinstance(e, JobDispatched) and e.requests[0].request_id.startswith(f"{prefix}-")]
 
 
 def _submit_and_wait(settings: Settings, prefix: str, n: int) -> dict:
@@ -129,18 +133,16 @@ def _submit_and_wait(settings: Settings, prefix: str, n: int) -> dict:
     _submit(settings, prefix, n)
     submitted = time.time()
     dispatched = jobs.read(lambda got: _dispatched(got, prefix) >= n, timeout_s=300)
-    finished = results.read(lambda got: len({e.request_id for _, e in got if e.request_id.startswith(f"{prefix}-")}) >= n,
-                            timeout_s=300)
+    mine = lambda got: [(t, e) for t, e in got if e.request_id.startswith(f"{prefix}-")]  # noqa: E731
+    finished = mine(results.read(lambda got: len({e.request_id for _, e in mine(got)}) >= n, timeout_s=300))
     jobs.close(), results.close()
-    last_dispatch = max(t for t, e in dispatched if isinstance(e, JobDispatched)
-                        and e.requests[0].request_id.startswith(f"{prefix}-"))
-    ids = [e.request_id for _, e in finished if e.request_id.startswith(f"{prefix}-")]
+    last_dispatch = max(t for t, _ in _jobs_of(dispatched, prefix))
+    ids = [e.request_id for _, e in finished]
     return {"submit_per_s": n / (submitted - started), "dispatch_per_s": n / (last_dispatch - started),
             "end_to_end_per_s": n / (max(t for t, _ in finished) - started),
             "ratio_dispatch_to_submit": (submitted - started) / (last_dispatch - started),
             "lost": n - len(set(ids)), "repeated": len(ids) - len(set(ids)),
-            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished
-                             if e.request_id.startswith(f"{prefix}-"))}
+            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished)}
 
 
 class CpuMeter:

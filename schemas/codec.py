@@ -64,6 +64,11 @@ def _headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     return headers
 
 
+def written_by(headers: Iterable[tuple[str, bytes | None]] | None, source: str) -> bool:
+    """Whether a record's ``ce_source`` is ``source``, without decoding it (a service skipping its own records)."""
+    return ("ce_source", source.encode()) in (headers or ())
+
+
 def encode(envelope: Envelope, *, key: str | None) -> KafkaRecord:
     # Built directly rather than through the SDK's objects: this runs for every record of
     # the pipeline, and the interoperability tests hold it to what the SDK reads and writes.

@@ -21,7 +21,7 @@ import logging
 
 import faust
 
-from schemas.codec import KafkaRecord, decode_event, encode_event
+from schemas.codec import KafkaRecord, decode_event, encode_event, written_by
 from schemas.errors import CodecError
 from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
 from schemas.state import ErrorCode
@@ -32,7 +32,6 @@ from services.metering.core import Metering
 
 log = logging.getLogger(__name__)
 SOURCE = "/framebus/metering"
-SOURCE_HEADER, SOURCE_BYTES = "ce_source", SOURCE.encode()
 BATCH, BATCH_WITHIN_S = 500, 0.02
 DEAD_RESULTS_TOPIC = "framebus.results.dead"
 RESULT_TYPES = (GenerationCompleted, GenerationFailed, GenerationCancelled)
@@ -61,7 +60,7 @@ class MeteringService:
 
     def _apply_ledger(self, record) -> None:
         # Entries this process wrote were folded when written; only a restart needs them again.
-        if self.ready.is_set() and (SOURCE_HEADER, SOURCE_BYTES) in record.headers:
+        if self.ready.is_set() and written_by(record.headers, SOURCE):
             return
         try:
             self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.codec import decode_event, encode_event
+from schemas.codec import decode_event, encode_event, written_by
 from schemas.errors import CodecError
 from schemas.events import (
     BatchCompleted,
@@ -53,7 +53,6 @@ from services.notifier.core import (
 
 log = logging.getLogger(__name__)
 SOURCE = "/framebus/notifier"
-SOURCE_HEADER, SOURCE_BYTES = "ce_source", SOURCE.encode()
 PENDING, ATTEMPTS, DEAD = "framebus.webhooks.pending", "framebus.webhooks.attempts", "framebus.webhooks.dead"
 SECRETS = "framebus.webhooks.secrets"
 
@@ -201,7 +200,7 @@ class Notifier:
         while True:
             for records in (await pending.getmany(timeout_ms=500)).values():
                 for record in records:
-                    if record.value is None or (SOURCE_HEADER, SOURCE_BYTES) in (record.headers or ()):
+                    if record.value is None or written_by(record.headers, SOURCE):
                         continue
                     try:
                         delivery = decode_event(record.headers, record.value).event

@@ -29,7 +29,7 @@ import time
 import faust
 
 from schemas import limits
-from schemas.codec import KafkaRecord, decode, decode_event
+from schemas.codec import KafkaRecord, decode, decode_event, written_by
 from schemas.errors import CodecError
 from schemas.events import CancelRequested, GenerationRequest, TenantUpdated
 from schemas.state import ErrorCode, RequestState, Tier
@@ -46,7 +46,6 @@ from services.scheduler.core import SchedulerCore, SchedulerOutput
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
 TERMINAL_STATES = {state.value for state in RequestState if state.is_terminal}
-OWN_SOURCE = ("ce_source", records.SOURCE.encode())
 # Status records of live states, recognised without parsing (the scheduler writes two per request).
 LIVE_STATE_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in RequestState if not state.is_terminal)
 
@@ -95,7 +94,7 @@ class SchedulerService:
             self.tenants[event.tenant_id] = event
 
     def _apply_ledger(self, record) -> None:
-        if self.ready.is_set() and OWN_SOURCE in record.headers:
+        if self.ready.is_set() and written_by(record.headers, records.SOURCE):
             return  # our own reservation or release, folded when it was made; skip decoding it again
         self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]
 
