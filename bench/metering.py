@@ -8,7 +8,7 @@
    the result's record timestamp to its usage record's (both stamped by producers on this
    machine), p50 and p99.
 
-    python -m bench.metering [--results 20000] [--rate 2000] [--quick]
+    python -m bench.metering [--results 20000] [--rate 5000] [--quick]
 
 Writes bench/results/metering.json and prints a table.
 """
@@ -149,7 +149,7 @@ def lag(settings: Settings, n: int, rate: float) -> dict:
             "lag_p99_s": pct(lags, 0.99)}
 
 
-def main(results_n: int = typer.Option(20000, "--results"), rate: float = typer.Option(2000.0),
+def main(results_n: int = typer.Option(20000, "--results"), rate: float = typer.Option(5000.0),
          quick: bool = typer.Option(False)) -> None:
     n = 2000 if quick else results_n
     out = {}

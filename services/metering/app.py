@@ -2,16 +2,24 @@
 
     framebus metering
 
-Startup: fold framebus.ledger from the beginning until caught up (balances, and which
-requests are settled), then keep following it, then consume framebus.results (consumer
-group ``framebus-metering``). For each worker result not yet settled it writes the usage
-record and the ledger entry through faust's producer and applies the entry to its fold
-at once; faust flushes the producer before committing the result's offset. After a
-crash, results past the last commit are read again and skipped as already settled (the
-fold has their entries), so each request is charged or released exactly once.
+faust hosts the service (worker lifecycle, signals, logging, crash handling); the work
+is one task. Startup: fold framebus.ledger from the beginning until caught up (balances,
+and which requests are settled), then keep following it, then read framebus.results
+(consumer group ``framebus-metering``) in batches of up to ``BATCH`` records. For each
+worker result not yet settled it writes the usage record and the ledger entry and applies
+the entry to its fold at once; when every send of the batch is acknowledged by the
+broker, the batch's offsets are committed. After a crash, results past the last commit
+are read again and skipped as already settled (the fold has their entries), so each
+request is charged or released exactly once.
+
+Why not a faust agent: faust's per-event machinery (message tracking, acks, sensors)
+cost three times what metering one result does, and capped metering at about 3,000
+results/s on this machine; a plain aiokafka consumer with flush-then-commit keeps the
+same guarantee at a fraction of the cost.
 
 A result record that does not decode goes to framebus.results.dead with the reason;
-metering keeps going.
+metering keeps going. A send the broker refuses crashes the service (its fold would be
+ahead of Kafka); the restart refolds the ledger and reads the batch again.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import asyncio
 import logging
 
 import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError
 
 from schemas.codec import KafkaRecord, decode_event, encode_event, written_by
 from schemas.errors import CodecError
@@ -32,31 +42,61 @@ from services.metering.core import Metering
 
 log = logging.getLogger(__name__)
 SOURCE = "/framebus/metering"
-BATCH, BATCH_WITHIN_S = 500, 0.02
+BATCH = 2000
 DEAD_RESULTS_TOPIC = "framebus.results.dead"
 RESULT_TYPES = (GenerationCompleted, GenerationFailed, GenerationCancelled)
 
 
 class MeteringService:
-    def __init__(self, app: faust.App, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.core = Metering()
         self.ready = asyncio.Event()
-        self._ledger: TopicTable | None = None
         self.metered = 0
         self.dead = 0
+        self._topics = {name: settings.topic(name)
+                        for name in ("framebus.usage", "framebus.ledger", DEAD_RESULTS_TOPIC)}
 
-    async def start(self) -> None:
-        self._ledger = TopicTable(self.settings.bootstrap_servers, self.settings.topic("framebus.ledger"),
-                                  self._apply_ledger)
-        await self._ledger.start(catch_up_timeout_s=300)
+    async def run(self) -> None:
+        bootstrap = self.settings.bootstrap_servers
+        ledger = TopicTable(bootstrap, self.settings.topic("framebus.ledger"), self._apply_ledger)
+        await ledger.start(catch_up_timeout_s=300)
         log.info("metering folded the ledger: %d tenants", len(self.core.balances.tenants()))
-        self.ready.set()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                    linger_ms=5, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024)
+        consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), bootstrap_servers=bootstrap,
+                                    group_id=f"{self.settings.topic_prefix}framebus-metering",
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    max_partition_fetch_bytes=4 * 1024 * 1024,
+                                    # A killed instance's partitions move on after this.
+                                    session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        try:
+            await producer.start()
+            await consumer.start()
+            self.ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+                if batches:
+                    await self._settle(batches, producer, consumer)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await ledger.stop()
 
-    async def stop(self) -> None:
-        if self._ledger is not None:
-            await self._ledger.stop()
+    async def _settle(self, batches, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+        sent = []
+        for records in batches.values():
+            for record in records:
+                for topic, out in self.meter(record):
+                    sent.append(await producer.send(self._topics[topic], out.value, out.key, headers=out.headers))
+        # Every entry is on the broker before its result's offset is committed; a refused send
+        # raises here and crashes the service before the commit.
+        await asyncio.gather(*sent)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:  # a rebalance took the partitions: their new owner skips settled ones
+            log.warning("metering could not commit after a rebalance (results are read again): %s", exc)
 
     def _apply_ledger(self, record) -> None:
         # Entries this process wrote were folded when written; only a restart needs them again.
@@ -67,10 +107,11 @@ class MeteringService:
         except CodecError as exc:  # the ledger is ours; an unreadable entry is logged, never fatal
             log.error("unreadable ledger entry at offset %s: %s", record.offset, exc)
 
-    async def on_result(self, event: faust.EventT) -> None:
-        headers = list(event.headers.items())
+    def meter(self, record) -> list[tuple[str, KafkaRecord]]:
+        """What one results record writes: usage and ledger entries, a dead letter, or nothing."""
+        headers = list(record.headers)
         try:
-            decoded = decode_event(headers, event.value)
+            decoded = decode_event(headers, record.value)
             result = decoded.event
             if not isinstance(result, RESULT_TYPES):
                 raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
@@ -79,42 +120,30 @@ class MeteringService:
             self.dead += 1
             # Where it came from: after a crash the same record may be dead-lettered again, and
             # readers drop copies by this position.
-            message = event.message
             extra = [("framebus-dead-reason", str(exc.reason).encode()),
                      ("framebus-dead-detail", exc.detail[:2000].encode()),
-                     ("framebus-dead-source", f"{message.topic}/{message.partition}/{message.offset}".encode())]
-            await self._send(DEAD_RESULTS_TOPIC, KafkaRecord(event.key, event.value or b"", [*headers, *extra]))
-            return
+                     ("framebus-dead-source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
+            return [(DEAD_RESULTS_TOPIC, KafkaRecord(record.key, record.value or b"", [*headers, *extra]))]
         metered = self.core.result(result, decoded.envelope.source)
-        for usage in metered.usage:
-            await self._send("framebus.usage", encode_event(usage, source=SOURCE,
-                                                            event_id=f"usage:{usage.tenant_id}/{usage.request_id}"))
-        for entry in metered.ledger:
-            await self._send("framebus.ledger", encode_event(entry, source=SOURCE, event_id=entry.entry_id))
+        out = [("framebus.usage", encode_event(usage, source=SOURCE, event_id=f"usage:{usage.tenant_id}/{usage.request_id}"))
+               for usage in metered.usage]
+        out += [("framebus.ledger", encode_event(entry, source=SOURCE, event_id=entry.entry_id))
+                for entry in metered.ledger]
         if metered.ledger:
             self.metered += 1
-
-    async def _send(self, topic: str, record: KafkaRecord) -> None:
-        await self.app.producer.send(self.settings.topic(topic), record.key, record.value, None, None, record.headers)
+        return out
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, MeteringService]:
     settings = settings or Settings()
-    app = stream_app("framebus-metering", settings)
-    service = MeteringService(app, settings)
-    results = app.topic(settings.topic("framebus.results"), key_serializer="raw", value_serializer="raw")
+    # Not "framebus-metering": that is the results consumer group, and faust's own (idle) consumer
+    # would join it with another assignment protocol.
+    app = stream_app("framebus-metering-app", settings)
+    service = MeteringService(settings)
 
     @app.task
-    async def fold_ledger() -> None:
-        await service.start()
-
-    @app.agent(results, name="meter")
-    async def meter(stream):
-        await service.ready.wait()
-        # In batches: faust's per-event machinery costs more than metering one result does.
-        async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
-            for event in events:
-                await service.on_result(event)
+    async def meter() -> None:
+        await service.run()
 
     return app, service
 
