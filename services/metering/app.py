@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -52,6 +53,8 @@ class MeteringService:
         self.settings = settings
         self.core = Metering()
         self.ready = asyncio.Event()
+        # Per instance: another metering instance's entries must be folded, only our own skipped.
+        self.source = f"{SOURCE}/{uuid.uuid4().hex[:12]}"
         self.metered = 0
         self.dead = 0
         self._topics = {name: settings.topic(name)
@@ -100,7 +103,7 @@ class MeteringService:
 
     def _apply_ledger(self, record) -> None:
         # Entries this process wrote were folded when written; only a restart needs them again.
-        if self.ready.is_set() and written_by(record.headers, SOURCE):
+        if self.ready.is_set() and written_by(record.headers, self.source):
             return
         try:
             self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]
@@ -125,9 +128,9 @@ class MeteringService:
                      ("framebus-dead-source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
             return [(DEAD_RESULTS_TOPIC, KafkaRecord(record.key, record.value or b"", [*headers, *extra]))]
         metered = self.core.result(result, decoded.envelope.source)
-        out = [("framebus.usage", encode_event(usage, source=SOURCE, event_id=f"usage:{usage.tenant_id}/{usage.request_id}"))
+        out = [("framebus.usage", encode_event(usage, source=self.source, event_id=f"usage:{usage.tenant_id}/{usage.request_id}"))
                for usage in metered.usage]
-        out += [("framebus.ledger", encode_event(entry, source=SOURCE, event_id=entry.entry_id))
+        out += [("framebus.ledger", encode_event(entry, source=self.source, event_id=entry.entry_id))
                 for entry in metered.ledger]
         if metered.ledger:
             self.metered += 1

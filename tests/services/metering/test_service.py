@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import signal
 import subprocess
+import threading
 import time
 from decimal import Decimal
 
@@ -126,3 +127,53 @@ def test_kill_9_mid_run_settles_every_request_exactly_once(provisioned_settings:
     assert {r.value for r in dead} == {b"{broken"}
     assert len({dict(r.headers)["framebus-dead-source"] for r in dead}) == 1
     assert dict(dead[0].headers)["framebus-dead-reason"]
+
+
+def test_two_instances_share_the_results_and_one_survives_the_others_kill(provisioned_settings: Settings,
+                                                                          start_metering):
+    """Metering scales out by consumer group: two instances split the partitions; when one is
+    killed its partitions move to the other, which settles the rest, each request once."""
+    settings = provisioned_settings
+    producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=20)
+    reqs = [request(number, tenant=TENANTS[number % 3]) for number in range(1500)]
+    for req in reqs:
+        record = encode_event(reservation(req, req.quote()), source="/framebus/scheduler")
+        producer.send(settings.topic("framebus.ledger"), key=record.key, value=record.value, headers=record.headers)
+    producer.flush()
+    first, _second = start_metering(), start_metering()
+    time.sleep(8.0)  # both have joined the group and split the partitions
+
+    def publish() -> None:  # paced over about 3 s, so the kill lands mid-run
+        for start in range(0, len(reqs), 50):
+            for req in reqs[start:start + 50]:
+                record = encode_event(completed(req), source="/framebus/worker")
+                producer.send(settings.topic("framebus.results"), key=record.key, value=record.value,
+                              headers=record.headers)
+            producer.flush()
+            time.sleep(0.1)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    assert eventually(lambda: ledger_records(settings) - 1500 >= 200, timeout_s=120, interval_s=0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    at_kill = ledger_records(settings) - 1500
+    publisher.join()
+    assert at_kill < 1500, "the kill landed mid-run"
+    assert eventually(lambda: len({(e.tenant_id, e.request_id) for e in settlements(settings)}) >= 1500,
+                      timeout_s=120, interval_s=1.0)
+    time.sleep(1.0)
+    by_request = collections.defaultdict(set)
+    for entry in settlements(settings):
+        by_request[(entry.tenant_id, entry.request_id)].add(entry.entry_id)
+    assert len(by_request) == 1500 and all(len(ids) == 1 for ids in by_request.values())
+    writers = {dict(r.headers)["ce_source"] for r in read_all(settings, "framebus.ledger")
+               if dict(r.headers)["ce_source"].startswith(b"/framebus/metering/")}
+    assert len(writers) == 2, "both instances settled a share"
+    for tenant in TENANTS:
+        held = balances(settings, tenant).of(tenant)
+        assert held.reserved == 0
+        assert held.charged == sum(Decimal(repr(r.quote())) for r in reqs if r.tenant_id == tenant)
+    # A usage record may repeat after the kill, always under the same CloudEvents id (consumers dedupe on it).
+    usage_ids = {dict(r.headers)["ce_id"] for r in read_all(settings, "framebus.usage")}
+    assert len(usage_ids) == 1500
