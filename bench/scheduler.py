@@ -18,6 +18,8 @@ Writes bench/results/scheduler.json and prints tables.
 
 from __future__ import annotations
 
+import collections
+
 import json
 import random
 import statistics
@@ -142,7 +144,14 @@ def _submit_and_wait(settings: Settings, prefix: str, n: int) -> dict:
             "end_to_end_per_s": n / (max(t for t, _ in finished) - started),
             "ratio_dispatch_to_submit": (submitted - started) / (last_dispatch - started),
             "lost": n - len(set(ids)), "repeated": len(ids) - len(set(ids)),
-            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished)}
+            "completed": sum(isinstance(e, GenerationCompleted) for _, e in finished),
+            "not_completed": dict(collections.Counter(_outcome(e) for _, e in finished
+                                                      if not isinstance(e, GenerationCompleted)))}
+
+
+def _outcome(result) -> str:
+    error = getattr(result, "error", None)
+    return f"{result.outcome}:{error.code.value}" if error is not None else str(result.outcome)
 
 
 class CpuMeter:

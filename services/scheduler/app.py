@@ -2,17 +2,28 @@
 
     framebus scheduler
 
-Startup: read framebus.scheduler.backlog (what was live at the last stop), follow
-framebus.tenants, framebus.ledger and framebus.status from the beginning until caught
-up, follow framebus.workers from its end (announcements are live state; workers
-re-announce every heartbeat), restore the core, then consume requests, cancels and
-results (consumer group ``framebus-scheduler``) and run a scheduling step every few ms.
+faust hosts the service (worker lifecycle, signals, logging, crash handling); the work
+is one task. Startup: read framebus.scheduler.backlog (what was live at the last stop),
+follow framebus.tenants, framebus.ledger and framebus.status from the beginning until
+caught up, follow framebus.workers from its end (announcements are live state; workers
+re-announce every heartbeat), restore the core, then read requests, cancels and results
+(consumer group ``framebus-scheduler``) and run a scheduling step every few ms.
 
-Delivery: every record a decision produces is handed to faust's producer while the
-input event is processed; faust flushes the producer before it commits input offsets,
-so the backlog record of a request is on Kafka before its input offset is committed.
-A crash replays uncommitted input; replays find their request in the backlog or
-finished on framebus.status and are dropped as duplicates.
+Lanes: one consumer, read by four loops over its partitions: interactive requests and
+cancels, standard requests, batch requests, results. Each lane takes small batches, so an
+interactive request is never read behind thousands of batch records that arrived in a
+burst (a faust agent per tier still shared one consumer and its buffers: measured up to
+1.2 s late), and a lane never holds the event loop for long.
+
+Delivery: a lane commits a batch's input offsets only after the broker acknowledged
+every record its decisions produced, so the backlog record of a request is on Kafka
+before its input offset is committed. A crash replays uncommitted input; replays find
+their request in the backlog or finished on framebus.status and are dropped as
+duplicates. A send the broker refuses crashes the service: its memory would be ahead
+of Kafka, and the restart rebuilds it from Kafka.
+
+Why not faust agents: faust's per-event machinery and its consumer thread cost about a
+third of the scheduler's CPU per request (py-spy, draining a backlog).
 
 One scheduler instance is active at a time (it owns every worker's credit); run a
 second one only as a standby.
@@ -25,8 +36,12 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord
 
 from schemas import limits
 from schemas.codec import KafkaRecord, decode, decode_event, written_by
@@ -45,14 +60,15 @@ from services.scheduler.core import SchedulerCore, SchedulerOutput
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
+# Records a lane takes at once: small enough that no lane holds the event loop for long.
+LANE_BATCH = {"interactive": 100, "standard": 200, "batch": 200, "results": 500}
 TERMINAL_STATES = {state.value for state in RequestState if state.is_terminal}
 # Status records of live states, recognised without parsing (the scheduler writes two per request).
 LIVE_STATE_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in RequestState if not state.is_terminal)
 
 
 class SchedulerService:
-    def __init__(self, app: faust.App, settings: Settings, config: SchedulerConfig) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, config: SchedulerConfig) -> None:
         self.settings = settings
         self.config = config
         self.tenants: dict[str, TenantUpdated] = {}
@@ -60,19 +76,86 @@ class SchedulerService:
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.ready = asyncio.Event()
         self._tables: list[TopicTable] = []
+        self._producer: AIOKafkaProducer | None = None
+        self._refused: BaseException | None = None  # a send the broker refused: fatal
         self.rejected = 0
         self.admission_context = {"webhook_http_hosts": settings.webhook_http_hosts}  # plain-http webhooks allowed
 
+    # --- running ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        bootstrap = self.settings.bootstrap_servers
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                          linger_ms=5, max_batch_size=1024 * 1024,
+                                          max_request_size=4 * 1024 * 1024)
+        consumer = AIOKafkaConsumer(*(self.settings.topic(name) for lane in self._lanes().values() for name in lane[0]),
+                                    bootstrap_servers=bootstrap,
+                                    group_id=f"{self.settings.topic_prefix}framebus-scheduler",
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    # A killed scheduler's partitions move on after this.
+                                    session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        loops: list[asyncio.Task] = []
+        try:
+            await self._producer.start()
+            await self.restore()
+            await consumer.start()
+            loops = [asyncio.create_task(self._lane(consumer, name, topics, handler), name=f"lane:{name}")
+                     for name, (topics, handler) in self._lanes().items()]
+            loops.append(asyncio.create_task(self._steps(), name="steps"))
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a lane or the step loop failed: raise it, faust crashes the worker
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await consumer.stop()
+            await self.stop()
+            await self._producer.stop()
+
+    def _lanes(self) -> dict[str, tuple[tuple[str, ...], Callable]]:
+        return {"interactive": ((request_topic("interactive"), "framebus.control"), self.on_input),
+                "standard": ((request_topic("standard"),), self.on_input),
+                "batch": ((request_topic("batch"),), self.on_input),
+                "results": (("framebus.results",), self.on_result)}
+
+    async def _lane(self, consumer: AIOKafkaConsumer, name: str, topics: tuple[str, ...], handler) -> None:
+        topics = {self.settings.topic(t) for t in topics}
+        while True:
+            mine = [tp for tp in consumer.assignment() if tp.topic in topics]
+            if not mine:  # not assigned yet, or a rebalance moved them away
+                await asyncio.sleep(0.1)
+                continue
+            batches = await consumer.getmany(*mine, timeout_ms=200, max_records=LANE_BATCH[name])
+            if not batches:
+                continue
+            sent: list[asyncio.Future] = []
+            for records_of_tp in batches.values():
+                for record in records_of_tp:
+                    await handler(record, sent)
+            await asyncio.gather(*sent)  # every record these decisions produced is on the broker
+            offsets = {tp: records_of_tp[-1].offset + 1 for tp, records_of_tp in batches.items()}
+            try:
+                await consumer.commit(offsets)
+            except CommitFailedError as exc:  # a rebalance took them; the new owner drops the replays as duplicates
+                log.warning("scheduler lane %s could not commit after a rebalance: %s", name, exc)
+
+    async def _steps(self) -> None:
+        while True:
+            await asyncio.sleep(STEP_INTERVAL_S)
+            if self._refused is not None:
+                raise self._refused
+            await self.publish(self.core.step(time.time()), [])
+
     # --- startup --------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def restore(self) -> None:
         bootstrap = self.settings.bootstrap_servers
         backlog = await asyncio.to_thread(read_all, bootstrap, self.settings.topic(BACKLOG_TOPIC), timeout_s=60)
         self._tables = [
             TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant),
             TopicTable(bootstrap, self.settings.topic("framebus.ledger"), self._apply_ledger),
             TopicTable(bootstrap, self.settings.topic("framebus.status"), self.finished.apply_record),
-            # Announcements free slots: read them apart from faust's consumer, where they would
-            # queue behind thousands of buffered requests and results (measured: 1.5 s late).
+            # Announcements free slots: a consumer of their own, so they never queue behind
+            # thousands of buffered requests and results (measured: 1.5 s late).
             TopicTable(bootstrap, self.settings.topic("framebus.workers"), self._apply_worker, from_end=True),
         ]
         for table in self._tables:
@@ -99,85 +182,96 @@ class SchedulerService:
         self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]
 
     # --- inputs -------------------------------------------------------------------------------
-    async def on_request(self, event: faust.EventT) -> None:
-        headers = list(event.headers.items())
+    async def on_input(self, record: ConsumerRecord, sent: list) -> None:
+        if record.topic == self.settings.topic("framebus.control"):
+            await self.on_control(record, sent)
+        else:
+            await self.on_request(record, sent)
+
+    async def on_request(self, record: ConsumerRecord, sent: list) -> None:
+        headers = list(record.headers)
         try:
-            decoded = decode_event(headers, event.value, context=self.admission_context).event
+            decoded = decode_event(headers, record.value, context=self.admission_context).event
             if not isinstance(decoded, GenerationRequest):
                 raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
                                  f"request topics carry framebus.generation.requested, not {decoded.event_type}")
-            topic_tier = _tier_of(event.message.topic, self.settings.topic_prefix)
+            topic_tier = _tier_of(record.topic, self.settings.topic_prefix)
             if topic_tier is not None and decoded.tier is not topic_tier:
                 raise CodecError(ErrorCode.INVALID_REQUEST,
                                  f"`tier` is {decoded.tier.value} but the record is on the {topic_tier.value} topic")
         except CodecError as exc:
-            await self._reject(event, headers, exc)
+            await self._reject(record, headers, exc, sent)
             return
         out = self.core.submit(decoded, time.time())
         if any(t.code is ErrorCode.UNKNOWN_TENANT for t in out.terminal):  # a bad record, not just a refusal
-            await self._send(records.rejected(event.key, event.value, headers, ErrorCode.UNKNOWN_TENANT.value,
-                                              out.terminal[0].message))
-        await self.publish(out)
+            await self._send(records.rejected(record.key, record.value, headers, ErrorCode.UNKNOWN_TENANT.value,
+                                              out.terminal[0].message), sent)
+        await self.publish(out, sent)
 
-    async def on_control(self, event: faust.EventT) -> None:
-        decoded = _readable(event, "control record")
+    async def on_control(self, record: ConsumerRecord, sent: list) -> None:
+        decoded = _readable(record, "control record")
         if isinstance(decoded, CancelRequested):
-            await self.publish(self.core.cancel(decoded, time.time()))
+            await self.publish(self.core.cancel(decoded, time.time()), sent)
 
     def _apply_worker(self, record) -> None:
         event = decode_event(record.headers, record.value).event
         if isinstance(event, WorkerAnnounced):
             self.core.worker_announced(event, time.time())
 
-    async def on_result(self, event: faust.EventT) -> None:
+    async def on_result(self, record: ConsumerRecord, sent: list) -> None:
         # Only the ids matter here, and results come from our own pipeline: read the
         # envelope, skip full model validation (metering validates what it bills).
         try:
-            data = decode(list(event.headers.items()), event.value).data
+            data = decode(list(record.headers), record.value).data
             tenant_id, request_id = data["tenant_id"], data["request_id"]
         except (CodecError, KeyError) as exc:
             log.warning("skipped an unreadable result: %s", exc)
             return
         self.core.request_finished(tenant_id, request_id)
-        await self._send(records.tombstone(tenant_id, request_id))
-
-    async def tick(self) -> None:
-        await self.publish(self.core.step(time.time()))
+        await self._send(records.tombstone(tenant_id, request_id), sent)
 
     # --- outputs --------------------------------------------------------------------------------
-    async def publish(self, out: SchedulerOutput) -> None:
+    async def publish(self, out: SchedulerOutput, sent: list) -> None:
         if not out:
             return
         for pair in records.for_output(out):
-            await self._send(pair)
+            await self._send(pair, sent)
         for duplicate in out.duplicates:  # re-publish its state, so whoever resubmitted sees it
             known = self.finished.record(duplicate.tenant_id, duplicate.request_id)
             if known is not None:
-                await self._send(("framebus.status", known))
+                await self._send(("framebus.status", known), sent)
             else:
-                await self._send(records.status(duplicate, self.core.state_of(duplicate)))
+                await self._send(records.status(duplicate, self.core.state_of(duplicate)), sent)
 
-    async def _reject(self, event: faust.EventT, headers: list[tuple[str, bytes]], exc: CodecError) -> None:
+    async def _reject(self, record: ConsumerRecord, headers: list[tuple[str, bytes]], exc: CodecError,
+                      sent: list) -> None:
         self.rejected += 1
-        await self._send(records.rejected(event.key, event.value, headers, str(exc.reason), exc.detail))
-        known = _tenant_and_request(event.value)
+        await self._send(records.rejected(record.key, record.value, headers, str(exc.reason), exc.detail), sent)
+        known = _tenant_and_request(record.value)
         if known is not None:
-            tier = _tier_of(event.message.topic, self.settings.topic_prefix) or Tier.STANDARD
+            tier = _tier_of(record.topic, self.settings.topic_prefix) or Tier.STANDARD
             for pair in records.failed_for_unreadable(*known, tier, str(exc.reason), exc.detail):
-                await self._send(pair)
+                await self._send(pair, sent)
 
-    async def _send(self, pair: tuple[str, KafkaRecord]) -> None:
+    async def _send(self, pair: tuple[str, KafkaRecord], sent: list) -> None:
+        """Hand a record to the producer; its delivery future joins ``sent``. No value = a tombstone."""
+        assert self._producer is not None
         name, record = pair
-        # Straight to faust's producer (the one it flushes before committing offsets),
-        # skipping the per-record channel machinery of Topic.send. No value = a tombstone.
-        await self.app.producer.send(self.settings.topic(name), record.key, record.value or None, None, None,
-                                     record.headers)
+        future = await self._producer.send(self.settings.topic(name), record.value or None, record.key,
+                                           headers=record.headers)
+        future.add_done_callback(self._delivered)
+        sent.append(future)
+
+    def _delivered(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None and self._refused is None:
+            log.critical("the broker refused a scheduler record; stopping: %s", future.exception())
+            self._refused = future.exception()
 
 
-def _readable(event: faust.EventT, what: str):
+def _readable(record: ConsumerRecord, what: str):
     """The event in a record of our own services' topics, or None (logged) if it does not decode."""
     try:
-        return decode_event(list(event.headers.items()), event.value).event
+        return decode_event(list(record.headers), record.value).event
     except CodecError as exc:
         log.warning("skipped an unreadable %s: %s", what, exc)
         return None
@@ -239,50 +333,16 @@ class FinishedIndex:
 
 def create_app(settings: Settings | None = None, config: SchedulerConfig | None = None) -> tuple[faust.App, SchedulerService]:
     settings = settings or Settings()
-    app = stream_app("framebus-scheduler", settings)
+    # Not "framebus-scheduler": that is the input consumer group, and faust's own (idle)
+    # consumer would join it with another assignment protocol.
+    app = stream_app("framebus-scheduler-app", settings)
     config = config or SchedulerConfig(aging_s=settings.scheduler_aging_s,
                                        worker_timeout_s=settings.scheduler_worker_timeout_s)
-    service = SchedulerService(app, settings, config)
-
-    def raw(*names: str) -> faust.TopicT:
-        return app.topic(*(settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw")
+    service = SchedulerService(settings, config)
 
     @app.task
-    async def restore() -> None:
-        await service.start()
-
-    async def when_ready() -> None:
-        await service.ready.wait()
-
-    # One agent per tier: each has its own stream buffer, so an interactive record is
-    # never read behind thousands of batch records that arrived in a burst.
-    def admit_agent(tier: str) -> None:
-        async def admit(stream):
-            await when_ready()
-            async for event in stream.events():
-                await service.on_request(event)
-
-        app.agent(raw(request_topic(tier)), name=f"admit-{tier}")(admit)
-
-    for tier in REQUEST_TIERS:
-        admit_agent(tier)
-
-    @app.agent(raw("framebus.control"), name="control")
-    async def control(stream):
-        await when_ready()
-        async for event in stream.events():
-            await service.on_control(event)
-
-    @app.agent(raw("framebus.results"), name="results")
-    async def results(stream):
-        await when_ready()
-        async for event in stream.events():
-            await service.on_result(event)
-
-    @app.timer(STEP_INTERVAL_S)
-    async def step() -> None:
-        if service.ready.is_set():
-            await service.tick()
+    async def schedule() -> None:
+        await service.run()
 
     return app, service
 
