@@ -56,20 +56,27 @@ def completed(number: int, run: str) -> tuple[GenerationRequest, GenerationCompl
                                     usage=Usage(tokens=req.quote(), gpu_seconds=0.5, machine="cpu"))
 
 
-def publish(settings: Settings, n: int, run: str, *, rate: float | None = None) -> None:
+def publish(settings: Settings, n: int, run: str, *, rate: float | None = None) -> float:
+    """Reservations first, then the results (encoded beforehand, so that pacing them costs
+    little CPU), at ``rate`` per second if given. Returns the rate achieved."""
     producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=10, batch_size=256 * 1024)
-    started = time.monotonic()
+    results = []
     for number in range(n):
         req, result = completed(number, run)
         held = encode_event(reservation(req, req.quote()), source="/framebus/scheduler")
         producer.send(settings.topic("framebus.ledger"), key=held.key, value=held.value, headers=held.headers)
-        record = encode_event(result, source="/framebus/worker")
-        producer.send(settings.topic("framebus.results"), key=record.key, value=record.value, headers=record.headers)
+        results.append(encode_event(result, source="/framebus/worker"))
+    producer.flush()
+    topic = settings.topic("framebus.results")
+    started = time.monotonic()
+    for number, record in enumerate(results):
+        producer.send(topic, key=record.key, value=record.value, headers=record.headers)
         if rate is not None and number % 50 == 0:
             ahead = number / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
     producer.flush()
+    return n / (time.monotonic() - started)
 
 
 class EndOffsets:
@@ -132,7 +139,7 @@ def lag(settings: Settings, n: int, rate: float) -> dict:
     results = KafkaConsumer(settings.topic("framebus.results"), bootstrap_servers=settings.bootstrap_servers,
                             group_id=None, enable_auto_commit=False, auto_offset_reset="latest")
     results.poll(timeout_ms=1000)
-    publish(settings, n, "lag", rate=rate)
+    achieved = publish(settings, n, "lag", rate=rate)
     produced: dict[str, int] = {}
     recorded: dict[str, int] = {}
     deadline = time.monotonic() + 120
@@ -145,7 +152,7 @@ def lag(settings: Settings, n: int, rate: float) -> dict:
                 recorded[json.loads(record.value)["request_id"]] = record.timestamp
     usage.close(), results.close()
     lags = [(recorded[rid] - at) / 1000 for rid, at in produced.items() if rid in recorded]
-    return {"results": n, "rate_per_s": rate, "recorded": len(lags), "lag_p50_s": pct(lags, 0.5),
+    return {"results": n, "rate_per_s": rate, "achieved_rate_per_s": achieved, "recorded": len(lags), "lag_p50_s": pct(lags, 0.5),
             "lag_p99_s": pct(lags, 0.99)}
 
 
@@ -165,7 +172,8 @@ def main(results_n: int = typer.Option(20000, "--results"), rate: float = typer.
     table.add_row(f"settled per second ({tp['results']:,} results backlog)", f"{tp['settled_per_s']:,.0f}")
     table.add_row("bare kafka-python read of the same topic", f"{tp['raw_consumer_per_s']:,.0f} /s")
     table.add_row("ratio to the bare read", f"{tp['ratio_to_raw_read']:.2f}")
-    table.add_row(f"lag result -> usage record at {lg['rate_per_s']:,.0f}/s, p50", f"{lg['lag_p50_s'] * 1000:,.0f} ms")
+    table.add_row(f"lag result -> usage record at {lg['rate_per_s']:,.0f}/s "
+                  f"({lg['achieved_rate_per_s']:,.0f}/s achieved), p50", f"{lg['lag_p50_s'] * 1000:,.0f} ms")
     table.add_row("lag p99", f"{lg['lag_p99_s'] * 1000:,.0f} ms")
     table.add_row("usage records seen", f"{lg['recorded']:,} of {lg['results']:,}")
     console.print(table)
