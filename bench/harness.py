@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from services.gateway.tenants import TenantAdmin
 @contextlib.contextmanager
 def private_stack(tmp: Path, **overrides) -> Iterator[Settings]:
     """Kafka and S3 of its own on free ports (never the user's `framebus up` stack), provisioned."""
+    _exit_on_sigterm()
     settings = Settings(kafka_bootstrap=None, s3_endpoint=None, kafka_port=free_port(),
                         kafka_controller_port=free_port(), s3_port=free_port(), kafka_heap="1g",
                         state_dir=tmp / "state", topic_prefix=f"bench.{uuid.uuid4().hex[:6]}.", **overrides)
@@ -29,6 +32,16 @@ def private_stack(tmp: Path, **overrides) -> Iterator[Settings]:
                                           "s3_endpoint": settings.s3_endpoint_url})
     finally:
         stack.down(purge=True)
+
+
+def _exit_on_sigterm() -> None:
+    """`timeout` and CI stop a bench with SIGTERM: exit through the context managers, so the
+    private broker, S3 server and launched processes are stopped, not orphaned."""
+    def stop(signum, frame) -> None:  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def tenants(settings: Settings, *names: str, tokens: float = 1e9) -> None:

@@ -1,10 +1,17 @@
-"""The faust app settings every framebus stream processor shares (scheduler, metering)."""
+"""What every framebus stream processor shares (scheduler, metering): the faust app that
+hosts it, and committing a processed batch of input."""
 
 from __future__ import annotations
 
+import logging
+
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
@@ -22,3 +29,22 @@ def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
         producer_linger=0.005, producer_max_batch_size=1024 * 1024,
     )
     return faust.App(f"{settings.topic_prefix}{name}", **{**options, **overrides})
+
+
+async def commit_processed(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], what: str) -> None:
+    """Commit the next offsets of a processed batch, for the partitions this consumer still owns.
+
+    A rebalance may take partitions while their batch is processed: their records are read
+    again by the new owner, which drops them as already done (every output is idempotent).
+    """
+    owned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if len(mine) < len(offsets):
+        log.warning("%s: %d partitions moved away before their batch was committed; their new owner reads it again",
+                    what, len(offsets) - len(mine))
+    if not mine:
+        return
+    try:
+        await consumer.commit(mine)
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning("%s could not commit after a rebalance (the batch is read again): %s", what, exc)

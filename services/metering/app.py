@@ -30,7 +30,6 @@ import uuid
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError
 
 from schemas.codec import KafkaRecord, decode_event, encode_event, written_by
 from schemas.errors import CodecError
@@ -38,7 +37,7 @@ from schemas.events import GenerationCancelled, GenerationCompleted, GenerationF
 from schemas.state import ErrorCode
 from services.common.compacted import TopicTable
 from services.common.settings import Settings
-from services.common.streams import stream_app
+from services.common.streams import commit_processed, stream_app
 from services.metering.core import Metering
 
 log = logging.getLogger(__name__)
@@ -95,11 +94,7 @@ class MeteringService:
         # Every entry is on the broker before its result's offset is committed; a refused send
         # raises here and crashes the service before the commit.
         await asyncio.gather(*sent)
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:  # a rebalance took the partitions: their new owner skips settled ones
-            log.warning("metering could not commit after a rebalance (results are read again): %s", exc)
+        await commit_processed(consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}, "metering")
 
     def _apply_ledger(self, record) -> None:
         # Entries this process wrote were folded when written; only a restart needs them again.

@@ -40,7 +40,6 @@ from collections.abc import Callable
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from schemas import limits
@@ -52,7 +51,7 @@ from schemas.topics import REQUEST_TIERS, request_topic
 from schemas.workers import JobDispatched, WorkerAnnounced
 from services.common.compacted import TopicTable, read_all
 from services.common.settings import Settings
-from services.common.streams import stream_app
+from services.common.streams import commit_processed, stream_app
 from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
@@ -72,7 +71,7 @@ class SchedulerService:
         self.settings = settings
         self.config = config
         self.tenants: dict[str, TenantUpdated] = {}
-        self.finished = FinishedIndex()
+        self.finished = FinishedIndex(config.dedupe_window_s)
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.ready = asyncio.Event()
         self._tables: list[TopicTable] = []
@@ -133,18 +132,20 @@ class SchedulerService:
                 for record in records_of_tp:
                     await handler(record, sent)
             await asyncio.gather(*sent)  # every record these decisions produced is on the broker
-            offsets = {tp: records_of_tp[-1].offset + 1 for tp, records_of_tp in batches.items()}
-            try:
-                await consumer.commit(offsets)
-            except CommitFailedError as exc:  # a rebalance took them; the new owner drops the replays as duplicates
-                log.warning("scheduler lane %s could not commit after a rebalance: %s", name, exc)
+            await commit_processed(consumer, {tp: records_of_tp[-1].offset + 1 for tp, records_of_tp in batches.items()},
+                                   f"scheduler lane {name}")
 
     async def _steps(self) -> None:
+        swept_at = time.time()
         while True:
             await asyncio.sleep(STEP_INTERVAL_S)
             if self._refused is not None:
                 raise self._refused
-            await self.publish(self.core.step(time.time()), [])
+            now = time.time()
+            await self.publish(self.core.step(now), [])
+            if now - swept_at > 60.0:  # bound the finished index to the dedupe window
+                self.finished.expire(now)
+                swept_at = now
 
     # --- startup --------------------------------------------------------------------------
     async def restore(self) -> None:
@@ -310,25 +311,38 @@ class FinishedIndex:
     """Requests that ended, from framebus.status: their last status record, kept as it came.
 
     Only terminal records are kept and only their state is parsed, so following the
-    busy status topic stays cheap.
+    busy status topic stays cheap. Records older than the dedupe window (by their Kafka
+    timestamp) are dropped: a resubmission after that is a new request anyway, and the
+    index would otherwise grow with every request ever finished.
     """
 
-    def __init__(self) -> None:
-        self._records: dict[tuple[str, str], KafkaRecord] = {}
+    def __init__(self, window_s: float = float("inf")) -> None:
+        self.window_s = window_s
+        self._records: dict[tuple[str, str], tuple[float, KafkaRecord]] = {}
 
     def apply_record(self, record) -> None:
         if any(mark in record.value for mark in LIVE_STATE_MARKS):
             return
+        written_at = record.timestamp / 1000 if getattr(record, "timestamp", None) else time.time()
+        if time.time() - written_at >= self.window_s:
+            return
         data = json.loads(record.value)
         if data.get("state") in TERMINAL_STATES:
-            self._records[(data["tenant_id"], data["request_id"])] = KafkaRecord(
-                record.key, record.value, list(record.headers))
+            self._records[(data["tenant_id"], data["request_id"])] = (written_at, KafkaRecord(
+                record.key, record.value, list(record.headers)))
+
+    def expire(self, now: float) -> None:
+        self._records = {key: kept for key, kept in self._records.items() if now - kept[0] < self.window_s}
+
+    def __len__(self) -> int:
+        return len(self._records)
 
     def contains(self, tenant_id: str, request_id: str) -> bool:
         return (tenant_id, request_id) in self._records
 
     def record(self, tenant_id: str, request_id: str) -> KafkaRecord | None:
-        return self._records.get((tenant_id, request_id))
+        kept = self._records.get((tenant_id, request_id))
+        return kept[1] if kept is not None else None
 
 
 def create_app(settings: Settings | None = None, config: SchedulerConfig | None = None) -> tuple[faust.App, SchedulerService]:

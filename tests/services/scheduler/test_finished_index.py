@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from schemas.events import ErrorInfo
@@ -31,3 +32,20 @@ def test_only_terminal_statuses_are_kept_and_live_ones_are_skipped_unparsed() ->
     assert not index.contains("acme", "r-live")
     assert index.contains("acme", "r-done") and index.contains("acme", "r-failed")
     assert b'"state":"completed"' in index.record("acme", "r-done").value
+
+
+def test_finished_requests_are_forgotten_after_the_dedupe_window() -> None:
+    index = FinishedIndex(window_s=3600.0)
+    now = time.time()
+    old, recent = req(request_id="r-old"), req(request_id="r-recent")
+    stale = _record(old, RequestState.COMPLETED)
+    stale.timestamp = int((now - 7200) * 1000)  # written two hours ago: outside the window at start
+    index.apply_record(stale)
+    fresh = _record(recent, RequestState.COMPLETED)
+    fresh.timestamp = int(now * 1000)
+    index.apply_record(fresh)
+    assert not index.contains("acme", "r-old") and index.contains("acme", "r-recent")
+    index.expire(now + 1800)
+    assert index.contains("acme", "r-recent")
+    index.expire(now + 3601)  # the window passed while running
+    assert not index.contains("acme", "r-recent") and len(index) == 0
