@@ -115,21 +115,28 @@ class MeteringService:
                 raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
                                  f"framebus.results carries generation results, not {result.event_type}")
         except CodecError as exc:
-            self.dead += 1
-            # Where it came from: after a crash the same record may be dead-lettered again, and
-            # readers drop copies by this position.
-            extra = [("framebus-dead-reason", str(exc.reason).encode()),
-                     ("framebus-dead-detail", exc.detail[:2000].encode()),
-                     ("framebus-dead-source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
-            return [(DEAD_RESULTS_TOPIC, KafkaRecord(record.key, record.value or b"", [*headers, *extra]))]
-        metered = self.core.result(result, decoded.envelope.source)
-        out = [("framebus.usage", encode_event(usage, source=self.source, event_id=f"usage:{usage.tenant_id}/{usage.request_id}"))
-               for usage in metered.usage]
-        out += [("framebus.ledger", encode_event(entry, source=self.source, event_id=entry.entry_id))
-                for entry in metered.ledger]
+            return self._dead_letter(record, headers, str(exc.reason), exc.detail)
+        try:
+            metered = self.core.result(result, decoded.envelope.source)
+            out = [("framebus.usage", encode_event(usage, source=self.source,
+                                                   event_id=f"usage:{usage.tenant_id}/{usage.request_id}"))
+                   for usage in metered.usage]
+            out += [("framebus.ledger", encode_event(entry, source=self.source, event_id=entry.entry_id))
+                    for entry in metered.ledger]
+        except Exception as exc:  # noqa: BLE001 - a bug met by one result must not stop metering for all
+            log.exception("metering failed on the result at %s/%s/%s", record.topic, record.partition, record.offset)
+            return self._dead_letter(record, headers, ErrorCode.INTERNAL_ERROR.value, f"metering failed: {exc!r}")
         if metered.ledger:
             self.metered += 1
         return out
+
+    def _dead_letter(self, record, headers: list, reason: str, detail: str) -> list[tuple[str, KafkaRecord]]:
+        self.dead += 1
+        # Where it came from: after a crash the same record may be dead-lettered again, and
+        # readers drop copies by this position.
+        extra = [("framebus-dead-reason", reason.encode()), ("framebus-dead-detail", detail[:2000].encode()),
+                 ("framebus-dead-source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
+        return [(DEAD_RESULTS_TOPIC, KafkaRecord(record.key, record.value or b"", [*headers, *extra]))]
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, MeteringService]:

@@ -203,7 +203,13 @@ class SchedulerService:
         except CodecError as exc:
             await self._reject(record, headers, exc, sent)
             return
-        out = self.core.submit(decoded, time.time())
+        try:
+            out = self.core.submit(decoded, time.time())
+        except Exception as exc:  # noqa: BLE001 - a bug met by one request must not stop the scheduler for all
+            log.exception("the scheduler failed on request %s/%s", decoded.tenant_id, decoded.request_id)
+            await self._reject(record, headers, CodecError(ErrorCode.INTERNAL_ERROR.value,
+                                                           f"the scheduler failed on this request: {exc!r}"), sent)
+            return
         if any(t.code is ErrorCode.UNKNOWN_TENANT for t in out.terminal):  # a bad record, not just a refusal
             await self._send(records.rejected(record.key, record.value, headers, ErrorCode.UNKNOWN_TENANT.value,
                                               out.terminal[0].message), sent)
