@@ -25,8 +25,9 @@ of Kafka, and the restart rebuilds it from Kafka.
 Why not faust agents: faust's per-event machinery and its consumer thread cost about a
 third of the scheduler's CPU per request (py-spy, draining a backlog).
 
-One scheduler instance is active at a time (it owns every worker's credit); run a
-second one only as a standby.
+One scheduler is active at a time (it owns every worker's credit): the one holding
+the lease (``lease.py``). Others started beside it wait as standbys and take over
+when it stops or dies.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from services.common.streams import commit_processed, stream_app
 from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
+from services.scheduler.lease import LEASE_TOPIC, SchedulerLease
 from services.scheduler.core import SchedulerCore, SchedulerOutput
 
 log = logging.getLogger(__name__)
@@ -92,14 +94,19 @@ class SchedulerService:
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     # A killed scheduler's partitions move on after this.
                                     session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        lease = SchedulerLease(bootstrap, self.settings.topic(LEASE_TOPIC),
+                               f"{self.settings.topic_prefix}framebus-scheduler-leader")
         loops: list[asyncio.Task] = []
         try:
+            await lease.acquire()  # a second scheduler waits here as a standby
+            log.info("scheduler is active")
             await self._producer.start()
             await self.restore()
             await consumer.start()
             loops = [asyncio.create_task(self._lane(consumer, name, topics, handler), name=f"lane:{name}")
                      for name, (topics, handler) in self._lanes().items()]
             loops.append(asyncio.create_task(self._steps(), name="steps"))
+            loops.append(asyncio.create_task(lease.hold(), name="lease"))
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # a lane or the step loop failed: raise it, faust crashes the worker
@@ -110,6 +117,7 @@ class SchedulerService:
             await consumer.stop()
             await self.stop()
             await self._producer.stop()
+            await lease.release()  # last: a standby restores only what this one has written
 
     def _lanes(self) -> dict[str, tuple[tuple[str, ...], Callable]]:
         return {"interactive": ((request_topic("interactive"), "framebus.control"), self.on_input),

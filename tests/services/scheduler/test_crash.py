@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 
 from schemas.events import GenerationCompleted
+from services.common.children import launch
+from tests.waiting import eventually
 from tests.services.scheduler.conftest import Pipeline
 from tests.services.scheduler.test_pipeline import request
 
@@ -55,3 +57,23 @@ def test_a_lost_workers_unfinished_requests_run_elsewhere_once(pipeline: Pipelin
     outcomes = _outcomes(pipeline, expected=4)
     assert sorted(outcomes) == [f"req-{n}" for n in range(4)], pipeline.log("scheduler.log")
     assert all(len(r) == 1 and isinstance(r[0], GenerationCompleted) for r in outcomes.values())
+
+
+def test_a_second_scheduler_waits_as_a_standby_and_takes_over_when_the_active_one_dies(pipeline: Pipeline) -> None:
+    import time
+
+    active = pipeline.start_scheduler()
+    time.sleep(6)  # the first one holds the lease before the second starts
+    standby = launch(pipeline.settings, ["scheduler"], pipeline.logs / "standby.log")
+    pipeline.processes.append(standby)
+    pipeline.start_worker("w1", delay_ms=300, batch=2, slots=1)
+    standby_log = lambda: (pipeline.logs / "standby.log").read_text(errors="replace")  # noqa: E731 - all of it
+    assert eventually(lambda: "standby:" in standby_log(), timeout_s=60), "the second one waits"
+    pipeline.client.submit_many([request(n) for n in range(20)])
+    assert len(pipeline.results(until=4, timeout_s=60)) >= 4
+    assert "scheduler restored" not in standby_log(), "and decided nothing while the first was active"
+    pipeline.kill(active)
+    outcomes = _outcomes(pipeline, expected=20)
+    assert sorted(outcomes) == sorted(f"req-{n}" for n in range(20)), pipeline.log("standby.log")
+    assert all(len(r) == 1 and isinstance(r[0], GenerationCompleted) for r in outcomes.values())
+    assert "scheduler restored" in standby_log(), "the standby took over"
