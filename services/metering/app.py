@@ -37,7 +37,7 @@ from schemas.events import GenerationCancelled, GenerationCompleted, GenerationF
 from schemas.state import ErrorCode
 from services.common.compacted import TopicTable
 from services.common.settings import Settings
-from services.common.streams import commit_processed, stream_app
+from services.common.streams import BatchSender, commit_processed, stream_app
 from services.metering.core import Metering
 
 log = logging.getLogger(__name__)
@@ -74,26 +74,24 @@ class MeteringService:
                                     session_timeout_ms=10000, heartbeat_interval_ms=3000)
         try:
             await producer.start()
+            sender = BatchSender(producer)
             await consumer.start()
             self.ready.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
                 if batches:
-                    await self._settle(batches, producer, consumer)
+                    await self._settle(batches, sender, consumer)
         finally:
             await consumer.stop()
             await producer.stop()
             await ledger.stop()
 
-    async def _settle(self, batches, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
-        sent = []
-        for records in batches.values():
-            for record in records:
-                for topic, out in self.meter(record):
-                    sent.append(await producer.send(self._topics[topic], out.value, out.key, headers=out.headers))
+    async def _settle(self, batches, sender: BatchSender, consumer: AIOKafkaConsumer) -> None:
+        out = [(self._topics[topic], record) for records in batches.values() for result in records
+               for topic, record in self.meter(result)]
         # Every entry is on the broker before its result's offset is committed; a refused send
         # raises here and crashes the service before the commit.
-        await asyncio.gather(*sent)
+        await asyncio.gather(*await sender.send(out))
         await commit_processed(consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}, "metering")
 
     def _apply_ledger(self, record) -> None:
