@@ -12,9 +12,9 @@ from pathlib import Path
 
 from framebus.client import FramebusClient
 from infra.process import free_port, terminate
+from services.common.children import launch
 from services.common.settings import Settings
 from services.common.stack import Stack
-from services.common.children import launch
 from services.gateway.tenants import TenantAdmin
 
 
@@ -37,7 +37,7 @@ def private_stack(tmp: Path, **overrides) -> Iterator[Settings]:
 def _exit_on_sigterm() -> None:
     """`timeout` and CI stop a bench with SIGTERM: exit through the context managers, so the
     private broker, S3 server and launched processes are stopped, not orphaned."""
-    def stop(signum, frame) -> None:  # noqa: ARG001
+    def stop(signum, frame) -> None:
         raise SystemExit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():

@@ -29,7 +29,13 @@ from rich.table import Table
 
 from bench.harness import Processes, private_stack
 from schemas.codec import encode_event
-from schemas.events import GenerationCompleted, GenerationRequest, Output, Timings, Usage
+from schemas.events import (
+    GenerationCompleted,
+    GenerationRequest,
+    Output,
+    Timings,
+    Usage,
+)
 from services.common import kafka as kafka_adapter
 from services.common.settings import Settings
 from services.scheduler.core import reservation

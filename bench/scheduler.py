@@ -20,7 +20,7 @@ Writes bench/results/scheduler.json and prints tables.
 from __future__ import annotations
 
 import collections
-
+import itertools
 import json
 import random
 import statistics
@@ -35,14 +35,14 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
-from infra.process import terminate
 from framebus.client import FramebusClient
+from infra.process import terminate
 from schemas.codec import decode_event
 from schemas.events import GenerationCompleted
 from schemas.state import RequestState
 from schemas.workers import JobDispatched
-from services.generator.engine import PALETTE
 from services.common.settings import Settings
+from services.generator.engine import PALETTE
 
 RESULTS = Path(__file__).parent / "results" / "scheduler.json"
 SHAPE = {"model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2}
@@ -136,7 +136,7 @@ def _submit_and_wait(settings: Settings, prefix: str, n: int) -> dict:
     _submit(settings, prefix, n)
     submitted = time.time()
     dispatched = jobs.read(lambda got: _dispatched(got, prefix) >= n, timeout_s=300)
-    mine = lambda got: [(t, e) for t, e in got if e.request_id.startswith(f"{prefix}-")]  # noqa: E731
+    mine = lambda got: [(t, e) for t, e in got if e.request_id.startswith(f"{prefix}-")]
     finished = mine(results.read(lambda got: len({e.request_id for _, e in mine(got)}) >= n, timeout_s=300))
     jobs.close(), results.close()
     last_dispatch = max(t for t, _ in _jobs_of(dispatched, prefix))
@@ -260,7 +260,7 @@ class Statuses:
                                for r in request_ids), timeout_s)
 
     def wait_terminal(self, request_ids: list[str], timeout_s: float) -> list:
-        done = lambda: all(r in self.latest and self.latest[r].state.is_terminal for r in request_ids)  # noqa: E731
+        done = lambda: all(r in self.latest and self.latest[r].state.is_terminal for r in request_ids)
         self._poll(done, timeout_s)
         return [self.latest.get(r) for r in request_ids]
 
@@ -306,7 +306,7 @@ def fairness(settings: Settings, procs: Processes, job_ms: int, trials: int = 5)
             busy[-1][1] = max(busy[-1][1], finished)
         else:
             busy.append([started, finished])
-    gaps = [(nxt[0] - prev[1]).total_seconds() for prev, nxt in zip(busy, busy[1:])]
+    gaps = [(nxt[0] - prev[1]).total_seconds() for prev, nxt in itertools.pairwise(busy)]
     statuses.close()
     worst = max(runs, key=lambda r: r["b_elapsed_s"] / r["bound_s"])
     return {"b_own_work_s": own, "trials": runs, "within_bound": sum(r["b_elapsed_s"] <= r["bound_s"] for r in runs),

@@ -121,7 +121,7 @@ class MeteringService:
                    for usage in metered.usage]
             out += [("framebus.ledger", encode_event(entry, source=self.source, event_id=entry.entry_id))
                     for entry in metered.ledger]
-        except Exception as exc:  # noqa: BLE001 - a bug met by one result must not stop metering for all
+        except Exception as exc:  # a bug met by one result must not stop metering for all
             log.exception("metering failed on the result at %s/%s/%s", record.topic, record.partition, record.offset)
             return self._dead_letter(record, headers, ErrorCode.INTERNAL_ERROR.value, f"metering failed: {exc!r}")
         if metered.ledger:

@@ -56,8 +56,8 @@ from services.common.streams import commit_processed, stream_app
 from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
-from services.scheduler.lease import LEASE_TOPIC, SchedulerLease
 from services.scheduler.core import SchedulerCore, SchedulerOutput
+from services.scheduler.lease import LEASE_TOPIC, SchedulerLease
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
@@ -213,7 +213,7 @@ class SchedulerService:
             return
         try:
             out = self.core.submit(decoded, time.time())
-        except Exception as exc:  # noqa: BLE001 - a bug met by one request must not stop the scheduler for all
+        except Exception as exc:  # a bug met by one request must not stop the scheduler for all
             log.exception("the scheduler failed on request %s/%s", decoded.tenant_id, decoded.request_id)
             await self._reject(record, headers, CodecError(ErrorCode.INTERNAL_ERROR.value,
                                                            f"the scheduler failed on this request: {exc!r}"), sent)

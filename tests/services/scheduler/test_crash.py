@@ -12,9 +12,9 @@ import collections
 
 from schemas.events import GenerationCompleted
 from services.common.children import launch
-from tests.waiting import eventually
 from tests.services.scheduler.conftest import Pipeline
 from tests.services.scheduler.test_pipeline import request
+from tests.waiting import eventually
 
 
 def _outcomes(pipeline: Pipeline, expected: int) -> dict[str, list]:
@@ -67,7 +67,7 @@ def test_a_second_scheduler_waits_as_a_standby_and_takes_over_when_the_active_on
     standby = launch(pipeline.settings, ["scheduler"], pipeline.logs / "standby.log")
     pipeline.processes.append(standby)
     pipeline.start_worker("w1", delay_ms=300, batch=2, slots=1)
-    standby_log = lambda: (pipeline.logs / "standby.log").read_text(errors="replace")  # noqa: E731 - all of it
+    standby_log = lambda: (pipeline.logs / "standby.log").read_text(errors="replace")  # all of it
     assert eventually(lambda: "standby:" in standby_log(), timeout_s=60), "the second one waits"
     pipeline.client.submit_many([request(n) for n in range(20)])
     assert len(pipeline.results(until=4, timeout_s=60)) >= 4

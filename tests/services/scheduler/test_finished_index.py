@@ -12,7 +12,6 @@ from services.scheduler.app import FinishedIndex
 from tests.services.scheduler.helpers import req
 
 
-
 def _record(request, state: RequestState, **fields):
     _, record = records.status(request, state, **fields)
     return SimpleNamespace(key=record.key, value=record.value, headers=record.headers)
