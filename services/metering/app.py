@@ -29,15 +29,21 @@ import logging
 import uuid
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import KafkaRecord, decode_event, encode_event, written_by
 from schemas.errors import CodecError
 from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
 from schemas.state import ErrorCode
 from services.common.compacted import TopicTable
+from services.common.kafka import group_consumer, stream_producer
 from services.common.settings import Settings
-from services.common.streams import BatchSender, commit_processed, stream_app
+from services.common.streams import (
+    BatchSender,
+    commit_processed,
+    next_offsets,
+    stream_app,
+)
 from services.metering.core import Metering
 
 log = logging.getLogger(__name__)
@@ -64,14 +70,9 @@ class MeteringService:
         ledger = TopicTable(bootstrap, self.settings.topic("framebus.ledger"), self._apply_ledger)
         await ledger.start(catch_up_timeout_s=300)
         log.info("metering folded the ledger: %d tenants", len(self.core.balances.tenants()))
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                    linger_ms=5, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024)
-        consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), bootstrap_servers=bootstrap,
-                                    group_id=f"{self.settings.topic_prefix}framebus-metering",
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    max_partition_fetch_bytes=4 * 1024 * 1024,
-                                    # A killed instance's partitions move on after this.
-                                    session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        producer = stream_producer(bootstrap)
+        consumer = group_consumer(self.settings, self.settings.topic("framebus.results"), group="framebus-metering",
+                                  max_partition_fetch_bytes=4 * 1024 * 1024)
         try:
             await producer.start()
             sender = BatchSender(producer)
@@ -92,7 +93,7 @@ class MeteringService:
         # Every entry is on the broker before its result's offset is committed; a refused send
         # raises here and crashes the service before the commit.
         await asyncio.gather(*await sender.send(out))
-        await commit_processed(consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}, "metering")
+        await commit_processed(consumer, next_offsets(batches), "metering")
 
     def _apply_ledger(self, record) -> None:
         # Entries this process wrote were folded when written; only a restart needs them again.

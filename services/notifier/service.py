@@ -35,8 +35,14 @@ from schemas.events import (
     GenerationFailed,
     TenantUpdated,
 )
-from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
+from schemas.webhooks import (
+    WebhookAttempted,
+    WebhookDead,
+    WebhookDelivery,
+    WebhookSecrets,
+)
 from services.common.compacted import TopicTable, partitions_of, read_all
+from services.common.kafka import group_consumer
 from services.common.settings import Settings
 from services.notifier.core import (
     Delivered,
@@ -98,11 +104,8 @@ class Notifier:
         await secrets.start(catch_up_timeout_s=120)
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         await self.producer.start()
-        consumer = AIOKafkaConsumer(self.settings.topic("framebus.results"), self.settings.topic("framebus.batches"),
-                                    bootstrap_servers=bootstrap,
-                                    group_id=f"{self.settings.topic_prefix}framebus-notifier",
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    session_timeout_ms=10000, heartbeat_interval_ms=3000)
+        consumer = group_consumer(self.settings, self.settings.topic("framebus.results"),
+                                  self.settings.topic("framebus.batches"), group="framebus-notifier")
         await consumer.start()
         self.http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
         log.info("notifier ready: %d deliveries pending", len(self._pending))

@@ -51,13 +51,14 @@ from schemas.state import ErrorCode, RequestState, Tier
 from schemas.topics import REQUEST_TIERS, request_topic
 from schemas.workers import JobDispatched, WorkerAnnounced
 from services.common.compacted import TopicTable, read_all
+from services.common.kafka import group_consumer, stream_producer
 from services.common.settings import Settings
-from services.common.streams import commit_processed, stream_app
+from services.common.streams import commit_processed, next_offsets, stream_app
 from services.scheduler import records
 from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from services.scheduler.config import SchedulerConfig
 from services.scheduler.core import SchedulerCore, SchedulerOutput
-from services.scheduler.lease import LEASE_TOPIC, SchedulerLease
+from services.scheduler.lease import SchedulerLease
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
@@ -81,21 +82,15 @@ class SchedulerService:
         self._refused: BaseException | None = None  # a send the broker refused: fatal
         self.rejected = 0
         self.admission_context = {"webhook_http_hosts": settings.webhook_http_hosts}  # plain-http webhooks allowed
+        self._control_topic = settings.topic("framebus.control")
 
     # --- running ------------------------------------------------------------------------------
     async def run(self) -> None:
         bootstrap = self.settings.bootstrap_servers
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                          linger_ms=5, max_batch_size=1024 * 1024,
-                                          max_request_size=4 * 1024 * 1024)
-        consumer = AIOKafkaConsumer(*(self.settings.topic(name) for lane in self._lanes().values() for name in lane[0]),
-                                    bootstrap_servers=bootstrap,
-                                    group_id=f"{self.settings.topic_prefix}framebus-scheduler",
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    # A killed scheduler's partitions move on after this.
-                                    session_timeout_ms=10000, heartbeat_interval_ms=3000)
-        lease = SchedulerLease(bootstrap, self.settings.topic(LEASE_TOPIC),
-                               f"{self.settings.topic_prefix}framebus-scheduler-leader")
+        self._producer = stream_producer(bootstrap)
+        consumer = group_consumer(self.settings, *(self.settings.topic(name) for topics, _ in self._lanes().values()
+                                                   for name in topics), group="framebus-scheduler")
+        lease = SchedulerLease(self.settings)
         loops: list[asyncio.Task] = []
         try:
             await lease.acquire()  # a second scheduler waits here as a standby
@@ -140,8 +135,7 @@ class SchedulerService:
                 for record in records_of_tp:
                     await handler(record, sent)
             await asyncio.gather(*sent)  # every record these decisions produced is on the broker
-            await commit_processed(consumer, {tp: records_of_tp[-1].offset + 1 for tp, records_of_tp in batches.items()},
-                                   f"scheduler lane {name}")
+            await commit_processed(consumer, next_offsets(batches), f"scheduler lane {name}")
 
     async def _steps(self) -> None:
         swept_at = time.time()
@@ -192,7 +186,7 @@ class SchedulerService:
 
     # --- inputs -------------------------------------------------------------------------------
     async def on_input(self, record: ConsumerRecord, sent: list) -> None:
-        if record.topic == self.settings.topic("framebus.control"):
+        if record.topic == self._control_topic:
             await self.on_control(record, sent)
         else:
             await self.on_request(record, sent)
@@ -337,8 +331,9 @@ class FinishedIndex:
     def apply_record(self, record) -> None:
         if any(mark in record.value for mark in LIVE_STATE_MARKS):
             return
-        written_at = record.timestamp / 1000 if getattr(record, "timestamp", None) else time.time()
-        if time.time() - written_at >= self.window_s:
+        now = time.time()
+        written_at = record.timestamp / 1000 if getattr(record, "timestamp", None) else now
+        if now - written_at >= self.window_s:
             return
         data = json.loads(record.value)
         if data.get("state") in TERMINAL_STATES:

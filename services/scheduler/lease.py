@@ -19,7 +19,10 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import ConsumerRebalanceListener
+
+from services.common.kafka import group_consumer
+from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 LEASE_TOPIC = "framebus.scheduler.leader"
@@ -48,13 +51,12 @@ class _Watch(ConsumerRebalanceListener):
 
 
 class SchedulerLease:
-    def __init__(self, bootstrap: str, topic: str, group_id: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._watch = _Watch()
         # Zero-padded start time first: older schedulers sort first and keep the partition.
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
-                                          client_id=f"scheduler-{time.time_ns():020d}", enable_auto_commit=False,
-                                          session_timeout_ms=10000, heartbeat_interval_ms=3000)
-        self._topic = topic
+        self._consumer = group_consumer(settings, group="framebus-scheduler-leader",
+                                        client_id=f"scheduler-{time.time_ns():020d}")
+        self._topic = settings.topic(LEASE_TOPIC)
 
     async def acquire(self) -> None:
         """Return once this scheduler is the active one; until then it is a standby."""
