@@ -40,5 +40,5 @@ clean-state: setup
 
 # Regenerate what is derived from code: JSON Schemas and the README's tables.
 readme: setup
-	$(BIN)/python -m schemas.export
-	$(BIN)/python -m schemas.readme
+	$(BIN)/python -m framebus.schemas.export
+	$(BIN)/python -m framebus.schemas.readme

@@ -25,10 +25,10 @@ from rich.table import Table
 from bench.harness import Processes, private_stack, tenants
 from bench.webhooks import Receiver
 from framebus.client import FramebusClient
-from schemas.codec import decode_event
-from schemas.events import BatchCompleted
-from schemas.webhooks import WebhookSecrets
-from services.batch.submit import submit_batch
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import BatchCompleted
+from framebus.schemas.webhooks import WebhookSecrets
+from framebus.services.batch.submit import submit_batch
 
 RESULTS = Path(__file__).parent / "results" / "batch.json"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

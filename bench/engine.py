@@ -36,11 +36,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from schemas.events import GenerationRequest
-from schemas.state import ModelName
-from services.generator.diffusion import DiffusionEngine
-from services.generator.models import REGISTRY, build_tiny_pipeline
-from services.generator.optimize import EngineOptions
+from framebus.schemas.events import GenerationRequest
+from framebus.schemas.state import ModelName
+from framebus.services.generator.diffusion import DiffusionEngine
+from framebus.services.generator.models import REGISTRY, build_tiny_pipeline
+from framebus.services.generator.optimize import EngineOptions
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 TINY = REGISTRY[ModelName.WAN_TINY]
@@ -214,8 +214,8 @@ def roofline_table(result: dict) -> Table:
 # --- 3. media ----------------------------------------------------------------------------------
 def media(tmp: Path, quick: bool) -> dict:
     from bench.harness import private_stack
-    from services.common import storage
-    from services.generator.encode import EncodeConfig, choose_encoder, encode_video
+    from framebus.services.common import storage
+    from framebus.services.generator.encode import EncodeConfig, choose_encoder, encode_video
 
     engine = DiffusionEngine.load(TINY, EngineOptions(precision="bf16"))
     [item] = engine.render(Workload(num_frames=33, steps=2, requests=1).make()[:1], lambda _: False)
@@ -258,12 +258,12 @@ def media_table(result: dict) -> Table:
 # --- 4. worker under a backlog -----------------------------------------------------------------
 def worker_backlog(tmp: Path, jobs: int, workload: Workload) -> dict:
     from bench.harness import private_stack
-    from schemas.workers import JobDispatched, Shape
-    from services.common import kafka as kafka_adapter
-    from services.common import storage
-    from services.generator.storage import StorageTarget, VideoStore
-    from services.generator.worker import Worker, WorkerConfig
-    from schemas.codec import encode_event
+    from framebus.schemas.workers import JobDispatched, Shape
+    from framebus.services.common import kafka as kafka_adapter
+    from framebus.services.common import storage
+    from framebus.services.generator.storage import StorageTarget, VideoStore
+    from framebus.services.generator.worker import Worker, WorkerConfig
+    from framebus.schemas.codec import encode_event
 
     process = psutil.Process()
     with private_stack(tmp / "stack") as settings:

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from framebus.client import FramebusClient
-from infra.process import free_port, terminate
-from services.common.children import launch
-from services.common.settings import Settings
-from services.common.stack import Stack
-from services.gateway.tenants import TenantAdmin
+from framebus.infra.process import free_port, terminate
+from framebus.services.common.children import launch
+from framebus.services.common.settings import Settings
+from framebus.services.common.stack import Stack
+from framebus.services.gateway.tenants import TenantAdmin
 
 
 @contextlib.contextmanager

@@ -28,17 +28,17 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.harness import Processes, private_stack
-from schemas.codec import encode_event
-from schemas.events import (
+from framebus.schemas.codec import encode_event
+from framebus.schemas.events import (
     GenerationCompleted,
     GenerationRequest,
     Output,
     Timings,
     Usage,
 )
-from services.common import kafka as kafka_adapter
-from services.common.settings import Settings
-from services.scheduler.core import reservation
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.settings import Settings
+from framebus.services.scheduler.core import reservation
 
 RESULTS = Path(__file__).parent / "results" / "metering.json"
 console = Console()

@@ -34,15 +34,15 @@ from rich.console import Console
 from rich.table import Table
 
 from framebus.client import FramebusClient
-from infra.kafka import KafkaBroker
-from infra.process import free_port, terminate
-from schemas.codec import encode_event
-from schemas.events import GenerationRequest
-from schemas.topics import CATALOGUE
-from services.common import kafka as kafka_adapter
-from services.common.settings import Settings
-from services.gateway.launcher import launch_gateway
-from services.gateway.tenants import TenantAdmin
+from framebus.infra.kafka import KafkaBroker
+from framebus.infra.process import free_port, terminate
+from framebus.schemas.codec import encode_event
+from framebus.schemas.events import GenerationRequest
+from framebus.schemas.topics import CATALOGUE
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.settings import Settings
+from framebus.services.gateway.launcher import launch_gateway
+from framebus.services.gateway.tenants import TenantAdmin
 
 RESULTS = Path(__file__).parent / "results" / "producer.json"
 BODY = {"prompt": "a red fox running through snow at dawn, cinematic", "tier": "batch", "num_frames": 33,

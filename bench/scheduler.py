@@ -36,13 +36,13 @@ from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
 from framebus.client import FramebusClient
-from infra.process import terminate
-from schemas.codec import decode_event
-from schemas.events import GenerationCompleted
-from schemas.state import RequestState
-from schemas.workers import JobDispatched
-from services.common.settings import Settings
-from services.generator.engine import PALETTE
+from framebus.infra.process import terminate
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import GenerationCompleted
+from framebus.schemas.state import RequestState
+from framebus.schemas.workers import JobDispatched
+from framebus.services.common.settings import Settings
+from framebus.services.generator.engine import PALETTE
 
 RESULTS = Path(__file__).parent / "results" / "scheduler.json"
 SHAPE = {"model": "wan-tiny", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2}

@@ -22,10 +22,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.kafka import KAFKA_VERSION, KafkaBroker
-from infra.process import free_port
-from infra.s3 import VERSITYGW_VERSION, S3Server
-from services.common.settings import Settings
+from framebus.infra.kafka import KAFKA_VERSION, KafkaBroker
+from framebus.infra.process import free_port
+from framebus.infra.s3 import VERSITYGW_VERSION, S3Server
+from framebus.services.common.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "startup.json"
 

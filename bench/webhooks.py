@@ -28,11 +28,11 @@ from rich.table import Table
 from bench.harness import private_stack
 from bench.metering import completed
 from framebus.client import FramebusClient
-from schemas.codec import encode_event
-from schemas.webhooks import WebhookSecrets
-from services.common import kafka as kafka_adapter
-from services.gateway.tenants import TenantAdmin
-from services.notifier.service import Notifier
+from framebus.schemas.codec import encode_event
+from framebus.schemas.webhooks import WebhookSecrets
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.gateway.tenants import TenantAdmin
+from framebus.services.notifier.service import Notifier
 
 RESULTS = Path(__file__).parent / "results" / "webhooks.json"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

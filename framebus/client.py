@@ -28,21 +28,17 @@ from typing import Any
 from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict
 
-from schemas.codec import decode_event, encode_event
-from schemas.events import CancelRequested, GenerationRequest, StatusChanged, status_key, utc_now
-from schemas.state import RequestState, Tier
-from schemas.topics import request_topic
-from services.common import kafka as kafka_adapter
-from services.common.compacted import read_latest
-from services.common.errors import FramebusError
-from services.common.settings import Settings
+from framebus.schemas.codec import decode_event, encode_event
+from framebus.schemas.events import CancelRequested, GenerationRequest, StatusChanged, status_key, utc_now
+from framebus.schemas.state import RequestState, Tier
+from framebus.schemas.topics import request_topic
+from framebus import kafka as kafka_adapter
+from framebus.config import ClientSettings
+from framebus.errors import SubmitError
+from framebus.kafka import read_latest
 
 log = logging.getLogger(__name__)
 SDK_SOURCE = "/framebus/sdk"
-
-
-class SubmitError(FramebusError):
-    """The broker did not acknowledge a record within the deadline; nothing was accepted."""
 
 
 class Receipt(BaseModel):
@@ -63,10 +59,10 @@ class Receipt(BaseModel):
 
 
 class FramebusClient:
-    def __init__(self, *, tenant_id: str | None = None, settings: Settings | None = None,
+    def __init__(self, *, tenant_id: str | None = None, settings: ClientSettings | None = None,
                  source: str = SDK_SOURCE, on_accepted: Callable[[StatusChanged], None] | None = None) -> None:
         """``on_accepted`` sees each ``accepted`` status as it is published (the gateway's own table uses it)."""
-        self.settings = settings or Settings()
+        self.settings = settings or ClientSettings()
         self.on_accepted = on_accepted
         self.tenant_id = tenant_id or self.settings.tenant
         self.source = source

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from infra.errors import PortInUseError, StartupError
+from framebus.infra.errors import PortInUseError, StartupError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.errors import StartupError
-from infra.process import (
+from framebus.infra.errors import StartupError
+from framebus.infra.process import (
     PidFile,
     ProcessRecord,
     is_alive,

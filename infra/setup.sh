@@ -28,10 +28,17 @@ fi
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 stamp="$VENV/.framebus-installed"
-if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" || setup.py -nt "$stamp" ]]; then
   [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  # A CPU box gets a CPU build of torch where pip's configuration offers one in a find-links
+  # folder (the default wheel carries several GB of CUDA libraries it never uses).
+  wheels=$("$VENV/bin/python" -m pip config list 2>/dev/null | sed -n "s/.*find-links='\(.*\)'/\1/p" | head -1)
+  if [[ -n "$wheels" ]] && compgen -G "$wheels/torch-*+cpu*.whl" >/dev/null; then
+    echo "setup: torch from the CPU build in $wheels"
+    "$VENV/bin/python" -m pip install -q --no-index --find-links "$wheels" torch
+  fi
+  "$VENV/bin/python" -m pip install -q -e '.[all,test]'
   touch "$stamp"
 fi
 echo "setup: ready ($("$VENV/bin/python" --version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(java -version 2>&1 | head -1))"

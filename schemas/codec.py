@@ -20,12 +20,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.errors import CodecError
-from schemas.events import SCHEMA_VERSION, Event
-from schemas.registry import EVENT_MODELS
-from schemas.state import ErrorCode
-from schemas.validation import describe_errors
-from schemas.versioning import check_compatible
+from framebus.schemas.errors import CodecError
+from framebus.schemas.events import SCHEMA_VERSION, Event
+from framebus.schemas.registry import EVENT_MODELS
+from framebus.schemas.state import ErrorCode
+from framebus.schemas.validation import describe_errors
+from framebus.schemas.versioning import check_compatible
 
 CONTENT_TYPE = "application/json"
 TRACEPARENT_HEADER = "traceparent"

@@ -25,9 +25,9 @@ from pydantic import (
     field_validator,
 )
 
-from schemas import limits
-from schemas.state import ErrorCode, ModelName, RequestState, Tier
-from schemas.tokens import quote_tokens
+from framebus.schemas import limits
+from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
+from framebus.schemas.tokens import quote_tokens
 
 SCHEMA_VERSION = "1.1"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied

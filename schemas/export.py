@@ -1,7 +1,7 @@
 """Generate the JSON Schema files under schemas/json/ from the models.
 
-    python -m schemas.export          # write them
-    python -m schemas.export --check  # exit 1 if any file is stale (a test runs this too)
+    python -m framebus.schemas.export          # write them
+    python -m framebus.schemas.export --check  # exit 1 if any file is stale (a test runs this too)
 
 Producers in other languages validate against these files; the models stay the truth.
 """
@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.events import SCHEMA_VERSION
-from schemas.registry import EVENT_MODELS
+from framebus.schemas.events import SCHEMA_VERSION
+from framebus.schemas.registry import EVENT_MODELS
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 ID_BASE = "https://framebus.dev/schemas"
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         stale = stale_files()
         if stale:
-            print(f"stale JSON Schema files: {', '.join(stale)}; run `python -m schemas.export`")
+            print(f"stale JSON Schema files: {', '.join(stale)}; run `python -m framebus.schemas.export`")
             return 1
         print("JSON Schema files are current")
         return 0

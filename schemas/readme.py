@@ -1,4 +1,4 @@
-"""Refresh the generated tables in README.md (topics, settings): ``python -m schemas.readme``.
+"""Refresh the generated tables in README.md (topics, settings): ``python -m framebus.schemas.readme``.
 
 Tests fail while the README shows tables that differ from the code (`make readme` runs this).
 """
@@ -13,8 +13,8 @@ README = Path(__file__).parents[1] / "README.md"
 
 
 def tables() -> dict[str, str]:
-    from schemas.topics import render_markdown as topics
-    from services.common.settings import render_markdown as settings
+    from framebus.schemas.topics import render_markdown as topics
+    from framebus.services.common.settings import render_markdown as settings
 
     return {"topics": topics(), "settings": settings()}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import (
+from framebus.schemas.events import (
     BatchCompleted,
     BatchSubmitted,
     CancelRequested,
@@ -19,8 +19,8 @@ from schemas.events import (
     TenantUpdated,
     UsageRecorded,
 )
-from schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
-from schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced
 
 EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model

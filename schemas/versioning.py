@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from schemas.errors import CodecError
-from schemas.state import ErrorCode
+from framebus.schemas.errors import CodecError
+from framebus.schemas.state import ErrorCode
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 

@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from schemas import limits
-from schemas.events import Event, RequestId, TenantId, utc_now
+from framebus.schemas import limits
+from framebus.schemas.events import Event, RequestId, TenantId, utc_now
 
 WebhookType = Literal["generation.completed", "generation.failed", "generation.cancelled", "batch.completed"]
 

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import Event, GenerationRequest, utc_now
-from schemas.state import ModelName
+from framebus.schemas.events import Event, GenerationRequest, utc_now
+from framebus.schemas.state import ModelName
 
 WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.kafka import KafkaBroker
-from infra.process import free_port
-from infra.s3 import S3Server
-from infra.server import LocalServer
-from schemas.topics import TopicSpec
-from services.common import storage
-from services.common.kafka import admin_client, ensure_topics
-from services.common.settings import LOCAL_HOST, Settings
+from framebus.infra.kafka import KafkaBroker
+from framebus.infra.process import free_port
+from framebus.infra.s3 import S3Server
+from framebus.infra.server import LocalServer
+from framebus.schemas.topics import TopicSpec
+from framebus.services.common import storage
+from framebus.services.common.kafka import admin_client, ensure_topics
+from framebus.services.common.settings import LOCAL_HOST, Settings
 
 SERVER_FIXTURES = {"kafka_bootstrap", "s3_endpoint", "settings", "topic_factory", "bucket_factory",
                    "server_settings", "provisioned_settings"}
@@ -101,7 +101,7 @@ def settings(server_settings: Settings, request: pytest.FixtureRequest, bucket_f
 @pytest.fixture
 def provisioned_settings(settings: Settings) -> Settings:
     """Per-test settings whose catalogue topics (under the test's prefix) and bucket exist."""
-    from services.common.stack import Stack
+    from framebus.services.common.stack import Stack
 
     Stack(settings).up()
     return settings

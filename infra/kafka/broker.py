@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
-from infra.errors import FetchError, StaleStateError, StartupError
-from infra.process import file_lock, tcp_answers
-from infra.server import LocalServer, PortSpec
+from framebus.infra.errors import FetchError, StaleStateError, StartupError
+from framebus.infra.process import file_lock, tcp_answers
+from framebus.infra.server import LocalServer, PortSpec
 
 KAFKA_VERSION = "4.3.1"
 NODE_ID = 1

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
-from infra.errors import FetchError
-from infra.process import file_lock
-from infra.server import LocalServer, PortSpec
+from framebus.infra.errors import FetchError
+from framebus.infra.process import file_lock
+from framebus.infra.server import LocalServer, PortSpec
 
 VERSITYGW_VERSION = "v1.8.0"
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from schemas import limits
-from schemas.events import BatchCounts, GenerationFields, StatusChanged
-from schemas.state import RequestState
-from schemas.validation import describe_errors
+from framebus.schemas import limits
+from framebus.schemas.events import BatchCounts, GenerationFields, StatusChanged
+from framebus.schemas.state import RequestState
+from framebus.schemas.validation import describe_errors
 
 MAX_LINES = 100_000
 MAX_LINE_BYTES = 64 * 1024

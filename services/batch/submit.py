@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framebus.client import FramebusClient
-from schemas.events import BatchSubmitted, status_key
-from services.batch.core import ParsedBatch, batch_id_for, parse_lines
-from services.common import storage
-from services.common.compacted import read_all
-from services.common.errors import FramebusError
-from services.common.settings import Settings
+from framebus.schemas.events import BatchSubmitted, status_key
+from framebus.services.batch.core import ParsedBatch, batch_id_for, parse_lines
+from framebus.services.common import storage
+from framebus.kafka import read_all
+from framebus.services.common.errors import FramebusError
+from framebus.services.common.settings import Settings
 
 CHUNK = 500
 

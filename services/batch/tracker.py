@@ -18,14 +18,14 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
-from schemas.codec import decode_event
-from schemas.events import BatchCompleted, BatchSubmitted, CancelRequested
-from services.batch.core import build_manifest
-from services.batch.submit import input_keys
-from services.common import storage
-from services.common.compacted import TopicTable
-from services.common.settings import Settings
-from services.common.status import StatusTable
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import BatchCompleted, BatchSubmitted, CancelRequested
+from framebus.services.batch.core import build_manifest
+from framebus.services.batch.submit import input_keys
+from framebus.services.common import storage
+from framebus.services.common.compacted import TopicTable
+from framebus.services.common.settings import Settings
+from framebus.services.common.status import StatusTable
 from framebus.client import FramebusClient
 
 log = logging.getLogger(__name__)

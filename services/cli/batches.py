@@ -12,8 +12,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.cli.output import console, err_console, errors_exit
-from services.common.settings import Settings
+from framebus.services.cli.output import console, err_console, errors_exit
+from framebus.services.common.settings import Settings
 
 app = typer.Typer(help="Bulk batch jobs: a JSONL file of prompts in, one result manifest out.", no_args_is_help=True)
 TenantOption = Annotated[str | None, typer.Option(help="Tenant (default FRAMEBUS_TENANT).")]
@@ -34,7 +34,7 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
            strict: Annotated[bool, typer.Option("--strict", help="Publish nothing if any line is invalid.")] = False
            ) -> None:
     """Validate every line, report each bad one with its number, publish the valid ones (resumable)."""
-    from services.batch.submit import submit_batch
+    from framebus.services.batch.submit import submit_batch
 
     settings = Settings()
     window = parse_window(completion_window)
@@ -56,9 +56,9 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
 
 
 def _batches(settings: Settings) -> tuple[dict, dict]:
-    from schemas.codec import decode_event
-    from schemas.events import BatchCompleted, BatchSubmitted
-    from services.common.compacted import read_all
+    from framebus.schemas.codec import decode_event
+    from framebus.schemas.events import BatchCompleted, BatchSubmitted
+    from framebus.kafka import read_all
 
     submitted, completed = {}, {}
     for record in read_all(settings.bootstrap_servers, settings.topic("framebus.batches"), timeout_s=60).values():
@@ -71,9 +71,9 @@ def _batches(settings: Settings) -> tuple[dict, dict]:
 
 
 def _counts(settings: Settings, batch) -> dict[str, int]:
-    from services.common import storage
-    from services.common.compacted import read_all
-    from schemas.codec import decode_event
+    from framebus.services.common import storage
+    from framebus.kafka import read_all
+    from framebus.schemas.codec import decode_event
 
     body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=batch.input_key)["Body"].read()
     ids = {json.loads(line)["request_id"] for line in body.splitlines() if line.strip()}
@@ -130,7 +130,7 @@ def cancel(batch_id: str) -> None:
         batch = submitted.get(batch_id)
         if batch is None:
             raise typer.BadParameter(f"no batch {batch_id!r}")
-        from services.common import storage
+        from framebus.services.common import storage
 
         body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=batch.input_key)["Body"].read()
         with FramebusClient(tenant_id=batch.tenant_id, settings=settings, source="/framebus/cli") as client:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from services.cli.output import console, errors_exit
-from services.common.settings import Settings
-from services.common.stack import Stack, StackReport
-from services.cli import requests as request_commands
-from services.cli import batches as batch_commands
-from services.cli import metering as metering_commands
-from services.cli import tenants as tenant_commands
-from services.cli import webhooks as webhook_commands
+from framebus.services.cli.output import console, errors_exit
+from framebus.services.common.settings import Settings
+from framebus.services.cli import requests as request_commands
+from framebus.services.cli import batches as batch_commands
+from framebus.services.cli import metering as metering_commands
+from framebus.services.cli import tenants as tenant_commands
+from framebus.services.cli import webhooks as webhook_commands
 
+if TYPE_CHECKING:
+    from framebus.services.common.stack import StackReport
+
+# Commands import their service when they run: `pip install framebus` (no extras) brings only
+# the producer commands' dependencies, and those commands must work with it.
 app = typer.Typer(help="framebus: event-driven text-to-video on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 def _print_stack(report: StackReport) -> None:
@@ -33,6 +39,8 @@ def _print_stack(report: StackReport) -> None:
 
 
 def bring_up(settings: Settings) -> StackReport:
+    from framebus.services.common.stack import Stack
+
     with console.status("starting") as status:
         report = Stack(settings).up(step=lambda message: status.update(message + " ..."))
     _print_stack(report)
@@ -49,6 +57,8 @@ def up() -> None:
 @app.command()
 def down(purge: bool = typer.Option(False, help="Also delete local Kafka and S3 data.")) -> None:
     """Stop the local servers that `up` started (never any other process)."""
+    from framebus.services.common.stack import Stack
+
     with errors_exit():
         stopped = Stack(Settings()).down(purge=purge)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -59,6 +69,8 @@ def down(purge: bool = typer.Option(False, help="Also delete local Kafka and S3 
 @app.command()
 def ps() -> None:
     """Show where Kafka and S3 listen and whether the local ones run."""
+    from framebus.services.common.stack import Stack
+
     table = Table("service", "endpoint", "state")
     for service in Stack(Settings()).status():
         table.add_row(service.name, service.endpoint, service.state)
@@ -68,7 +80,7 @@ def ps() -> None:
 @app.command()
 def smoke() -> None:
     """Check a running stack: a CloudEvent through Kafka, an object through S3, ffmpeg present."""
-    from services.demo.smoke import run_smoke
+    from framebus.services.demo.smoke import run_smoke
 
     with errors_exit():
         results = run_smoke(Settings())
@@ -83,7 +95,7 @@ def demo() -> None:
     """The main job: bring the stack up, smoke-check it, and run requests through the pipeline."""
     from rich.progress import Progress
 
-    from services.demo.pipeline import run_demo
+    from framebus.services.demo.pipeline import run_demo
 
     console.print("[bold]framebus demo[/]: Kafka and S3 up, a smoke check, then four requests through the "
                   "scheduler and a diffusers worker running [bold]wan-tiny[/] (the Wan pipeline at toy size with "
@@ -118,7 +130,7 @@ def demo() -> None:
 @app.command()
 def topics(as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON.")) -> None:
     """Print the topic catalogue."""
-    from schemas.topics import CATALOGUE
+    from framebus.schemas.topics import CATALOGUE
 
     if as_json:
         console.print_json(json.dumps([{"name": t.name, "partitions": t.partitions, "key": t.key,
@@ -143,7 +155,7 @@ tenant_commands.app.command()(metering_commands.balance)
 @app.command("batch-tracker")
 def batch_tracker() -> None:
     """Run the batch tracker: finishes bulk jobs with a manifest in S3 and a batch.completed event."""
-    from services.batch.tracker import run
+    from framebus.services.batch.tracker import run
 
     run(Settings())
 
@@ -151,7 +163,7 @@ def batch_tracker() -> None:
 @app.command()
 def notifier() -> None:
     """Run the webhook notifier: signed Standard Webhooks deliveries with retries and dead letters."""
-    from services.notifier.service import run
+    from framebus.services.notifier.service import run
 
     run(Settings())
 
@@ -159,7 +171,7 @@ def notifier() -> None:
 @app.command()
 def metering() -> None:
     """Run metering (faust-streaming): settle reservations, record usage per tenant."""
-    from services.metering.app import run
+    from framebus.services.metering.app import run
 
     run(Settings())
 
@@ -167,7 +179,7 @@ def metering() -> None:
 @app.command()
 def scheduler() -> None:
     """Run the scheduler (faust-streaming): admission, tiers, batching, dispatch."""
-    from services.scheduler.app import run
+    from framebus.services.scheduler.app import run
 
     run(Settings())
 
@@ -185,8 +197,8 @@ def worker(
     heartbeat_s: float = typer.Option(2.0, min=0.1, help="Seconds between heartbeats."),
 ) -> None:
     """Run a generator worker: loads and warms its model, then serves jobs from the scheduler."""
-    from schemas.state import ModelName
-    from services.generator.app import build_worker, run
+    from framebus.schemas.state import ModelName
+    from framebus.services.generator.app import build_worker, run
 
     if engine not in ("diffusers", "null"):
         raise typer.BadParameter(f"`--engine` must be 'diffusers' or 'null' but is {engine!r}")
@@ -207,7 +219,7 @@ def gateway(host: str | None = typer.Option(None, help="Bind address (default FR
     """Run the HTTP gateway."""
     import uvicorn
 
-    from services.gateway.app import create_app
+    from framebus.services.gateway.app import create_app
 
     settings = Settings()
     uvicorn.run(create_app(settings), host=host or settings.gateway_host, port=port or settings.gateway_port,

@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli.output import console, errors_exit
-from services.common.settings import Settings
-from services.metering.report import UsageReport
+from framebus.services.cli.output import console, errors_exit
+from framebus.services.common.settings import Settings
+from framebus.services.metering.report import UsageReport
 
 FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.")]
 SinceOption = Annotated[str | None, typer.Option("--from", help="Start (ISO date or time, UTC); default 30 days ago.")]
@@ -70,7 +70,7 @@ def usage(tenant: Annotated[str | None, typer.Option(help="Tenant (default FRAME
           group_by: Annotated[str, typer.Option(help="tier, model, day or hour.")] = "day",
           output: FormatOption = "table") -> None:
     """A tenant's usage: videos, tokens, seconds of video and GPU, revenue, per tier, model, day or hour."""
-    from services.metering.queries import usage_report
+    from framebus.services.metering.queries import usage_report
 
     if group_by not in ("tier", "model", "day", "hour"):
         raise typer.BadParameter(f"--group-by must be tier, model, day or hour, not {group_by!r}")
@@ -86,7 +86,7 @@ def usage(tenant: Annotated[str | None, typer.Option(help="Tenant (default FRAME
 def cost(since: SinceOption = None, until: UntilOption = None, output: FormatOption = "table") -> None:
     """Per tenant and overall: tokens, revenue from the price book, GPU cost from measured GPU seconds,
     margin and cost per video."""
-    from services.metering.queries import usage_report
+    from framebus.services.metering.queries import usage_report
 
     settings = Settings()
     start, end = window(since, until)
@@ -99,8 +99,8 @@ def cost(since: SinceOption = None, until: UntilOption = None, output: FormatOpt
 def balance(tenant_id: str, output: FormatOption = "table") -> None:
     """A tenant's credits, reserved, charged and available tokens (the scheduler's own fold)."""
     from framebus.client import FramebusClient
-    from services.gateway.tenants import TenantAdmin
-    from services.metering.queries import balances
+    from framebus.services.gateway.tenants import TenantAdmin
+    from framebus.services.metering.queries import balances
 
     settings = Settings()
     with errors_exit():

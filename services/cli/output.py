@@ -9,9 +9,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from infra.errors import InfraError
-from schemas.validation import describe_errors
-from services.common.errors import FramebusError
+from framebus.infra.errors import InfraError
+from framebus.schemas.validation import describe_errors
+from framebus.services.common.errors import FramebusError
 
 console = Console()
 err_console = Console(stderr=True)

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from framebus.client import FramebusClient
-from schemas.events import GenerationFields, StatusChanged
-from schemas.state import ModelName, RequestState, Tier
-from services.cli.output import console, err_console, errors_exit
-from services.common.settings import Settings
+from framebus.schemas.events import GenerationFields, StatusChanged
+from framebus.schemas.state import ModelName, RequestState, Tier
+from framebus.services.cli.output import console, err_console, errors_exit
+from framebus.services.common.settings import Settings
 
 TenantOption = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id (default: FRAMEBUS_TENANT).")]
 

@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from framebus.client import FramebusClient
-from services.cli.output import console, errors_exit
-from services.common.settings import Settings
-from services.gateway.tenants import TenantAdmin
+from framebus.services.cli.output import console, errors_exit
+from framebus.services.common.settings import Settings
+from framebus.services.gateway.tenants import TenantAdmin
 
 app = typer.Typer(help="Tenants and API keys (events on framebus.tenants).", no_args_is_help=True)
 
@@ -88,8 +88,8 @@ def set_storage(
     """Store a tenant's videos in its own bucket (credentials stay on the workers, by reference)."""
     from pydantic import ValidationError
 
-    from schemas.events import TenantStorage
-    from schemas.validation import describe_errors
+    from framebus.schemas.events import TenantStorage
+    from framebus.schemas.validation import describe_errors
 
     with errors_exit():
         storage = None

@@ -10,15 +10,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli.output import console, errors_exit
-from services.common.settings import Settings
+from framebus.services.cli.output import console, errors_exit
+from framebus.services.common.settings import Settings
 
 app = typer.Typer(help="Standard Webhooks: secrets, delivery log, replay.", no_args_is_help=True)
 
 
 def _admin():
     from framebus.client import FramebusClient
-    from services.gateway.tenants import TenantAdmin
+    from framebus.services.gateway.tenants import TenantAdmin
 
     return TenantAdmin(FramebusClient(settings=Settings(), source="/framebus/cli"))
 
@@ -28,8 +28,8 @@ def secret(tenant_id: str,
            keep_previous: Annotated[bool, typer.Option(help="Keep signing with the old secret too (rotation).")] = True
            ) -> None:
     """Issue a new signing secret (whsec_...); printed once. The previous one keeps signing until the next rotation."""
-    from schemas.webhooks import WebhookSecrets
-    from services.common.compacted import read_latest
+    from framebus.schemas.webhooks import WebhookSecrets
+    from framebus.kafka import read_latest
 
     fresh = "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
     settings = Settings()
@@ -39,7 +39,7 @@ def secret(tenant_id: str,
         kept: tuple[str, ...] = ()
         record = read_latest(settings.bootstrap_servers, settings.topic("framebus.webhooks.secrets"), tenant_id)
         if keep_previous and record is not None:
-            from schemas.codec import decode_event
+            from framebus.schemas.codec import decode_event
 
             kept = decode_event(record.headers, record.value).event.secrets[:1]
         admin.client.publish(WebhookSecrets(tenant_id=tenant_id, secrets=(fresh, *kept)),
@@ -61,7 +61,7 @@ def enable(tenant_id: str, url: str) -> None:
 @app.command("log")
 def show_log(request_id: str) -> None:
     """Every delivery attempt for a request, oldest first."""
-    from services.notifier.queries import attempts_for
+    from framebus.services.notifier.queries import attempts_for
 
     with errors_exit():
         found = attempts_for(Settings(), request_id)
@@ -80,7 +80,7 @@ def show_log(request_id: str) -> None:
 def replay(request_id: Annotated[str | None, typer.Option(help="Only this request's deliveries.")] = None,
            tenant: Annotated[str | None, typer.Option(help="Only this tenant's deliveries.")] = None) -> None:
     """Send dead deliveries again (same webhook-id, so receivers can drop what they already have)."""
-    from services.notifier.queries import replay_dead
+    from framebus.services.notifier.queries import replay_dead
 
     if request_id is None and tenant is None:
         raise typer.BadParameter("name --request-id or --tenant")

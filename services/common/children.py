@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.common.settings import Settings
+from framebus.services.common.settings import Settings
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -23,6 +23,6 @@ def launch(settings: Settings, args: list[str], log_path: Path, **extra_env: str
     """Start `framebus <args>` as a child in its own session, output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "services.cli.main", *args],
+        return subprocess.Popen([sys.executable, "-m", "framebus.services.cli.main", *args],
                                 env=child_env(settings, **extra_env), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

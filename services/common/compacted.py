@@ -11,80 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaConsumer
-from kafka import TopicPartition as SyncTopicPartition
-from kafka.partitioner.default import murmur2
 
-from services.common.errors import KafkaAdapterError
+from framebus.errors import KafkaAdapterError
+from framebus.kafka import partition_for, partitions_of, read_all, read_latest
 
-
+__all__ = ["TopicTable", "partition_for", "partitions_of", "read_all", "read_latest"]
 
 log = logging.getLogger(__name__)
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition the Java client's default partitioner (and kafka-python's) picks for ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def partitions_of(bootstrap: str, topic: str) -> set[int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        return set(consumer.partitions_for_topic(topic) or ())
-    finally:
-        consumer.close()
-
-
-def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
-    """The latest record for ``key`` (None if absent or deleted), reading only its partition."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             bootstrap_timeout_ms=int(timeout_s * 1000))
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return None
-        tp = SyncTopicPartition(topic, partition_for(key.encode(), len(partitions)))
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        latest = None
-        deadline = time.monotonic() + timeout_s
-        while consumer.position(tp) < end and time.monotonic() < deadline:
-            for record in consumer.poll(timeout_ms=500).get(tp, []):
-                if record.key == key.encode():
-                    latest = record if record.value is not None else None
-        return latest
-    finally:
-        consumer.close()
-
-
-def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[bytes, object]:
-    """Every live key's latest record in ``topic`` (tombstones remove keys)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             bootstrap_timeout_ms=int(timeout_s * 1000))
-    try:
-        tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return {}
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        table: dict[bytes, object] = {}
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    if record.value is None:
-                        table.pop(record.key, None)
-                    else:
-                        table[record.key] = record
-        return table
-    finally:
-        consumer.close()
 
 
 class TopicTable:

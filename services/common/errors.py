@@ -1,18 +1,11 @@
-"""The root of framebus service errors; third-party errors are wrapped ``from exc``."""
+"""Service errors. The root and the Kafka and configuration errors are the SDK's
+(``framebus.errors``), so a caller catches one hierarchy whichever side raised."""
 
 from __future__ import annotations
 
+from framebus.errors import ConfigurationError, FramebusError, KafkaAdapterError
 
-class FramebusError(Exception):
-    """Every error a framebus service raises on purpose."""
-
-
-class ConfigurationError(FramebusError):
-    """Settings that cannot work together, or a required tool that is missing."""
-
-
-class KafkaAdapterError(FramebusError):
-    """Kafka refused or failed an operation framebus asked for."""
+__all__ = ["ConfigurationError", "FramebusError", "KafkaAdapterError", "StorageError"]
 
 
 class StorageError(FramebusError):

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from services.common.errors import ConfigurationError
+from framebus.services.common.errors import ConfigurationError
 
 INSTALL_HINT = "install it with `apt-get install ffmpeg` (Debian/Ubuntu) and make sure it is on PATH"
 

@@ -7,12 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.topics import TopicSpec
-from services.common.errors import KafkaAdapterError
-from services.common.settings import Settings
+from framebus.schemas.topics import TopicSpec
+from framebus.errors import KafkaAdapterError
+from framebus.kafka import consumer, producer
+
+__all__ = ["admin_client", "consumer", "ensure_topics", "group_consumer", "producer", "stream_producer"]
+from framebus.services.common.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -48,27 +51,6 @@ def ensure_topics(admin: KafkaAdminClient, specs: Iterable[TopicSpec], *, prefix
             raise KafkaAdapterError(f"creating topic {result['name']!r} failed: {result['error_message']}")
     partitions = {topic["name"]: len(topic["partitions"]) for topic in described}
     return [TopicOutcome(name, name in created, partitions.get(name, 0)) for name in specs]
-
-
-def producer(bootstrap: str, **overrides) -> KafkaProducer:
-    """A producer that never pretends: acks from all in-sync replicas, idempotent, bounded retries."""
-    config = {"bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": True,
-              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000}
-    config.update(overrides)
-    try:
-        return KafkaProducer(**config)
-    except KafkaError as exc:
-        raise KafkaAdapterError(f"cannot create a producer for {bootstrap}: {exc}") from exc
-
-
-def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) -> KafkaConsumer:
-    config = {"bootstrap_servers": bootstrap, "group_id": group_id, "auto_offset_reset": "earliest",
-              "enable_auto_commit": False}
-    config.update(overrides)
-    try:
-        return KafkaConsumer(*topics, **config)
-    except KafkaError as exc:
-        raise KafkaAdapterError(f"cannot create a consumer for {bootstrap}: {exc}") from exc
 
 
 def stream_producer(bootstrap: str) -> AIOKafkaProducer:

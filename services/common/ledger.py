@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
+from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
 
 LedgerEntry = LedgerCredited | LedgerReserved | LedgerCharged | LedgerReleased
 

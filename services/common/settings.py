@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-LOCAL_HOST = "127.0.0.1"
+from framebus.config import LOCAL_HOST, ClientSettings
+
+__all__ = ["LOCAL_HOST", "Settings", "render_markdown"]
 
 
 def _default_cache_dir() -> Path:
@@ -26,18 +28,14 @@ def _default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "framebus"
 
 
-class Settings(BaseSettings):
-    """Everything an operator can set. Each field is documented in the README's table."""
+class Settings(ClientSettings):
+    """Everything an operator can set (the client's settings first). Each field is documented in the README's table."""
 
     model_config = SettingsConfigDict(env_prefix="FRAMEBUS_", env_file=None, frozen=True, extra="ignore")
 
     # --- Kafka ---------------------------------------------------------------------
-    kafka_bootstrap: str | None = Field(
-        None, description="Bootstrap servers of an existing cluster; unset = start a local broker.")
-    kafka_port: int = Field(9092, ge=1, le=65535, description="Port of the local broker.")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker.")
     kafka_heap: str = Field("512m", pattern=r"^\d+[mg]$", description="JVM heap of the local broker.")
-    topic_prefix: str = Field("", description="Prefix on every topic name (isolates tests and tenants of a shared cluster).")
 
     # --- S3 --------------------------------------------------------------------------
     s3_endpoint: str | None = Field(
@@ -55,10 +53,6 @@ class Settings(BaseSettings):
     s3_upload_deadline_s: float = Field(300.0, gt=0, description="How long a worker retries an upload (the file waits in its spool) before `upload_failed`.")
 
     # --- Producers and the gateway ------------------------------------------------
-    tenant: str = Field("demo", description="Tenant the CLI acts for when --tenant is not given.")
-    submit_deadline_s: float = Field(30.0, gt=0, le=600,
-                                     description="How long a submit may retry before it reports the broker unavailable.")
-    webhook_http_hosts: frozenset[str] = Field(frozenset(), description="Hosts allowed plain-http webhook URLs (JSON list).")
     webhook_allowed_hosts: frozenset[str] = Field(
         frozenset(), description="Hosts the notifier may call even though they resolve to private or loopback addresses (JSON list).")
     webhook_retry_schedule_s: tuple[float, ...] = Field(
@@ -109,22 +103,14 @@ class Settings(BaseSettings):
                             description="Data, logs and pid files of the local servers.")
     startup_timeout_s: float = Field(90.0, gt=0, description="How long `up` waits for each local server to answer.")
 
-    @field_validator("kafka_bootstrap", "s3_endpoint", mode="before")
+    @field_validator("s3_endpoint", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @property
-    def embedded_kafka(self) -> bool:
-        return self.kafka_bootstrap is None
-
-    @property
     def embedded_s3(self) -> bool:
         return self.s3_endpoint is None
-
-    @cached_property
-    def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"{LOCAL_HOST}:{self.kafka_port}"
 
     @cached_property
     def s3_endpoint_url(self) -> str:
@@ -132,33 +118,31 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as FRAMEBUS_* variables, so a child process sees exactly them."""
-        env = {}
-        for name, value in self.model_dump().items():
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            elif isinstance(value, (set, frozenset, list, tuple)):
-                value = json.dumps(sorted(value))
-            elif isinstance(value, dict):
-                value = json.dumps(value)
-            env[f"FRAMEBUS_{name.upper()}"] = str(value)
-        return env
+        return {f"FRAMEBUS_{name.upper()}": env_value(value)
+                for name, value in self.model_dump().items() if value is not None}
 
-    def topic(self, name: str) -> str:
-        """The full name of a catalogue topic under this deployment's prefix."""
-        return f"{self.topic_prefix}{name}"
+
+def env_value(value: object) -> str:
+    """A setting's value written the way its FRAMEBUS_* variable is read: JSON for lists and objects."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, (set, frozenset)):
+        return json.dumps(sorted(value))
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def render_markdown() -> str:
-    """The settings as a Markdown table (embedded in the README; a test keeps it current)."""
+    """The settings as a Markdown table (embedded in the README; a test keeps it current).
+    Defaults are shown as the environment variable would spell them."""
     rows = ["| variable | default | what it sets |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory is not None else field.default
-        if isinstance(default, SecretStr):
-            default = default.get_secret_value()
         if isinstance(default, Path):
             default = str(default).replace(str(Path.home()), "~")
-        shown = "unset" if default is None else f"`{default}`" if default != "" else "empty"
+        shown = "unset" if default is None else "empty" if default == "" else f"`{env_value(default)}`"
         rows.append(f"| `FRAMEBUS_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)

@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infra.errors import InfraError
-from infra.kafka import KafkaBroker
-from infra.s3 import S3Server
-from infra.server import LocalServer
-from schemas.topics import CATALOGUE
-from services.common.kafka import TopicOutcome, admin_client, ensure_topics
-from services.common.settings import LOCAL_HOST, Settings
-from services.common.storage import ensure_bucket, s3_client
+from framebus.infra.errors import InfraError
+from framebus.infra.kafka import KafkaBroker
+from framebus.infra.s3 import S3Server
+from framebus.infra.server import LocalServer
+from framebus.schemas.topics import CATALOGUE
+from framebus.services.common.kafka import TopicOutcome, admin_client, ensure_topics
+from framebus.services.common.settings import LOCAL_HOST, Settings
+from framebus.services.common.storage import ensure_bucket, s3_client
 
 Step = Callable[[str], None]
 

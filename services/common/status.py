@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 
-from schemas.codec import decode_event
-from schemas.events import StatusChanged
-from schemas.state import RequestState
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import StatusChanged
+from framebus.schemas.state import RequestState
 
 # Later states win; a late `accepted` (e.g. an idempotent replay) never hides progress.
 _ORDER = {RequestState.ACCEPTED: 0, RequestState.QUEUED: 1, RequestState.DISPATCHED: 2, RequestState.RUNNING: 3}

@@ -10,8 +10,8 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from services.common.errors import StorageError
-from services.common.settings import Settings
+from framebus.services.common.errors import StorageError
+from framebus.services.common.settings import Settings
 
 MIB = 1024 * 1024
 # Multipart above 8 MiB in 8 MiB parts: videos of a few MB go in one PUT, long ones in parallel parts.

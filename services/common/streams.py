@@ -10,9 +10,9 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from schemas.codec import KafkaRecord
-from services.common.compacted import partition_for
-from services.common.settings import Settings
+from framebus.schemas.codec import KafkaRecord
+from framebus.services.common.compacted import partition_for
+from framebus.services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

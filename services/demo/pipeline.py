@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framebus.client import FramebusClient
-from schemas.codec import decode_event
-from schemas.webhooks import WebhookSecrets
-from services.common.compacted import read_latest
-from services.demo.receiver import VerifyingReceiver
-from infra.process import terminate
-from schemas.events import StatusChanged
-from services.common.errors import FramebusError
-from services.common.settings import Settings
-from services.common.children import launch
-from services.gateway.tenants import TenantAdmin
+from framebus.schemas.codec import decode_event
+from framebus.schemas.webhooks import WebhookSecrets
+from framebus.services.common.compacted import read_latest
+from framebus.services.demo.receiver import VerifyingReceiver
+from framebus.infra.process import terminate
+from framebus.schemas.events import StatusChanged
+from framebus.services.common.errors import FramebusError
+from framebus.services.common.settings import Settings
+from framebus.services.common.children import launch
+from framebus.services.gateway.tenants import TenantAdmin
 
 DEMO_TENANT = "demo"
 PROMPTS = [("interactive", "a red fox running through snow"), ("standard", "waves rolling onto a black sand beach"),
@@ -119,7 +119,7 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
 
 def settled_balance(settings: Settings, request_ids: list[str], *, timeout_s: float = 60.0) -> DemoBalance:
     """The demo tenant's balance once metering has settled the demo's requests."""
-    from services.metering.queries import balances
+    from framebus.services.metering.queries import balances
 
     settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers})
     deadline = time.monotonic() + timeout_s

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import httpx
 from kafka import TopicPartition
 
-from schemas.codec import Envelope, decode, encode
-from schemas.topics import DAY_MS, TopicSpec
-from services.common import kafka as kafka_adapter
-from services.common import storage
-from services.common.errors import FramebusError
-from services.common.ffmpeg import require_ffmpeg
-from services.common.settings import Settings
+from framebus.schemas.codec import Envelope, decode, encode
+from framebus.schemas.topics import DAY_MS, TopicSpec
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common import storage
+from framebus.services.common.errors import FramebusError
+from framebus.services.common.ffmpeg import require_ffmpeg
+from framebus.services.common.settings import Settings
 
 SMOKE_TOPIC = TopicSpec("framebus.smoke", "check id", 1, "Smoke checks of `framebus demo`.",
                         ("framebus.smoke.checked",), retention_ms=DAY_MS)

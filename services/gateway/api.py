@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.events import ErrorInfo, GenerationFields, Output, RequestId, StatusChanged, Timings
-from schemas.state import RequestState, Tier
+from framebus.schemas.events import ErrorInfo, GenerationFields, Output, RequestId, StatusChanged, Timings
+from framebus.schemas.state import RequestState, Tier
 
 
 class GenerationCreate(GenerationFields):

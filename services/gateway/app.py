@@ -18,17 +18,17 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from framebus.client import FramebusClient, SubmitError
-from schemas.state import ErrorCode
-from schemas.validation import FieldError, describe_errors
-from services.common.compacted import TopicTable
-from services.batch.submit import BatchRefused
-from services.common.errors import KafkaAdapterError, StorageError
-from services.common.settings import Settings
-from services.gateway.limits import BodySizeLimit
-from services.gateway.ratelimit import RateLimiter, retry_after_header
-from services.gateway.routes import router
-from services.gateway.runtime import Conflict, Gateway, InvalidQuery, NotFound, RateLimited, Unauthenticated
-from services.gateway.tables import BatchTable, StatusTable, TenantTable
+from framebus.schemas.state import ErrorCode
+from framebus.schemas.validation import FieldError, describe_errors
+from framebus.services.common.compacted import TopicTable
+from framebus.services.batch.submit import BatchRefused
+from framebus.services.common.errors import KafkaAdapterError, StorageError
+from framebus.services.common.settings import Settings
+from framebus.services.gateway.limits import BodySizeLimit
+from framebus.services.gateway.ratelimit import RateLimiter, retry_after_header
+from framebus.services.gateway.routes import router
+from framebus.services.gateway.runtime import Conflict, Gateway, InvalidQuery, NotFound, RateLimited, Unauthenticated
+from framebus.services.gateway.tables import BatchTable, StatusTable, TenantTable
 
 GATEWAY_SOURCE = "/framebus/gateway"
 

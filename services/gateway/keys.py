@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from schemas.events import ApiKeyRecord
+from framebus.schemas.events import ApiKeyRecord
 
 _KEY = re.compile(r"^fb_([a-z0-9]{8,32})_([A-Za-z0-9_-]{20,128})$")
 

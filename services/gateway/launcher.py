@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from infra.process import free_port, terminate
-from services.common.errors import FramebusError
-from services.common.children import launch
-from services.common.settings import Settings
+from framebus.infra.process import free_port, terminate
+from framebus.services.common.errors import FramebusError
+from framebus.services.common.children import launch
+from framebus.services.common.settings import Settings
 
 
 def launch_gateway(settings: Settings, log_path: Path, *, timeout_s: float = 60.0,

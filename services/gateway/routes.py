@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
-from schemas import limits
-from schemas.events import GenerationFields, TenantUpdated
-from services.gateway.api import (
+from framebus.schemas import limits
+from framebus.schemas.events import GenerationFields, TenantUpdated
+from framebus.services.gateway.api import (
     BatchCreated,
     BatchView,
     CancelAccepted,
@@ -20,7 +20,7 @@ from services.gateway.api import (
     UsageResponse,
     UsageRow,
 )
-from services.gateway.runtime import Gateway
+from framebus.services.gateway.runtime import Gateway
 from framebus.client import Receipt
 
 router = APIRouter()

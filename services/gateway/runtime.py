@@ -13,14 +13,14 @@ import uuid
 from dataclasses import dataclass
 
 from framebus.client import FramebusClient, Receipt, receipt_from_status
-from schemas.events import GenerationRequest, StatusChanged, TenantUpdated
-from schemas.state import ErrorCode
-from services.common.errors import FramebusError
-from services.common.settings import Settings
-from services.gateway.api import GenerationCreate
-from services.gateway.keys import parse_key, secret_matches
-from services.gateway.ratelimit import RateLimiter
-from services.gateway.tables import BatchTable, StatusTable, TenantTable
+from framebus.schemas.events import GenerationRequest, StatusChanged, TenantUpdated
+from framebus.schemas.state import ErrorCode
+from framebus.services.common.errors import FramebusError
+from framebus.services.common.settings import Settings
+from framebus.services.gateway.api import GenerationCreate
+from framebus.services.gateway.keys import parse_key, secret_matches
+from framebus.services.gateway.ratelimit import RateLimiter
+from framebus.services.gateway.tables import BatchTable, StatusTable, TenantTable
 
 
 class GatewayError(FramebusError):
@@ -108,7 +108,7 @@ class Gateway:
 
     def usage(self, tenant: TenantUpdated, start: datetime, end: datetime, group_by: str):
         """The caller's own usage, folded from its partition of the ledger (exact, never cached)."""
-        from services.metering.queries import usage_report
+        from framebus.services.metering.queries import usage_report
 
         if start.tzinfo is None or end.tzinfo is None:
             raise InvalidQuery("`from` and `to` need a time zone (e.g. 2026-11-01T00:00:00Z)")
@@ -120,7 +120,7 @@ class Gateway:
     def submit_batch(self, tenant: TenantUpdated, path, *, webhook_url: str | None, completion_window_s: float,
                      strict: bool):
         """Validate and publish an uploaded JSONL file (the same path as `framebus batch submit`)."""
-        from services.batch.submit import submit_batch
+        from framebus.services.batch.submit import submit_batch
 
         if webhook_url is not None:  # the same rule as a request's webhook: https, or http to an allowlisted host
             GenerationRequest.model_validate({"request_id": "check", "tenant_id": tenant.tenant_id, "prompt": "x",
@@ -135,7 +135,7 @@ class Gateway:
         if submitted is None or submitted.tenant_id != tenant.tenant_id:
             raise NotFound(f"no batch {batch_id!r}")
         if batch_id not in self._batch_items:
-            from services.common import storage
+            from framebus.services.common import storage
 
             client = storage.s3_client(self.settings)
             body = client.get_object(Bucket=self.settings.s3_bucket, Key=submitted.input_key)["Body"].read()

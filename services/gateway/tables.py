@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 
-from schemas.codec import decode_event
-from schemas.events import ApiKeyRecord, BatchCompleted, BatchSubmitted, TenantUpdated
-from services.common.status import StatusTable
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import ApiKeyRecord, BatchCompleted, BatchSubmitted, TenantUpdated
+from framebus.services.common.status import StatusTable
 
 __all__ = ["BatchTable", "StatusTable", "TenantTable"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 
 from framebus.client import FramebusClient
-from schemas.codec import decode_event
-from schemas.events import LedgerCredited, TenantUpdated, utc_now
-from services.common.compacted import read_latest
-from services.common.errors import FramebusError
-from services.gateway.keys import IssuedKey, issue_key
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import LedgerCredited, TenantUpdated, utc_now
+from framebus.kafka import read_latest
+from framebus.services.common.errors import FramebusError
+from framebus.services.gateway.keys import IssuedKey, issue_key
 
 TENANTS_TOPIC = "framebus.tenants"
 

@@ -6,15 +6,15 @@ import logging
 import signal
 from typing import Literal
 
-from schemas.state import ModelName
-from services.common.ffmpeg import require_ffmpeg
-from services.common.settings import Settings
-from services.common.storage import ensure_bucket, s3_client
-from services.generator.encode import EncodeConfig, choose_encoder
-from services.generator.engine import Engine, NullEngine
-from services.generator.storage import RetryPolicy, StorageTarget, VideoStore
-from services.generator.tenants import TenantTargets
-from services.generator.worker import Worker, WorkerConfig, new_worker_id
+from framebus.schemas.state import ModelName
+from framebus.services.common.ffmpeg import require_ffmpeg
+from framebus.services.common.settings import Settings
+from framebus.services.common.storage import ensure_bucket, s3_client
+from framebus.services.generator.encode import EncodeConfig, choose_encoder
+from framebus.services.generator.engine import Engine, NullEngine
+from framebus.services.generator.storage import RetryPolicy, StorageTarget, VideoStore
+from framebus.services.generator.tenants import TenantTargets
+from framebus.services.generator.worker import Worker, WorkerConfig, new_worker_id
 
 log = logging.getLogger(__name__)
 EngineKind = Literal["null", "diffusers"]
@@ -25,7 +25,7 @@ def build_engine(settings: Settings, kind: EngineKind, model: ModelName, *, dela
     if kind == "null":
         return NullEngine(settings.state_dir / "null-clips" / worker_id, model=model, delay_ms=delay_ms)
     if kind == "diffusers":
-        from services.generator.diffusion import DiffusionEngine  # torch loads only for real engines
+        from framebus.services.generator.diffusion import DiffusionEngine  # torch loads only for real engines
 
         return DiffusionEngine.from_settings(settings, model)
     raise ValueError(f"`engine` must be 'null' or 'diffusers' but is {kind!r}")

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from schemas.events import GenerationRequest
-from services.common.errors import ConfigurationError
-from services.common.settings import Settings
-from services.generator.engine import Cancelled, Rendered
-from services.generator.models import REGISTRY, ModelSpec, load_pipeline
-from services.generator.optimize import (
+from framebus.schemas.events import GenerationRequest
+from framebus.services.common.errors import ConfigurationError
+from framebus.services.common.settings import Settings
+from framebus.services.generator.engine import Cancelled, Rendered
+from framebus.services.generator.models import REGISTRY, ModelSpec, load_pipeline
+from framebus.services.generator.optimize import (
     BlockCounter,
     EngineOptions,
     apply_cache,
@@ -34,7 +34,7 @@ from services.generator.optimize import (
     quantize_transformer,
     speed_up_vae_norms,
 )
-from services.generator.worker import EngineOutOfMemory
+from framebus.services.generator.worker import EngineOutOfMemory
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from services.common.errors import FramebusError
+from framebus.services.common.errors import FramebusError
 
 NVENC, X264 = "h264_nvenc", "libx264"
 EncoderPreference = Literal["auto", "h264_nvenc", "libx264"]

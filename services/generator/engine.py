@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from schemas.events import GenerationRequest
-from schemas.state import ModelName
-from services.generator.encode import EncodeConfig, EncodedVideo, encode_video
+from framebus.schemas.events import GenerationRequest
+from framebus.schemas.state import ModelName
+from framebus.services.generator.encode import EncodeConfig, EncodedVideo, encode_video
 
 Cancelled = Callable[[GenerationRequest], bool]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from schemas.state import ModelName
-from services.common.errors import ConfigurationError
+from framebus.schemas.state import ModelName
+from framebus.services.common.errors import ConfigurationError
 
 
 @dataclass(frozen=True)

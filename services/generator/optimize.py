@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from services.common.errors import ConfigurationError
+from framebus.services.common.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from datetime import UTC, datetime, timedelta
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 
-from schemas.events import GenerationRequest, Output
-from services.common import storage
-from services.common.errors import StorageError
-from services.generator.encode import EncodedVideo
+from framebus.schemas.events import GenerationRequest, Output
+from framebus.services.common import storage
+from framebus.services.common.errors import StorageError
+from framebus.services.generator.encode import EncodedVideo
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from schemas.codec import decode_event
-from schemas.events import TenantStorage, TenantUpdated
-from services.common import storage
-from services.common.compacted import read_latest
-from services.common.errors import StorageError
-from services.common.settings import Settings
-from services.generator.storage import StorageMisconfigured, StorageTarget
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import TenantStorage, TenantUpdated
+from framebus.services.common import storage
+from framebus.services.common.compacted import read_latest
+from framebus.services.common.errors import StorageError
+from framebus.services.common.settings import Settings
+from framebus.services.generator.storage import StorageMisconfigured, StorageTarget
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from schemas.codec import decode_event, encode_event
-from schemas.errors import CodecError
-from schemas.events import (
+from framebus.schemas.codec import decode_event, encode_event
+from framebus.schemas.errors import CodecError
+from framebus.schemas.events import (
     ADMITTED,
     CancelRequested,
     ErrorInfo,
@@ -47,14 +47,14 @@ from schemas.events import (
     Timings,
     Usage,
 )
-from schemas.state import ErrorCode, RequestState, Tier
-from schemas.workers import JobDispatched, WorkerAnnounced
-from services.common import kafka as kafka_adapter
-from services.common.compacted import partition_for
-from services.common.settings import Settings
-from services.generator.encode import EncodeConfig, EncodeError, encode_video
-from services.generator.engine import Engine, Rendered
-from services.generator.storage import UploadFailed, VideoStore, result_fingerprint, utc_now
+from framebus.schemas.state import ErrorCode, RequestState, Tier
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.compacted import partition_for
+from framebus.services.common.settings import Settings
+from framebus.services.generator.encode import EncodeConfig, EncodeError, encode_video
+from framebus.services.generator.engine import Engine, Rendered
+from framebus.services.generator.storage import UploadFailed, VideoStore, result_fingerprint, utc_now
 
 log = logging.getLogger(__name__)
 SOURCE = "/framebus/worker"

@@ -31,20 +31,20 @@ import uuid
 import faust
 from aiokafka import AIOKafkaConsumer
 
-from schemas.codec import KafkaRecord, decode_event, encode_event, written_by
-from schemas.errors import CodecError
-from schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
-from schemas.state import ErrorCode
-from services.common.compacted import TopicTable
-from services.common.kafka import group_consumer, stream_producer
-from services.common.settings import Settings
-from services.common.streams import (
+from framebus.schemas.codec import KafkaRecord, decode_event, encode_event, written_by
+from framebus.schemas.errors import CodecError
+from framebus.schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
+from framebus.schemas.state import ErrorCode
+from framebus.services.common.compacted import TopicTable
+from framebus.services.common.kafka import group_consumer, stream_producer
+from framebus.services.common.settings import Settings
+from framebus.services.common.streams import (
     BatchSender,
     commit_processed,
     next_offsets,
     stream_app,
 )
-from services.metering.core import Metering
+from framebus.services.metering.core import Metering
 
 log = logging.getLogger(__name__)
 SOURCE = "/framebus/metering"

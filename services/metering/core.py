@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.events import (
+from framebus.schemas.events import (
     GenerationCancelled,
     GenerationCompleted,
     GenerationFailed,
@@ -27,7 +27,7 @@ from schemas.events import (
     LedgerReleased,
     UsageRecorded,
 )
-from services.common.ledger import Balances, LedgerEntry
+from framebus.services.common.ledger import Balances, LedgerEntry
 
 WORKER_SOURCE = "/framebus/worker"
 Result = GenerationCompleted | GenerationFailed | GenerationCancelled

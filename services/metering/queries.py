@@ -14,13 +14,13 @@ from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
-from schemas.codec import decode_event
-from schemas.errors import CodecError
-from services.common.compacted import partition_for
-from services.common.errors import KafkaAdapterError
-from services.common.ledger import Balances
-from services.common.settings import Settings
-from services.metering.report import CostModel, GroupBy, PriceBook, UsageReport
+from framebus.schemas.codec import decode_event
+from framebus.schemas.errors import CodecError
+from framebus.services.common.compacted import partition_for
+from framebus.services.common.errors import KafkaAdapterError
+from framebus.services.common.ledger import Balances
+from framebus.services.common.settings import Settings
+from framebus.services.metering.report import CostModel, GroupBy, PriceBook, UsageReport
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from schemas.events import LedgerCharged, LedgerReleased
-from services.common.settings import Settings
+from framebus.schemas.events import LedgerCharged, LedgerReleased
+from framebus.services.common.settings import Settings
 
 GroupBy = Literal["tier", "model", "day", "hour", "tenant"]
 CENT = Decimal("0.0001")

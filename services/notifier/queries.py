@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from kafka import KafkaConsumer, TopicPartition
 
 from framebus.client import FramebusClient
-from schemas.codec import decode_event
-from schemas.webhooks import WebhookAttempted, WebhookDead
-from services.common.compacted import partition_for
-from services.common.errors import KafkaAdapterError
-from services.common.settings import Settings
+from framebus.schemas.codec import decode_event
+from framebus.schemas.webhooks import WebhookAttempted, WebhookDead
+from framebus.services.common.compacted import partition_for
+from framebus.services.common.errors import KafkaAdapterError
+from framebus.services.common.settings import Settings
 
 
 def _read(settings: Settings, topic: str, key: str | None = None, timeout_s: float = 30.0) -> list:

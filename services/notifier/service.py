@@ -26,25 +26,25 @@ from urllib.parse import urlsplit
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.codec import decode_event, encode_event, written_by
-from schemas.errors import CodecError
-from schemas.events import (
+from framebus.schemas.codec import decode_event, encode_event, written_by
+from framebus.schemas.errors import CodecError
+from framebus.schemas.events import (
     BatchCompleted,
     GenerationCancelled,
     GenerationCompleted,
     GenerationFailed,
     TenantUpdated,
 )
-from schemas.webhooks import (
+from framebus.schemas.webhooks import (
     WebhookAttempted,
     WebhookDead,
     WebhookDelivery,
     WebhookSecrets,
 )
-from services.common.compacted import TopicTable, partitions_of, read_all
-from services.common.kafka import group_consumer
-from services.common.settings import Settings
-from services.notifier.core import (
+from framebus.services.common.compacted import TopicTable, partitions_of, read_all
+from framebus.services.common.kafka import group_consumer
+from framebus.services.common.settings import Settings
+from framebus.services.notifier.core import (
     Delivered,
     GiveUp,
     Refused,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import GenerationRequest, TenantUpdated
-from schemas.state import ErrorCode
-from services.scheduler.config import SchedulerConfig
-from services.common.ledger import Balances
+from framebus.schemas.events import GenerationRequest, TenantUpdated
+from framebus.schemas.state import ErrorCode
+from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.common.ledger import Balances
 
 
 @dataclass(frozen=True)

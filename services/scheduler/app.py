@@ -43,22 +43,22 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from schemas import limits
-from schemas.codec import KafkaRecord, decode, decode_event, written_by
-from schemas.errors import CodecError
-from schemas.events import CancelRequested, GenerationRequest, TenantUpdated
-from schemas.state import ErrorCode, RequestState, Tier
-from schemas.topics import REQUEST_TIERS, request_topic
-from schemas.workers import JobDispatched, WorkerAnnounced
-from services.common.compacted import TopicTable, read_all
-from services.common.kafka import group_consumer, stream_producer
-from services.common.settings import Settings
-from services.common.streams import commit_processed, next_offsets, stream_app
-from services.scheduler import records
-from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
-from services.scheduler.config import SchedulerConfig
-from services.scheduler.core import SchedulerCore, SchedulerOutput
-from services.scheduler.lease import SchedulerLease
+from framebus.schemas import limits
+from framebus.schemas.codec import KafkaRecord, decode, decode_event, written_by
+from framebus.schemas.errors import CodecError
+from framebus.schemas.events import CancelRequested, GenerationRequest, TenantUpdated
+from framebus.schemas.state import ErrorCode, RequestState, Tier
+from framebus.schemas.topics import REQUEST_TIERS, request_topic
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.services.common.compacted import TopicTable, read_all
+from framebus.services.common.kafka import group_consumer, stream_producer
+from framebus.services.common.settings import Settings
+from framebus.services.common.streams import commit_processed, next_offsets, stream_app
+from framebus.services.scheduler import records
+from framebus.services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
+from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.scheduler.core import SchedulerCore, SchedulerOutput
+from framebus.services.scheduler.lease import SchedulerLease
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005

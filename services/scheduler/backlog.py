@@ -15,9 +15,9 @@ import json
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.events import ADMITTED, GenerationRequest, status_key
-from schemas.workers import JobDispatched, Shape
-from services.scheduler.queue import QueuedRequest
+from framebus.schemas.events import ADMITTED, GenerationRequest, status_key
+from framebus.schemas.workers import JobDispatched, Shape
+from framebus.services.scheduler.queue import QueuedRequest
 
 BACKLOG_TOPIC = "framebus.scheduler.backlog"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.state import Tier
+from framebus.schemas.state import Tier
 
 
 @dataclass(frozen=True)

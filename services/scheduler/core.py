@@ -13,15 +13,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas import limits
-from schemas.events import CancelRequested, GenerationRequest, LedgerReleased, LedgerReserved, TenantUpdated
-from schemas.state import ErrorCode, RequestState
-from schemas.workers import JobDispatched, WorkerAnnounced
-from services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
-from services.scheduler.config import SchedulerConfig
-from services.common.ledger import Balances, LedgerEntry
-from services.scheduler.queue import QueuedRequest, RequestQueue
-from services.scheduler.workers import WorkerRegistry
+from framebus.schemas import limits
+from framebus.schemas.events import CancelRequested, GenerationRequest, LedgerReleased, LedgerReserved, TenantUpdated
+from framebus.schemas.state import ErrorCode, RequestState
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
+from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.common.ledger import Balances, LedgerEntry
+from framebus.services.scheduler.queue import QueuedRequest, RequestQueue
+from framebus.services.scheduler.workers import WorkerRegistry
 
 
 @dataclass(frozen=True)

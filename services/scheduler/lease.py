@@ -21,8 +21,8 @@ import time
 
 from aiokafka import ConsumerRebalanceListener
 
-from services.common.kafka import group_consumer
-from services.common.settings import Settings
+from framebus.services.common.kafka import group_consumer
+from framebus.services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 LEASE_TOPIC = "framebus.scheduler.leader"

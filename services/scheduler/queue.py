@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from schemas.events import GenerationRequest
-from schemas.state import Tier
-from schemas.workers import Shape
-from services.scheduler.config import SchedulerConfig
+from framebus.schemas.events import GenerationRequest
+from framebus.schemas.state import Tier
+from framebus.schemas.workers import Shape
+from framebus.services.scheduler.config import SchedulerConfig
 
 
 @dataclass(eq=False)

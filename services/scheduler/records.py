@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.codec import KafkaRecord, encode_event
-from schemas.events import (
+from framebus.schemas.codec import KafkaRecord, encode_event
+from framebus.schemas.events import (
     ErrorInfo,
     Event,
     GenerationCancelled,
@@ -19,11 +19,11 @@ from schemas.events import (
     Timings,
     status_key,
 )
-from schemas.state import ErrorCode, RequestState
-from schemas.workers import JobDispatched
-from services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
-from services.scheduler.core import ForwardedCancel, SchedulerOutput, Terminal
-from services.scheduler.queue import QueuedRequest
+from framebus.schemas.state import ErrorCode, RequestState
+from framebus.schemas.workers import JobDispatched
+from framebus.services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
+from framebus.services.scheduler.core import ForwardedCancel, SchedulerOutput, Terminal
+from framebus.services.scheduler.queue import QueuedRequest
 
 SOURCE = "/framebus/scheduler"
 Out = list[tuple[str, KafkaRecord]]

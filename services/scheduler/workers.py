@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.workers import JobDispatched, Shape, WorkerAnnounced
+from framebus.schemas.workers import JobDispatched, Shape, WorkerAnnounced
 
 
 @dataclass

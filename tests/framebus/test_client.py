@@ -13,14 +13,14 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from framebus.client import FramebusClient, SubmitError
-from infra.kafka import KafkaBroker
-from infra.process import free_port
-from schemas.codec import decode_event
-from schemas.events import CancelRequested
-from schemas.state import RequestState
-from schemas.topics import CATALOGUE
-from services.common.kafka import admin_client, ensure_topics
-from services.common.settings import Settings
+from framebus.infra.kafka import KafkaBroker
+from framebus.infra.process import free_port
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import CancelRequested
+from framebus.schemas.state import RequestState
+from framebus.schemas.topics import CATALOGUE
+from framebus.services.common.kafka import admin_client, ensure_topics
+from framebus.services.common.settings import Settings
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 FOX = {"request_id": "fox-1", "prompt": "a red fox running through snow", "tier": "interactive",

@@ -13,10 +13,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer
 
-from infra.errors import FetchError, PortInUseError, StaleStateError, StartupError
-from infra.kafka import KafkaBroker
-from infra.kafka.broker import read_meta_properties
-from infra.process import ProcessRecord, free_port
+from framebus.infra.errors import FetchError, PortInUseError, StaleStateError, StartupError
+from framebus.infra.kafka import KafkaBroker
+from framebus.infra.kafka.broker import read_meta_properties
+from framebus.infra.process import ProcessRecord, free_port
 
 HEADERS = [("ce_id", b"evt-1"), ("ce_type", b"framebus.test"), ("traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]
 
@@ -185,7 +185,7 @@ def _foreign_record(process: psutil.Popen) -> ProcessRecord:
 def test_pom_fetches_the_kafka_version_the_broker_runs() -> None:
     import xml.etree.ElementTree as ET
 
-    from infra.kafka.broker import KAFKA_VERSION, POM
+    from framebus.infra.kafka.broker import KAFKA_VERSION, POM
 
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     assert ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns).text == KAFKA_VERSION

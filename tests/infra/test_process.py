@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.errors import PortInUseError, StartupError
-from infra.process import (
+from framebus.infra.errors import PortInUseError, StartupError
+from framebus.infra.process import (
     PidFile,
     ProcessRecord,
     free_port,

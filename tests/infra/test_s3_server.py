@@ -16,11 +16,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from infra.errors import FetchError, PortInUseError
-from infra.process import free_port
-from infra.s3 import S3Server
-from services.common import storage
-from services.common.settings import Settings
+from framebus.infra.errors import FetchError, PortInUseError
+from framebus.infra.process import free_port
+from framebus.infra.s3 import S3Server
+from framebus.services.common import storage
+from framebus.services.common.settings import Settings
 
 MIB = 1024 * 1024
 

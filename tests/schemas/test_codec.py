@@ -7,8 +7,8 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from schemas.codec import Envelope, decode, decode_event, encode, encode_event
-from schemas.errors import CodecError
+from framebus.schemas.codec import Envelope, decode, decode_event, encode, encode_event
+from framebus.schemas.errors import CodecError
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -65,8 +65,8 @@ def test_bad_records_are_rejected_with_a_machine_readable_reason(mutate, reason)
 def _request_record(**data_changes):
     import json
 
-    from schemas.codec import KafkaRecord, encode_event
-    from schemas.events import GenerationRequest
+    from framebus.schemas.codec import KafkaRecord, encode_event
+    from framebus.schemas.events import GenerationRequest
 
     record = encode_event(GenerationRequest(request_id="r-1", tenant_id="acme", prompt="a red fox"), source="/t")
     data = {**json.loads(record.value), **data_changes}
@@ -78,8 +78,8 @@ DROP = object()
 
 
 def test_typed_event_round_trips_through_the_codec() -> None:
-    from schemas.codec import decode_event, encode_event
-    from schemas.events import GenerationRequest
+    from framebus.schemas.codec import decode_event, encode_event
+    from framebus.schemas.events import GenerationRequest
 
     sent = GenerationRequest(request_id="r-1", tenant_id="acme", prompt="a red fox", tier="interactive")
     record = encode_event(sent, source="/t", traceparent=TRACEPARENT)
@@ -89,7 +89,7 @@ def test_typed_event_round_trips_through_the_codec() -> None:
 
 
 def test_a_newer_minor_version_is_accepted_and_unknown_fields_ignored() -> None:
-    from schemas.codec import decode_event
+    from framebus.schemas.codec import decode_event
 
     record = _request_record(schema_version="1.7", priority_hint="high")
     assert decode_event(record.headers, record.value).event.request_id == "r-1"
@@ -106,7 +106,7 @@ def test_a_newer_minor_version_is_accepted_and_unknown_fields_ignored() -> None:
     ({"tenant_id": "globex"}, "invalid_request", "does not match"),
 ])
 def test_bad_typed_records_name_the_reason(changes, reason, fragment) -> None:
-    from schemas.codec import decode_event
+    from framebus.schemas.codec import decode_event
 
     record = _request_record(**changes)
     with pytest.raises(CodecError) as caught:
@@ -115,7 +115,7 @@ def test_bad_typed_records_name_the_reason(changes, reason, fragment) -> None:
 
 
 def test_unknown_event_type_is_named() -> None:
-    from schemas.codec import decode_event
+    from framebus.schemas.codec import decode_event
 
     record = encode(Envelope(type="com.example.other", source="/x", subject="acme", data={}), key="acme")
     with pytest.raises(CodecError) as caught:
@@ -124,7 +124,7 @@ def test_unknown_event_type_is_named() -> None:
 
 
 def test_a_request_built_with_the_cloudevents_sdk_is_accepted() -> None:
-    from schemas.codec import decode_event
+    from framebus.schemas.codec import decode_event
 
     event = CloudEvent(attributes={"type": "framebus.generation.requested", "source": "/java-producer",
                                    "subject": "acme", "datacontenttype": "application/json"},
@@ -136,7 +136,7 @@ def test_a_request_built_with_the_cloudevents_sdk_is_accepted() -> None:
 
 
 def test_plain_http_webhooks_pass_only_the_allowlist_at_admission_and_are_trusted_after_it() -> None:
-    from schemas.events import ADMITTED, GenerationRequest
+    from framebus.schemas.events import ADMITTED, GenerationRequest
 
     request = GenerationRequest.model_validate(
         {"request_id": "h-1", "tenant_id": "acme", "prompt": "a fox", "webhook_url": "http://127.0.0.1:9/hook"},

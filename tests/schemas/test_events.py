@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.events import SCHEMA_VERSION, GenerationRequest, StatusChanged, TenantUpdated
-from schemas.registry import EVENT_MODELS
-from schemas.state import RequestState
-from schemas.tokens import quote_tokens
+from framebus.schemas.events import SCHEMA_VERSION, GenerationRequest, StatusChanged, TenantUpdated
+from framebus.schemas.registry import EVENT_MODELS
+from framebus.schemas.state import RequestState
+from framebus.schemas.tokens import quote_tokens
 
 BASE = {"request_id": "order-42", "tenant_id": "acme", "prompt": "a red fox running through snow"}
 

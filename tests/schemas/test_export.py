@@ -7,12 +7,12 @@ import json
 import jsonschema
 import pytest
 
-from schemas import export
-from schemas.events import GenerationRequest
+from framebus.schemas import export
+from framebus.schemas.events import GenerationRequest
 
 
 def test_checked_in_json_schemas_are_current() -> None:
-    assert export.stale_files() == [], "run `python -m schemas.export` and commit schemas/json/"
+    assert export.stale_files() == [], "run `python -m framebus.schemas.export` and commit schemas/json/"
 
 
 def test_a_changed_file_is_reported_stale(tmp_path, monkeypatch) -> None:

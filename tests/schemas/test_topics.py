@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import BY_NAME, CATALOGUE, REQUEST_TIERS, Cleanup, render_markdown, request_topic
+from framebus.schemas.topics import BY_NAME, CATALOGUE, REQUEST_TIERS, Cleanup, render_markdown, request_topic
 
 README = Path(__file__).parents[2] / "README.md"
 DESIGN_TOPICS = {

@@ -11,14 +11,14 @@ import httpx
 import pytest
 
 from framebus.client import FramebusClient
-from infra.process import terminate
-from schemas.webhooks import WebhookSecrets
-from services.batch.submit import submit_batch
-from services.common import storage
-from services.common.children import launch
-from services.common.settings import Settings
-from services.common.stack import Stack
-from services.gateway.tenants import TenantAdmin
+from framebus.infra.process import terminate
+from framebus.schemas.webhooks import WebhookSecrets
+from framebus.services.batch.submit import submit_batch
+from framebus.services.common import storage
+from framebus.services.common.children import launch
+from framebus.services.common.settings import Settings
+from framebus.services.common.stack import Stack
+from framebus.services.gateway.tenants import TenantAdmin
 from tests.services.notifier.test_service import SECRET, Receiver
 from tests.waiting import eventually
 
@@ -99,9 +99,9 @@ def test_500_lines_with_bad_ones_and_a_flaky_receiver(pipeline: Settings, tmp_pa
 
 @pytest.mark.parametrize("pipeline", [1500], indirect=True)  # a slow worker: the window ends first
 def test_an_expired_window_cancels_the_rest_and_still_writes_the_manifest(pipeline: Settings, tmp_path):
-    from schemas.codec import decode_event
-    from schemas.events import BatchCompleted
-    from services.common.compacted import read_all
+    from framebus.schemas.codec import decode_event
+    from framebus.schemas.events import BatchCompleted
+    from framebus.services.common.compacted import read_all
 
     settings = pipeline
     path = tmp_path / "many.jsonl"

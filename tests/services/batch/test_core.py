@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from schemas.events import ErrorInfo, Output, StatusChanged
-from schemas.state import ErrorCode, RequestState
-from services.batch.core import batch_id_for, build_manifest, parse_lines, request_id_for
+from framebus.schemas.events import ErrorInfo, Output, StatusChanged
+from framebus.schemas.state import ErrorCode, RequestState
+from framebus.services.batch.core import batch_id_for, build_manifest, parse_lines, request_id_for
 
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2,
         "model": "wan-tiny"}

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infra.process import free_port
-from services.common.settings import Settings
+from framebus.infra.process import free_port
+from framebus.services.common.settings import Settings
 
 
 def framebus(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_")}
-    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "framebus.services.cli.main", *args], capture_output=True, text=True,
                           env={**clean, "COLUMNS": "200", **env}, timeout=timeout)
 
 
@@ -30,7 +30,7 @@ def test_up_against_existing_servers_reports_them_as_external(settings: Settings
     done = framebus("up", env=_env_for(settings))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("external") == 2 and settings.bootstrap_servers in done.stdout
-    from schemas.topics import CATALOGUE
+    from framebus.schemas.topics import CATALOGUE
 
     assert f"topics: {len(CATALOGUE)} ready ({len(CATALOGUE)} created now)" in done.stdout
 
@@ -111,7 +111,7 @@ def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) 
     import json
 
     from framebus.client import FramebusClient
-    from schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
+    from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
 
     env = _env_for(provisioned_settings)
     assert framebus("tenants", "create", "acme", env=env).returncode == 0
@@ -148,8 +148,8 @@ def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) 
 def test_webhook_secret_rotation_keeps_the_previous_secret_signing(provisioned_settings: Settings) -> None:
     import re
 
-    from services.common.compacted import read_latest
-    from schemas.codec import decode_event
+    from framebus.services.common.compacted import read_latest
+    from framebus.schemas.codec import decode_event
 
     env = _env_for(provisioned_settings)
     assert framebus("tenants", "create", "acme", env=env).returncode == 0
@@ -204,7 +204,7 @@ def test_a_batch_file_over_the_size_cap_is_refused_before_anything_is_read(tmp_p
 
 def test_webhooks_log_lists_every_attempt_of_a_request(provisioned_settings: Settings) -> None:
     from framebus.client import FramebusClient
-    from schemas.webhooks import WebhookAttempted
+    from framebus.schemas.webhooks import WebhookAttempted
 
     env = _env_for(provisioned_settings)
     with FramebusClient(settings=provisioned_settings, source="/framebus/notifier") as client:

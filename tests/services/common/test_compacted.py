@@ -6,7 +6,7 @@ import asyncio
 
 from kafka import KafkaProducer
 
-from services.common.compacted import TopicTable
+from framebus.services.common.compacted import TopicTable
 
 
 def _send(bootstrap: str, topic: str, *values: bytes) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.errors import ConfigurationError
-from services.common.ffmpeg import require_ffmpeg
+from framebus.services.common.errors import ConfigurationError
+from framebus.services.common.ffmpeg import require_ffmpeg
 
 
 def test_ffmpeg_and_ffprobe_are_found() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.common.settings import Settings
+from framebus.services.common.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_topic_prefix_applies_to_catalogue_names() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    from services.common.settings import render_markdown
+    from framebus.services.common.settings import render_markdown
 
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     assert render_markdown() in readme, "README settings table is stale: paste services.common.settings.render_markdown()"

@@ -7,11 +7,11 @@ from pathlib import Path
 import psutil
 from kafka import KafkaAdminClient
 
-from infra.process import free_port
-from schemas.topics import CATALOGUE
-from services.common import storage
-from services.common.settings import Settings
-from services.common.stack import Stack
+from framebus.infra.process import free_port
+from framebus.schemas.topics import CATALOGUE
+from framebus.services.common import storage
+from framebus.services.common.settings import Settings
+from framebus.services.common.stack import Stack
 
 
 def test_external_servers_are_provisioned_and_nothing_is_started(server_settings: Settings, settings: Settings,

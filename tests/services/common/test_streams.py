@@ -7,7 +7,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.common.streams import commit_processed
+from framebus.services.common.streams import commit_processed
 
 
 async def _commit_with_one_partition_gone(bootstrap: str, topic: str) -> dict[int, int | None]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.settings import Settings
-from services.common.stack import Stack
-from services.demo.pipeline import run_demo
-from services.generator.encode import probe
+from framebus.services.common.settings import Settings
+from framebus.services.common.stack import Stack
+from framebus.services.demo.pipeline import run_demo
+from framebus.services.generator.encode import probe
 
 
 def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings, tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from infra.process import free_port
-from services.common.errors import KafkaAdapterError
-from services.common.settings import Settings
-from services.demo.smoke import check_kafka, run_smoke
+from framebus.infra.process import free_port
+from framebus.services.common.errors import KafkaAdapterError
+from framebus.services.common.settings import Settings
+from framebus.services.demo.smoke import check_kafka, run_smoke
 
 
 def test_smoke_check_passes_on_real_kafka_and_s3(settings: Settings) -> None:

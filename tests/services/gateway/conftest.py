@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from framebus.client import FramebusClient
-from infra.process import terminate
-from services.common.settings import Settings
-from services.common.stack import Stack
-from services.gateway.launcher import launch_gateway
-from services.gateway.tenants import TenantAdmin
+from framebus.infra.process import terminate
+from framebus.services.common.settings import Settings
+from framebus.services.common.stack import Stack
+from framebus.services.gateway.launcher import launch_gateway
+from framebus.services.gateway.tenants import TenantAdmin
 
 
 @dataclass

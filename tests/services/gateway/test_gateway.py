@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from schemas.codec import decode_event
+from framebus.schemas.codec import decode_event
 from tests.waiting import eventually
 from tests.framebus.test_client import end_offsets, raw_records
 from tests.services.gateway.conftest import RunningGateway, start_gateway
@@ -138,7 +138,7 @@ def test_a_second_replica_answers_from_kafka(gateway: RunningGateway, tmp_path) 
                             headers=gateway.auth("acme"))
         assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
     finally:
-        from infra.process import terminate
+        from framebus.infra.process import terminate
 
         terminate(process.pid, timeout_s=10)
 
@@ -167,7 +167,7 @@ def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -
 def test_usage_shows_only_the_callers_own_settled_requests(gateway: RunningGateway) -> None:
     from datetime import UTC, datetime
 
-    from schemas.events import LedgerCharged, LedgerReleased
+    from framebus.schemas.events import LedgerCharged, LedgerReleased
     from framebus.client import FramebusClient
 
     today = datetime.now(UTC)

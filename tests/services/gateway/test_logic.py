@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.events import StatusChanged
-from schemas.state import RequestState
-from services.gateway.keys import issue_key, parse_key, secret_matches
-from services.gateway.ratelimit import RateLimiter, retry_after_header
-from services.gateway.tables import StatusTable
+from framebus.schemas.events import StatusChanged
+from framebus.schemas.state import RequestState
+from framebus.services.gateway.keys import issue_key, parse_key, secret_matches
+from framebus.services.gateway.ratelimit import RateLimiter, retry_after_header
+from framebus.services.gateway.tables import StatusTable
 
 
 def test_issued_key_verifies_and_only_its_hash_is_kept() -> None:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.events import GenerationRequest
-from schemas.state import ModelName
-from services.common.errors import ConfigurationError
-from services.generator.diffusion import DiffusionEngine
-from services.generator.models import REGISTRY, TinyWanConfig, load_pipeline, save_tiny
-from services.generator.optimize import EngineOptions
+from framebus.schemas.events import GenerationRequest
+from framebus.schemas.state import ModelName
+from framebus.services.common.errors import ConfigurationError
+from framebus.services.generator.diffusion import DiffusionEngine
+from framebus.services.generator.models import REGISTRY, TinyWanConfig, load_pipeline, save_tiny
+from framebus.services.generator.optimize import EngineOptions
 
 TINY = REGISTRY[ModelName.WAN_TINY]
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from services.generator.encode import (
+from framebus.services.generator.encode import (
     NVENC,
     X264,
     EncodeConfig,

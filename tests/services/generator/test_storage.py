@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
-from schemas.events import GenerationRequest
-from services.common import storage
-from services.common.settings import Settings
-from services.generator.encode import encode_video
-from services.generator.storage import RetryPolicy, StorageTarget, UploadFailed, VideoStore, result_fingerprint
+from framebus.schemas.events import GenerationRequest
+from framebus.services.common import storage
+from framebus.services.common.settings import Settings
+from framebus.services.generator.encode import encode_video
+from framebus.services.generator.storage import RetryPolicy, StorageTarget, UploadFailed, VideoStore, result_fingerprint
 
 SUBMITTED = datetime(2026, 11, 21, 23, 59, tzinfo=UTC)
 NOW = datetime(2026, 11, 22, 0, 30, tzinfo=UTC)  # rendered after midnight: the key keeps the submission day

@@ -11,23 +11,23 @@ import httpx
 import numpy as np
 import pytest
 
-from schemas.codec import decode_event, encode_event
+from framebus.schemas.codec import decode_event, encode_event
 from framebus.client import FramebusClient
-from schemas.events import CancelRequested, GenerationRequest, TenantStorage
-from schemas.state import ErrorCode, ModelName
-from schemas.workers import JobDispatched, Shape
-from services.common import kafka as kafka_adapter
-from services.common import storage
-from services.common.settings import Settings
-from services.generator.diffusion import DiffusionEngine
-from services.generator.encode import EncodeConfig, probe
-from services.generator.engine import Rendered
-from services.generator.models import REGISTRY
-from services.generator.optimize import EngineOptions
-from services.generator.storage import RetryPolicy, StorageTarget, VideoStore
-from services.gateway.tenants import TenantAdmin
-from services.generator.tenants import TenantTargets
-from services.generator.worker import EngineOutOfMemory, Worker, WorkerConfig
+from framebus.schemas.events import CancelRequested, GenerationRequest, TenantStorage
+from framebus.schemas.state import ErrorCode, ModelName
+from framebus.schemas.workers import JobDispatched, Shape
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common import storage
+from framebus.services.common.settings import Settings
+from framebus.services.generator.diffusion import DiffusionEngine
+from framebus.services.generator.encode import EncodeConfig, probe
+from framebus.services.generator.engine import Rendered
+from framebus.services.generator.models import REGISTRY
+from framebus.services.generator.optimize import EngineOptions
+from framebus.services.generator.storage import RetryPolicy, StorageTarget, VideoStore
+from framebus.services.gateway.tenants import TenantAdmin
+from framebus.services.generator.tenants import TenantTargets
+from framebus.services.generator.worker import EngineOutOfMemory, Worker, WorkerConfig
 from tests.waiting import eventually
 
 

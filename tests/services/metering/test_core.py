@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import (
+from framebus.schemas.events import (
     ErrorInfo,
     GenerationCancelled,
     GenerationCompleted,
@@ -22,11 +22,11 @@ from schemas.events import (
     Timings,
     Usage,
 )
-from schemas.state import ErrorCode, Tier
-from services.common.settings import Settings
-from services.metering.core import WORKER_SOURCE, Metering
-from services.metering.report import CostModel, PriceBook, UsageReport
-from services.scheduler.core import release, reservation
+from framebus.schemas.state import ErrorCode, Tier
+from framebus.services.common.settings import Settings
+from framebus.services.metering.core import WORKER_SOURCE, Metering
+from framebus.services.metering.report import CostModel, PriceBook, UsageReport
+from framebus.services.scheduler.core import release, reservation
 
 SCHEDULER = "/framebus/scheduler"
 

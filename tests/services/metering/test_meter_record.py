@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from schemas.codec import encode_event
-from services.common.settings import Settings
-from services.metering.app import DEAD_RESULTS_TOPIC, MeteringService
+from framebus.schemas.codec import encode_event
+from framebus.services.common.settings import Settings
+from framebus.services.metering.app import DEAD_RESULTS_TOPIC, MeteringService
 from tests.services.metering.test_core import completed, request
 
 

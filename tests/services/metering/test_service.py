@@ -12,14 +12,14 @@ from decimal import Decimal
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.process import terminate
-from schemas.codec import decode_event, encode_event
-from schemas.events import GenerationCompleted
-from services.common import kafka as kafka_adapter
-from services.common.children import launch
-from services.common.settings import Settings
-from services.metering.queries import balances, usage_report
-from services.scheduler.core import reservation
+from framebus.infra.process import terminate
+from framebus.schemas.codec import decode_event, encode_event
+from framebus.schemas.events import GenerationCompleted
+from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.children import launch
+from framebus.services.common.settings import Settings
+from framebus.services.metering.queries import balances, usage_report
+from framebus.services.scheduler.core import reservation
 from tests.services.metering.test_core import cancelled, completed, failed, request
 from tests.waiting import eventually
 

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from services.notifier.core import (
+from framebus.services.notifier.core import (
     DEFAULT_SCHEDULE_S,
     Delivered,
     GiveUp,

@@ -12,11 +12,11 @@ import pytest
 from standardwebhooks import Webhook
 
 from framebus.client import FramebusClient
-from schemas.webhooks import WebhookDead, WebhookSecrets
-from services.common.settings import Settings
-from services.gateway.tenants import TenantAdmin
-from services.notifier.queries import _read, attempts_for, replay_dead
-from services.notifier.service import Notifier
+from framebus.schemas.webhooks import WebhookDead, WebhookSecrets
+from framebus.services.common.settings import Settings
+from framebus.services.gateway.tenants import TenantAdmin
+from framebus.services.notifier.queries import _read, attempts_for, replay_dead
+from framebus.services.notifier.service import Notifier
 from tests.services.metering.test_core import cancelled, completed, failed, request
 from tests.waiting import eventually
 

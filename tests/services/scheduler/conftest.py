@@ -14,12 +14,12 @@ import pytest
 from kafka import KafkaConsumer
 
 from framebus.client import FramebusClient
-from infra.process import terminate
-from schemas.codec import decode_event
-from services.common.settings import Settings
-from services.common.stack import Stack
-from services.common.children import launch
-from services.gateway.tenants import TenantAdmin
+from framebus.infra.process import terminate
+from framebus.schemas.codec import decode_event
+from framebus.services.common.settings import Settings
+from framebus.services.common.stack import Stack
+from framebus.services.common.children import launch
+from framebus.services.gateway.tenants import TenantAdmin
 
 
 @dataclass

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from schemas.events import GenerationRequest, LedgerCredited, TenantUpdated
-from schemas.workers import WorkerAnnounced
-from services.scheduler.config import SchedulerConfig
-from services.scheduler.core import SchedulerCore
+from framebus.schemas.events import GenerationRequest, LedgerCredited, TenantUpdated
+from framebus.schemas.workers import WorkerAnnounced
+from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.scheduler.core import SchedulerCore
 
 _ids = itertools.count()
 SMALL = {"width": 256, "height": 256, "num_frames": 17, "num_inference_steps": 4, "model": "wan-tiny"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import CancelRequested
-from schemas.state import ErrorCode, RequestState
-from services.scheduler.config import SchedulerConfig
-from services.scheduler.core import default_seed
+from framebus.schemas.events import CancelRequested
+from framebus.schemas.state import ErrorCode, RequestState
+from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.scheduler.core import default_seed
 from tests.services.scheduler.helpers import core, finish_job, req, worker
 
 

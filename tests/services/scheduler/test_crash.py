@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import collections
 
-from schemas.events import GenerationCompleted
-from services.common.children import launch
+from framebus.schemas.events import GenerationCompleted
+from framebus.services.common.children import launch
 from tests.services.scheduler.conftest import Pipeline
 from tests.services.scheduler.test_pipeline import request
 from tests.waiting import eventually

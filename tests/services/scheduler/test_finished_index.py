@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from schemas.events import ErrorInfo
-from schemas.state import ErrorCode, RequestState
-from services.scheduler import records
-from services.scheduler.app import FinishedIndex
+from framebus.schemas.events import ErrorInfo
+from framebus.schemas.state import ErrorCode, RequestState
+from framebus.services.scheduler import records
+from framebus.services.scheduler.app import FinishedIndex
 from tests.services.scheduler.helpers import req
 
 

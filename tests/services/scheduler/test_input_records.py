@@ -8,10 +8,10 @@ import asyncio
 import json
 from types import SimpleNamespace
 
-from schemas.codec import encode_event
-from services.common.settings import Settings
-from services.scheduler.app import SchedulerService
-from services.scheduler.config import SchedulerConfig
+from framebus.schemas.codec import encode_event
+from framebus.services.common.settings import Settings
+from framebus.services.scheduler.app import SchedulerService
+from framebus.services.scheduler.config import SchedulerConfig
 from tests.services.scheduler.helpers import req
 
 

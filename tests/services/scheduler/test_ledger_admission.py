@@ -7,11 +7,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved, TenantUpdated
-from schemas.state import ErrorCode
-from services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
-from services.scheduler.config import SchedulerConfig, TierPolicy
-from services.common.ledger import Balances
+from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved, TenantUpdated
+from framebus.schemas.state import ErrorCode
+from framebus.services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
+from framebus.services.scheduler.config import SchedulerConfig, TierPolicy
+from framebus.services.common.ledger import Balances
 from tests.services.scheduler.helpers import req
 
 

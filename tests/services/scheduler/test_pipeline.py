@@ -8,8 +8,8 @@ import time
 
 from kafka import KafkaProducer
 
-from schemas.codec import encode_event
-from schemas.events import GenerationCompleted, GenerationRequest
+from framebus.schemas.codec import encode_event
+from framebus.schemas.events import GenerationCompleted, GenerationRequest
 from tests.services.scheduler.conftest import Pipeline
 from tests.waiting import eventually
 
@@ -37,7 +37,7 @@ def test_every_request_ends_completed_exactly_once_with_its_video_in_s3(pipeline
     assert len(grouped) == 24 and all(len(r) == 1 for r in grouped.values()), pipeline.log("scheduler.log")
     assert all(isinstance(r[0], GenerationCompleted) for r in grouped.values())
     sample = grouped["req-0"][0]
-    from services.common.storage import s3_client
+    from framebus.services.common.storage import s3_client
 
     head = s3_client(pipeline.settings).head_object(Bucket=sample.output.bucket, Key=sample.output.key)
     assert head["ContentLength"] == sample.output.bytes

@@ -1,0 +1,96 @@
+"""kafka-python plumbing the SDK needs (and the services' scripts share): a producer that
+never pretends, a plain consumer, the default partitioner, and reading one key's latest
+record (or all of them) from a compacted topic."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as SyncTopicPartition
+from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
+
+from framebus.errors import KafkaAdapterError
+
+
+def producer(bootstrap: str, **overrides) -> KafkaProducer:
+    """A producer that never pretends: acks from all in-sync replicas, idempotent, bounded retries."""
+    config = {"bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": True,
+              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000}
+    config.update(overrides)
+    try:
+        return KafkaProducer(**config)
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"cannot create a producer for {bootstrap}: {exc}") from exc
+
+
+def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) -> KafkaConsumer:
+    config = {"bootstrap_servers": bootstrap, "group_id": group_id, "auto_offset_reset": "earliest",
+              "enable_auto_commit": False}
+    config.update(overrides)
+    try:
+        return KafkaConsumer(*topics, **config)
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"cannot create a consumer for {bootstrap}: {exc}") from exc
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Java client's default partitioner (and kafka-python's) picks for ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
+    """The latest record for ``key`` (None if absent or deleted), reading only its partition."""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                           bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        partitions = reader.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        tp = SyncTopicPartition(topic, partition_for(key.encode(), len(partitions)))
+        reader.assign([tp])
+        reader.seek_to_beginning(tp)
+        end = reader.end_offsets([tp])[tp]
+        latest = None
+        deadline = time.monotonic() + timeout_s
+        while reader.position(tp) < end and time.monotonic() < deadline:
+            for record in reader.poll(timeout_ms=500).get(tp, []):
+                if record.key == key.encode():
+                    latest = record if record.value is not None else None
+        return latest
+    finally:
+        reader.close()
+
+
+def partitions_of(bootstrap: str, topic: str) -> set[int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        return set(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[bytes, object]:
+    """Every live key's latest record in ``topic`` (tombstones remove keys)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        table: dict[bytes, object] = {}
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if record.value is None:
+                        table.pop(record.key, None)
+                    else:
+                        table[record.key] = record
+        return table
+    finally:
+        consumer.close()
