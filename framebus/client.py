@@ -28,14 +28,14 @@ from typing import Any
 from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict
 
-from framebus.schemas.codec import decode_event, encode_event
-from framebus.schemas.events import CancelRequested, GenerationRequest, StatusChanged, status_key, utc_now
-from framebus.schemas.state import RequestState, Tier
-from framebus.schemas.topics import request_topic
 from framebus import kafka as kafka_adapter
 from framebus.config import ClientSettings
 from framebus.errors import SubmitError
 from framebus.kafka import read_latest
+from framebus.schemas.codec import decode_event, encode_event
+from framebus.schemas.events import CancelRequested, GenerationRequest, StatusChanged, status_key, utc_now
+from framebus.schemas.state import RequestState, Tier
+from framebus.schemas.topics import request_topic
 
 log = logging.getLogger(__name__)
 SDK_SOURCE = "/framebus/sdk"

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-
 from pydantic import ValidationError
 
 from framebus.schemas.errors import CodecError
@@ -49,7 +48,7 @@ class KafkaRecord:
     """What a producer sends: key, value and headers in the form Kafka clients take."""
 
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (compacted topics delete the key)
     headers: list[tuple[str, bytes]]
 
 

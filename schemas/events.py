@@ -169,6 +169,12 @@ class GenerationRequest(Event, GenerationFields):
         body = self.model_dump(mode="json", exclude={"submitted_at", "schema_version"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
+    def result_fields(self, timings: Timings) -> dict:
+        """What every result (completed, failed, cancelled) copies from its request, whoever ends it."""
+        return {"request_id": self.request_id, "tenant_id": self.tenant_id, "tier": self.tier, "model": self.model,
+                "batch_id": self.batch_id, "custom_id": self.custom_id, "metadata": self.metadata,
+                "timings": timings, "webhook_url": self.webhook_url}
+
 
 def _max_bytes(field: str, value: str, limit: int) -> None:
     size = len(value.encode())

@@ -10,6 +10,10 @@ from pydantic import Field
 from framebus.schemas import limits
 from framebus.schemas.events import Event, RequestId, TenantId, utc_now
 
+# Delay before each retry of a failed delivery: the Standard Webhooks reference schedule
+# (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h), then the dead-letter topic.
+RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
 WebhookType = Literal["generation.completed", "generation.failed", "generation.cancelled", "batch.completed"]
 
 

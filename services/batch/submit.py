@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framebus.client import FramebusClient
+from framebus.kafka import read_all
 from framebus.schemas.events import BatchSubmitted, status_key
 from framebus.services.batch.core import ParsedBatch, batch_id_for, parse_lines
 from framebus.services.common import storage
-from framebus.kafka import read_all
 from framebus.services.common.errors import FramebusError
 from framebus.services.common.settings import Settings
 

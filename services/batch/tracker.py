@@ -16,24 +16,30 @@ import asyncio
 import io
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
-from framebus.schemas.codec import decode_event
+from framebus.schemas import sources
+from framebus.schemas.codec import decode_event, encode_event
 from framebus.schemas.events import BatchCompleted, BatchSubmitted, CancelRequested
 from framebus.services.batch.core import build_manifest
 from framebus.services.batch.submit import input_keys
 from framebus.services.common import storage
 from framebus.services.common.compacted import TopicTable
+from framebus.services.common.hosting import serve
+from framebus.services.common.kafka import stream_producer
+from framebus.services.common.processor import Outputs, Processor, Tick
 from framebus.services.common.settings import Settings
 from framebus.services.common.status import StatusTable
-from framebus.client import FramebusClient
 
 log = logging.getLogger(__name__)
+SOURCE = sources.BATCH_TRACKER
+OUTPUTS = ("framebus.control", "framebus.batches")
 CANCEL_GRACE_S = 60.0  # after cancelling an expired batch's lines, how long to wait for them to end
 
 
 class BatchTracker:
-    def __init__(self, settings: Settings, *, check_interval_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, *, check_interval_s: float = 1.0, clock=time.time) -> None:
         self.settings = settings
         self.check_interval_s = check_interval_s
         self.open: dict[str, BatchSubmitted] = {}
@@ -41,7 +47,9 @@ class BatchTracker:
         self.statuses = StatusTable()
         self._items: dict[str, list[dict]] = {}
         self._cancelled_at: dict[str, datetime] = {}
-        self._stop = asyncio.Event()
+        self._stop_requested = False
+        self.processor: Processor | None = None
+        self.clock = clock
         self.finished = 0
 
     def _apply_batch(self, record) -> None:
@@ -52,36 +60,44 @@ class BatchTracker:
             self.completed.add(event.batch_id)
             self.open.pop(event.batch_id, None)
 
+    def is_ready(self) -> bool:
+        return self.processor is not None and self.processor.ready.is_set()
+
     async def run(self, *, max_seconds: float | None = None) -> None:
         bootstrap = self.settings.bootstrap_servers
         tables = [TopicTable(bootstrap, self.settings.topic("framebus.status"), self.statuses.apply_record),
                   TopicTable(bootstrap, self.settings.topic("framebus.batches"), self._apply_batch)]
-        for table in tables:
-            await table.start(catch_up_timeout_s=300)
-        self.s3 = storage.s3_client(self.settings)
-        self.client = FramebusClient(settings=self.settings, source="/framebus/batch-tracker")
-        log.info("batch tracker ready: %d open batches", len(self.open))
-        deadline = None if max_seconds is None else asyncio.get_running_loop().time() + max_seconds
         try:
-            while not self._stop.is_set():
-                for batch in list(self.open.values()):
-                    try:
-                        await asyncio.to_thread(self.check, batch, datetime.now(UTC))
-                    except Exception:  # noqa: BLE001 - one batch's trouble must not stop the others
-                        log.exception("checking batch %s failed; trying again", batch.batch_id)
-                if deadline is not None and asyncio.get_running_loop().time() > deadline:
-                    break
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.check_interval_s)
-                except TimeoutError:
-                    pass
+            for table in tables:
+                await table.start(catch_up_timeout_s=300)
+            self.s3 = storage.s3_client(self.settings)
+            # No input lanes: the tracker follows tables and checks its open batches every interval.
+            self.processor = Processor("batch-tracker", settings=self.settings, consumer=None,
+                                       producer=stream_producer(bootstrap), outputs=OUTPUTS,
+                                       ticks=[Tick("check", self.check_interval_s, self.check_all)], clock=self.clock)
+            if self._stop_requested:
+                self.processor.stop()
+            log.info("batch tracker ready: %d open batches", len(self.open))
+            await self.processor.run(max_seconds=max_seconds)
         finally:
             for table in tables:
                 await table.stop()
-            self.client.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop_requested = True
+        if self.processor is not None:
+            self.processor.stop()
+
+    async def check_all(self, now: float) -> Outputs:
+        """What checking every open batch produces (cancels, completions); S3 work off the event loop."""
+        out = Outputs()
+        at = datetime.fromtimestamp(now, UTC)
+        for batch in list(self.open.values()):
+            try:
+                out.extend(await asyncio.to_thread(self.check, batch, at))
+            except Exception:  # noqa: BLE001 - one batch's trouble must not stop the others
+                log.exception("checking batch %s failed; trying again", batch.batch_id)
+        return out
 
     def items(self, batch: BatchSubmitted) -> list[dict]:
         if batch.batch_id not in self._items:
@@ -89,27 +105,26 @@ class BatchTracker:
             self._items[batch.batch_id] = [json.loads(line) for line in body.splitlines() if line.strip()]
         return self._items[batch.batch_id]
 
-    def check(self, batch: BatchSubmitted, now: datetime) -> None:
+    def check(self, batch: BatchSubmitted, now: datetime) -> Outputs:
         items = self.items(batch)
         unfinished = [i for i in items if not self.statuses.is_finished(batch.tenant_id, i["request_id"])]
         if not unfinished:
-            self.finish(batch, expired=batch.batch_id in self._cancelled_at)
-            return
+            return self.finish(batch, expired=batch.batch_id in self._cancelled_at)
         if now < batch.deadline:
-            return
+            return Outputs()
         cancelled_at = self._cancelled_at.get(batch.batch_id)
         if cancelled_at is None:
             log.info("batch %s: completion window over, cancelling %d lines", batch.batch_id, len(unfinished))
-            for item in unfinished:
-                self.client.publish(CancelRequested(request_id=item["request_id"], tenant_id=batch.tenant_id,
-                                                    reason="the batch's completion window ended"),
-                                    "framebus.control")
-            self.client.flush()
             self._cancelled_at[batch.batch_id] = now
-        elif now - cancelled_at > timedelta(seconds=CANCEL_GRACE_S):
-            self.finish(batch, expired=True)
+            return Outputs([("framebus.control", encode_event(
+                CancelRequested(request_id=item["request_id"], tenant_id=batch.tenant_id,
+                                reason="the batch's completion window ended"), source=SOURCE)) for item in unfinished])
+        if now - cancelled_at > timedelta(seconds=CANCEL_GRACE_S):
+            return self.finish(batch, expired=True)
+        return Outputs()
 
-    def finish(self, batch: BatchSubmitted, *, expired: bool) -> None:
+    def finish(self, batch: BatchSubmitted, *, expired: bool) -> Outputs:
+        """Manifest and error file to S3 (same keys on a repeat), then the completion event to send."""
         items = self.items(batch)
         statuses = {i["request_id"]: s for i in items
                     if (s := self.statuses.get(batch.tenant_id, i["request_id"])) is not None}
@@ -132,23 +147,15 @@ class BatchTracker:
                               tokens=manifest.tokens, manifest_key=manifest_key, manifest_url=url,
                               errors_key=errors_key if manifest.errors else None, expired=expired,
                               webhook_url=batch.webhook_url)
-        self.client.publish(done, "framebus.batches").get(timeout=self.settings.submit_deadline_s)
         self.completed.add(batch.batch_id)
         self.open.pop(batch.batch_id, None)
         self._items.pop(batch.batch_id, None)
         self.finished += 1
         log.info("batch %s finished: %s", batch.batch_id, manifest.counts)
+        return Outputs().add("framebus.batches", encode_event(done, source=SOURCE))
 
 
 def run(settings: Settings | None = None) -> None:
-    import signal
-
-    tracker = BatchTracker(settings or Settings())
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, tracker.stop)
-        await tracker.run()
-
-    asyncio.run(main())
+    """Run the batch tracker in the foreground until SIGTERM or SIGINT."""
+    settings = settings or Settings()
+    serve("framebus-batch-tracker", settings, lambda: BatchTracker(settings))

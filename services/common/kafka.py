@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from framebus.schemas.topics import TopicSpec
 from framebus.errors import KafkaAdapterError
 from framebus.kafka import consumer, producer
+from framebus.schemas.topics import TopicSpec
 
 __all__ = ["admin_client", "consumer", "ensure_topics", "group_consumer", "producer", "stream_producer"]
 from framebus.services.common.settings import Settings

@@ -17,6 +17,20 @@ from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerRelease
 LedgerEntry = LedgerCredited | LedgerReserved | LedgerCharged | LedgerReleased
 
 
+# Entry ids, derived from tenant and request: the fold settles each request once by them,
+# whoever writes the entry (the scheduler reserves and releases, metering charges and releases).
+def reserve_id(tenant_id: str, request_id: str) -> str:
+    return f"reserve:{tenant_id}/{request_id}"
+
+
+def charge_id(tenant_id: str, request_id: str) -> str:
+    return f"charge:{tenant_id}/{request_id}"
+
+
+def release_id(tenant_id: str, request_id: str) -> str:
+    return f"release:{tenant_id}/{request_id}"
+
+
 def _d(tokens: float) -> Decimal:
     # Tokens are quoted to 0.001; Decimal keeps sums exact where floats would drift.
     return Decimal(repr(tokens))

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from framebus.config import LOCAL_HOST, ClientSettings
+from framebus.schemas.webhooks import RETRY_SCHEDULE_S
 
 __all__ = ["LOCAL_HOST", "Settings", "render_markdown"]
 
@@ -56,7 +57,7 @@ class Settings(ClientSettings):
     webhook_allowed_hosts: frozenset[str] = Field(
         frozenset(), description="Hosts the notifier may call even though they resolve to private or loopback addresses (JSON list).")
     webhook_retry_schedule_s: tuple[float, ...] = Field(
-        (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+        RETRY_SCHEDULE_S,
         description="Delay before each retry of a failed webhook (JSON list); after the last, the dead-letter topic.")
     webhook_concurrency_per_endpoint: int = Field(4, ge=1, description="Deliveries in flight to one host at once.")
     webhook_timeout_s: float = Field(15.0, gt=0, le=60, description="How long one webhook attempt may take.")
@@ -95,6 +96,12 @@ class Settings(ClientSettings):
         {"rtx-pro-6000": 2.50, "h100": 3.00, "cpu": 0.10},
         description="What an hour of each machine kind costs us (JSON object); unknown kinds cost `default`.")
     worker_machine: str | None = Field(None, description="Machine kind a worker reports for the cost model; unset: detected (cpu, or the GPU's name).")
+
+    # --- Logging and health -------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of every service's log.")
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line.")
+    health_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of a stream processor's /healthz and /readyz (faust's web server); unset: off.")
 
     # --- Local runtime ---------------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir,

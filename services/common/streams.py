@@ -1,34 +1,18 @@
-"""What every framebus stream processor shares (scheduler, metering): the faust app that
-hosts it, sending its output in batches, and committing a processed batch of input."""
+"""Kafka pieces of the processor runtime (``processor.py``): sending output in batches, and
+committing a processed batch of input."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from framebus.schemas.codec import KafkaRecord
 from framebus.services.common.compacted import partition_for
-from framebus.services.common.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
-    """The faust app hosting a processor: lifecycle, signals, logging and crash handling, in-memory
-    state, our topics (declared by `framebus up`, never by faust). The processors read and write
-    Kafka with their own aiokafka clients (``services.common.kafka``), not through faust's."""
-    options = dict(
-        broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")], store="memory://",
-        web_enabled=False, producer_acks=-1, consumer_auto_offset_reset="earliest",
-        broker_commit_interval=0.5, topic_partitions=6, topic_allow_declare=False,
-        # A killed processor's group membership lapses after this; its successor waits that long.
-        broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
-    )
-    return faust.App(f"{settings.topic_prefix}{name}", **{**options, **overrides})
 
 
 def next_offsets(batches: dict[TopicPartition, list]) -> dict[TopicPartition, int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from framebus.schemas import sources
 from framebus.schemas.events import (
     GenerationCancelled,
     GenerationCompleted,
@@ -27,18 +28,10 @@ from framebus.schemas.events import (
     LedgerReleased,
     UsageRecorded,
 )
-from framebus.services.common.ledger import Balances, LedgerEntry
+from framebus.services.common.ledger import Balances, LedgerEntry, charge_id, release_id
 
-WORKER_SOURCE = "/framebus/worker"
+WORKER_SOURCE = sources.WORKER
 Result = GenerationCompleted | GenerationFailed | GenerationCancelled
-
-
-def charge_id(tenant_id: str, request_id: str) -> str:
-    return f"charge:{tenant_id}/{request_id}"
-
-
-def release_id(tenant_id: str, request_id: str) -> str:
-    return f"release:{tenant_id}/{request_id}"
 
 
 @dataclass

@@ -22,11 +22,10 @@ from urllib.parse import urlsplit
 from standardwebhooks import Webhook
 
 from framebus.schemas.events import BatchCompleted, GenerationCancelled, GenerationCompleted, GenerationFailed
-from framebus.schemas.webhooks import WebhookDelivery
+from framebus.schemas.webhooks import RETRY_SCHEDULE_S, WebhookDelivery
 from framebus.services.common.errors import FramebusError
 
-# The Standard Webhooks reference schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
-DEFAULT_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+DEFAULT_SCHEDULE_S = RETRY_SCHEDULE_S
 Result = GenerationCompleted | GenerationFailed | GenerationCancelled
 
 

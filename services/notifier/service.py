@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from framebus.schemas.codec import decode_event, encode_event, written_by
+from framebus.schemas import sources
+from framebus.schemas.codec import KafkaRecord, decode_event, encode_event, written_by
 from framebus.schemas.errors import CodecError
 from framebus.schemas.events import (
     BatchCompleted,
@@ -42,7 +43,9 @@ from framebus.schemas.webhooks import (
     WebhookSecrets,
 )
 from framebus.services.common.compacted import TopicTable, partitions_of, read_all
-from framebus.services.common.kafka import group_consumer
+from framebus.services.common.hosting import serve
+from framebus.services.common.kafka import group_consumer, stream_producer
+from framebus.services.common.processor import Lane, Outputs, Processor
 from framebus.services.common.settings import Settings
 from framebus.services.notifier.core import (
     Delivered,
@@ -58,9 +61,10 @@ from framebus.services.notifier.core import (
 )
 
 log = logging.getLogger(__name__)
-SOURCE = "/framebus/notifier"
+SOURCE = sources.NOTIFIER
 PENDING, ATTEMPTS, DEAD = "framebus.webhooks.pending", "framebus.webhooks.attempts", "framebus.webhooks.dead"
 SECRETS = "framebus.webhooks.secrets"
+OUTPUTS = (PENDING, ATTEMPTS, DEAD, "framebus.tenants")
 
 
 def endpoint_of(url: str) -> str:
@@ -69,10 +73,13 @@ def endpoint_of(url: str) -> str:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
+    def __init__(self, settings: Settings, *, rng: random.Random | None = None, clock=time.time) -> None:
         self.settings = settings
         self.policy = RetryPolicy(tuple(settings.webhook_retry_schedule_s))
         self.rng = rng or random.Random()
+        self.clock = clock
+        self.processor: Processor | None = None
+        self._stop_requested = False
         self.tenants: dict[str, TenantUpdated] = {}
         self.secrets: dict[str, tuple[str, ...]] = {}  # tenant -> signing secrets, newest first
         self._schedule: list[tuple[float, str]] = []  # (due, delivery id)
@@ -81,7 +88,6 @@ class Notifier:
         self._gates: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.webhook_concurrency_per_endpoint))
         self._tasks: set[asyncio.Task] = set()
-        self._stop = asyncio.Event()
         self.delivered = 0
 
     # --- wiring -------------------------------------------------------------------------------
@@ -102,37 +108,40 @@ class Notifier:
         await tenants.start(catch_up_timeout_s=120)
         secrets = TopicTable(bootstrap, self.settings.topic(SECRETS), self._apply_secrets)
         await secrets.start(catch_up_timeout_s=120)
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-        await self.producer.start()
-        consumer = group_consumer(self.settings, self.settings.topic("framebus.results"),
-                                  self.settings.topic("framebus.batches"), group="framebus-notifier")
-        await consumer.start()
         self.http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
+        self.processor = Processor(
+            "notifier", settings=self.settings, consumer=None, producer=stream_producer(bootstrap),
+            lanes=[Lane("results", ("framebus.results", "framebus.batches"), self.on_result, 500,
+                        on_error=self.skip_after_bug)],
+            outputs=OUTPUTS, clock=self.clock)
+        self.processor.consumer = group_consumer(self.settings, *self.processor.input_topics(),
+                                                 group="framebus-notifier")
         log.info("notifier ready: %d deliveries pending", len(self._pending))
-        loops: list[asyncio.Task] = []
+        if self._stop_requested:
+            self.processor.stop()
         try:
-            loops = [asyncio.create_task(self._forever("results", lambda: self._consume(consumer))),
-                     asyncio.create_task(self._forever("dispatch", self._dispatch)),
-                     asyncio.create_task(self._forever("pending", lambda: self._follow_pending(pending)))]
-            if max_seconds is not None:
-                await asyncio.wait_for(self._stop.wait(), timeout=max_seconds)
-            else:
-                await self._stop.wait()
-        except TimeoutError:
-            pass
+            await self.processor.run(tasks=[lambda: self._forever("dispatch", self._dispatch),
+                                            lambda: self._forever("pending", lambda: self._follow_pending(pending))],
+                                     max_seconds=max_seconds)
         finally:
-            for task in [*loops, *self._tasks]:
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
-            await consumer.stop()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await pending.stop()
-            await self.producer.stop()
             await tenants.stop()
             await secrets.stop()
             await self.http.aclose()
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
     def stop(self) -> None:
-        self._stop.set()
+        self._stop_requested = True
+        if self.processor is not None:
+            self.processor.stop()
+
+    def is_ready(self) -> bool:
+        return self.processor is not None and self.processor.ready.is_set()
 
     async def _forever(self, name: str, loop) -> None:
         """Keep a loop running: Kafka trouble logs and retries; it never silently ends the service.
@@ -161,41 +170,35 @@ class Notifier:
 
     async def _send(self, topic: str, event, *, key: bytes | None = None, tombstone: bool = False) -> None:
         record = encode_event(event, source=SOURCE)
-        await self.producer.send(self.settings.topic(topic), key=key or record.key,
-                                 value=None if tombstone else record.value,
-                                 headers=None if tombstone else record.headers)
+        if tombstone:
+            record = KafkaRecord(key or record.key, None, [])
+        await self.processor.emit(Outputs().add(topic, record), wait=False)
 
     # --- results in -----------------------------------------------------------------------------
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+    def on_result(self, record, now: float) -> Outputs:
+        """A result or completed batch -> its webhook delivery on the pending topic (the runtime
+        commits the result only once that record is on the broker), scheduled in memory."""
         try:
-            await self._consume_batches(consumer)
-        except Exception:
-            await consumer.seek_to_committed()  # the failed batch is read again, not skipped
-            raise
+            result = decode_event(record.headers, record.value).event
+        except CodecError as exc:  # metering dead-letters unreadable results; nothing to notify
+            log.warning("skipped an unreadable result at offset %s: %s", record.offset, exc)
+            return Outputs()
+        at = datetime.fromtimestamp(now, UTC)
+        if isinstance(result, BatchCompleted):
+            delivery = delivery_for_batch(result, at)
+        elif isinstance(result, (GenerationCompleted, GenerationFailed, GenerationCancelled)):
+            delivery = delivery_for(result, at)
+        else:
+            return Outputs()
+        if delivery is None or delivery.delivery_id in self._pending:
+            return Outputs()
+        self._schedule_delivery(delivery)
+        return Outputs().add(PENDING, encode_event(delivery, source=SOURCE))
 
-    async def _consume_batches(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=500)
-            if not batches:
-                continue
-            for records in batches.values():
-                for record in records:
-                    try:
-                        result = decode_event(record.headers, record.value).event
-                    except CodecError as exc:  # metering dead-letters unreadable results; nothing to notify
-                        log.warning("skipped an unreadable result at offset %s: %s", record.offset, exc)
-                        continue
-                    if isinstance(result, BatchCompleted):
-                        delivery = delivery_for_batch(result, datetime.now(UTC))
-                    elif isinstance(result, (GenerationCompleted, GenerationFailed, GenerationCancelled)):
-                        delivery = delivery_for(result, datetime.now(UTC))
-                    else:
-                        continue
-                    if delivery is not None and delivery.delivery_id not in self._pending:
-                        await self._send(PENDING, delivery)
-                        self._schedule_delivery(delivery)
-            await self.producer.flush()  # pending records are on Kafka before the results are committed
-            await consumer.commit()
+    @staticmethod
+    def skip_after_bug(exc: Exception, record, now: float) -> Outputs:  # noqa: ARG004
+        log.error("skipped the record at %s/%s/%s: %r", record.topic, record.partition, record.offset, exc)
+        return Outputs()
 
     async def _follow_pending(self, pending: AIOKafkaConsumer) -> None:
         """Deliveries others put on the pending topic (replays). Our own records and tombstones
@@ -220,7 +223,7 @@ class Notifier:
     # --- attempts -------------------------------------------------------------------------------
     async def _dispatch(self) -> None:
         while True:
-            now = time.time()
+            now = self.clock()
             while self._schedule and self._schedule[0][0] <= now:
                 _, delivery_id = heapq.heappop(self._schedule)
                 delivery = self._pending.get(delivery_id)
@@ -238,7 +241,7 @@ class Notifier:
                 await self._attempt_once(delivery)
         except Exception:  # noqa: BLE001 - the delivery stays pending and is tried again
             log.exception("attempt of %s failed unexpectedly", delivery.delivery_id)
-            self._schedule_delivery(delivery.model_copy(update={"due_at": datetime.fromtimestamp(time.time() + 5,
+            self._schedule_delivery(delivery.model_copy(update={"due_at": datetime.fromtimestamp(self.clock() + 5,
                                                                                                  UTC)}))
         finally:
             self._in_flight.discard(delivery.delivery_id)
@@ -251,7 +254,7 @@ class Notifier:
             return
         try:
             await asyncio.to_thread(check_destination, delivery.url, self.settings.webhook_allowed_hosts)
-            now = datetime.now(UTC)
+            now = self._now()
             headers = signed_headers(delivery, self.secrets.get(delivery.tenant_id, ()), now)
         except Refused as exc:
             await self._finish(delivery, number, "refused", None, str(exc), 0.0)
@@ -264,7 +267,7 @@ class Notifier:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:512] or type(exc).__name__
         elapsed_ms = (time.perf_counter() - started) * 1000
-        outcome = judge(status, error, retry_after, number, self.policy, datetime.now(UTC), self.rng)
+        outcome = judge(status, error, retry_after, number, self.policy, self._now(), self.rng)
         if isinstance(outcome, Delivered):
             self.delivered += 1
             await self._send(ATTEMPTS, self._attempted(delivery, number, "delivered", status, None, elapsed_ms))
@@ -296,7 +299,7 @@ class Notifier:
         if tenant is None or delivery.url in tenant.disabled_webhook_urls:
             return
         updated = tenant.model_copy(update={"disabled_webhook_urls": (*tenant.disabled_webhook_urls, delivery.url),
-                                            "updated_at": datetime.now(UTC)})
+                                            "updated_at": self._now()})
         self.tenants[tenant.tenant_id] = updated
         await self._send("framebus.tenants", updated)
 
@@ -310,15 +313,6 @@ class Notifier:
 
 
 def run(settings: Settings | None = None) -> None:
-    """Run the notifier in the foreground; Ctrl-C or SIGTERM stops it."""
-    import signal
-
-    notifier = Notifier(settings or Settings())
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, notifier.stop)
-        await notifier.run()
-
-    asyncio.run(main())
+    """Run the notifier in the foreground until SIGTERM or SIGINT."""
+    settings = settings or Settings()
+    serve("framebus-notifier", settings, lambda: Notifier(settings))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from framebus.schemas.events import GenerationRequest, TenantUpdated
 from framebus.schemas.state import ErrorCode
-from framebus.services.scheduler.config import SchedulerConfig
 from framebus.services.common.ledger import Balances
+from framebus.services.scheduler.config import SchedulerConfig
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from framebus.schemas import limits
 from framebus.schemas.events import CancelRequested, GenerationRequest, LedgerReleased, LedgerReserved, TenantUpdated
 from framebus.schemas.state import ErrorCode, RequestState
 from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.services.common.ledger import Balances, LedgerEntry, release_id, reserve_id
 from framebus.services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
 from framebus.services.scheduler.config import SchedulerConfig
-from framebus.services.common.ledger import Balances, LedgerEntry
 from framebus.services.scheduler.queue import QueuedRequest, RequestQueue
 from framebus.services.scheduler.workers import WorkerRegistry
 
@@ -63,13 +63,13 @@ def default_seed(request: GenerationRequest) -> int:
 
 
 def reservation(request: GenerationRequest, tokens: float) -> LedgerReserved:
-    return LedgerReserved(tenant_id=request.tenant_id, entry_id=f"reserve:{request.tenant_id}/{request.request_id}",
+    return LedgerReserved(tenant_id=request.tenant_id, entry_id=reserve_id(request.tenant_id, request.request_id),
                           request_id=request.request_id, tokens=tokens)
 
 
 def release(request: GenerationRequest, tokens: float, reason: str, outcome: str | None = None) -> LedgerReleased:
     # The same entry id metering uses for a release, so the ledger fold settles it once.
-    return LedgerReleased(tenant_id=request.tenant_id, entry_id=f"release:{request.tenant_id}/{request.request_id}",
+    return LedgerReleased(tenant_id=request.tenant_id, entry_id=release_id(request.tenant_id, request.request_id),
                           request_id=request.request_id, tokens=tokens, reason=reason, tier=request.tier,
                           model=request.model, outcome=outcome)
 

@@ -1,13 +1,14 @@
 """Turning scheduler decisions into the records other services read (pure: no Kafka calls).
 
-Each function returns (topic, KafkaRecord) pairs; app.py sends them. Keeping this apart
-from the faust wiring lets tests check exactly what a decision publishes.
+Each function returns (topic, KafkaRecord) pairs; the processor runtime sends them. Keeping
+this apart lets tests check exactly what a decision publishes.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from framebus.schemas import sources
 from framebus.schemas.codec import KafkaRecord, encode_event
 from framebus.schemas.events import (
     ErrorInfo,
@@ -25,7 +26,7 @@ from framebus.services.scheduler.backlog import BACKLOG_TOPIC, BacklogEntry
 from framebus.services.scheduler.core import ForwardedCancel, SchedulerOutput, Terminal
 from framebus.services.scheduler.queue import QueuedRequest
 
-SOURCE = "/framebus/scheduler"
+SOURCE = sources.SCHEDULER
 Out = list[tuple[str, KafkaRecord]]
 
 
@@ -42,7 +43,7 @@ def backlog(entry: BacklogEntry) -> tuple[str, KafkaRecord]:
 
 
 def tombstone(tenant_id: str, request_id: str) -> tuple[str, KafkaRecord]:
-    return BACKLOG_TOPIC, KafkaRecord(status_key(tenant_id, request_id).encode(), b"", [])
+    return BACKLOG_TOPIC, KafkaRecord(status_key(tenant_id, request_id).encode(), None, [])
 
 
 def status(request: GenerationRequest, state: RequestState, *, tokens: float | None = None,
@@ -69,10 +70,7 @@ def dispatched(job: JobDispatched, entries: list[QueuedRequest]) -> Out:
 
 def terminal(ended: Terminal) -> Out:
     request = ended.request
-    common = {"request_id": request.request_id, "tenant_id": request.tenant_id, "tier": request.tier,
-              "model": request.model, "batch_id": request.batch_id, "custom_id": request.custom_id,
-              "metadata": request.metadata, "timings": Timings(finished_at=datetime.now(UTC)),
-              "webhook_url": request.webhook_url}
+    common = request.result_fields(Timings(finished_at=datetime.now(UTC)))
     error = None
     if ended.state is RequestState.CANCELLED:
         result: Event = GenerationCancelled(**common, reason=ended.message)
@@ -102,13 +100,6 @@ def for_output(out: SchedulerOutput) -> Out:
     for forward in out.cancels:
         records.append(forwarded_cancel(forward))
     return records
-
-
-def rejected(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], reason: str,
-             detail: str) -> tuple[str, KafkaRecord]:
-    """The record as it came, plus why it was refused, for framebus.requests.rejected."""
-    extra = [("framebus-reject-reason", reason.encode()), ("framebus-reject-detail", detail[:2000].encode())]
-    return "framebus.requests.rejected", KafkaRecord(key, value or b"", [*headers, *extra])
 
 
 def failed_for_unreadable(tenant_id: str, request_id: str, tier, reason: str, detail: str) -> Out:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from framebus.schemas.events import ErrorInfo
 from framebus.schemas.state import ErrorCode, RequestState
 from framebus.services.scheduler import records
-from framebus.services.scheduler.app import FinishedIndex
+from framebus.services.scheduler.finished import FinishedIndex
 from tests.services.scheduler.helpers import req
 
 

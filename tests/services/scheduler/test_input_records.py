@@ -1,51 +1,61 @@
-"""What one input record makes the scheduler publish when its decision code fails: the request
-is refused with the reason and ends `failed`; the scheduler goes on. No Kafka: the producer
-here only collects what would be sent."""
+"""What one input record makes the scheduler publish, without Kafka: the handlers return the
+records, and the runtime's error policy turns a bug met by one request into a refusal."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from types import SimpleNamespace
 
 from framebus.schemas.codec import encode_event
+from framebus.services.common.processor import Processor
 from framebus.services.common.settings import Settings
-from framebus.services.scheduler.app import SchedulerService
+from framebus.services.scheduler.app import OUTPUTS, lanes
 from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.scheduler.handlers import SchedulerHandlers
 from tests.services.scheduler.helpers import req
 
 
-class CollectingProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, list]] = []
-
-    async def send(self, topic, value=None, key=None, headers=None):
-        self.sent.append((topic, value, headers))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
+def _record(request, topic: str = "framebus.requests.standard") -> SimpleNamespace:
+    encoded = encode_event(request, source="/sdk")
+    return SimpleNamespace(topic=topic, partition=0, offset=3, key=encoded.key, value=encoded.value,
+                           headers=tuple(encoded.headers))
 
 
 def test_a_request_the_scheduler_fails_on_is_refused_with_the_reason_and_ends_failed() -> None:
-    service = SchedulerService(Settings(), SchedulerConfig())
-    service._producer = producer = CollectingProducer()
+    handlers = SchedulerHandlers(SchedulerConfig())
 
     def broken(request, now):
         raise ZeroDivisionError("a bug met by one request")
 
-    service.core.submit = broken
-    request = req(request_id="r-bug")
-    encoded = encode_event(request, source="/sdk")
-    record = SimpleNamespace(topic="framebus.requests.standard", partition=0, offset=3, key=encoded.key,
-                             value=encoded.value, headers=tuple(encoded.headers))
-    sent: list = []
-    asyncio.run(service.on_request(record, sent))
+    handlers.core.submit = broken
+    processor = Processor("scheduler", settings=Settings(), consumer=None, producer=None, lanes=lanes(handlers),
+                          outputs=OUTPUTS)
+    standard = next(lane for lane in processor.lanes if lane.name == "standard")
+    out = processor.handle_record(standard, _record(req(request_id="r-bug")), 1000.0)
 
-    topics = [topic for topic, _, _ in producer.sent]
-    assert topics == ["framebus.requests.rejected", "framebus.results", "framebus.status"]
-    rejected_headers = dict(producer.sent[0][2])
-    assert rejected_headers["framebus-reject-reason"] == b"internal_error"
-    assert b"ZeroDivisionError" in rejected_headers["framebus-reject-detail"]
-    status = json.loads(producer.sent[2][1])
+    assert [topic for topic, _ in out.records] == ["framebus.requests.rejected", "framebus.results", "framebus.status"]
+    rejected_headers = dict(out.records[0][1].headers)
+    assert rejected_headers["framebus-dead-reason"] == b"internal_error"
+    assert b"ZeroDivisionError" in rejected_headers["framebus-dead-detail"]
+    assert rejected_headers["framebus-dead-source"] == b"framebus.requests.standard/0/3"
+    status = json.loads(out.records[2][1].value)
     assert status["state"] == "failed" and status["error"]["code"] == "internal_error"
-    assert len(sent) == 3, "the lane waits for all three before committing the input"
+
+
+def test_a_request_on_the_wrong_tier_topic_is_rejected_and_fails_with_the_reason() -> None:
+    handlers = SchedulerHandlers(SchedulerConfig())
+    out = handlers.on_input(_record(req(request_id="r-tier", tier="interactive")), 1000.0)
+    assert [topic for topic, _ in out.records] == ["framebus.requests.rejected", "framebus.results", "framebus.status"]
+    assert dict(out.records[0][1].headers)["framebus-dead-reason"] == b"invalid_request"
+    assert handlers.rejected == 1
+
+
+def test_a_result_ends_the_request_with_a_backlog_tombstone() -> None:
+    handlers = SchedulerHandlers(SchedulerConfig())
+    record = SimpleNamespace(topic="framebus.results", partition=0, offset=0, key=b"acme",
+                             value=json.dumps({"tenant_id": "acme", "request_id": "r-1"}).encode(),
+                             headers=(("ce_type", b"framebus.generation.completed"), ("ce_specversion", b"1.0"),
+                                      ("ce_id", b"x"), ("ce_source", b"/framebus/worker"),
+                                      ("content-type", b"application/json")))
+    [(topic, tombstone)] = handlers.on_result(record, 1000.0).records
+    assert topic == "framebus.scheduler.backlog" and tombstone.value is None and tombstone.key == b"acme/r-1"

@@ -1,0 +1,67 @@
+"""How every stream processor is hosted: a faust-streaming worker with one task.
+
+faust gives the processors their lifecycle (start, SIGTERM/SIGINT, crash handling), the
+logging setup and, when ``FRAMEBUS_HEALTH_PORT`` is set, its web server for /healthz and
+/readyz. The Kafka work itself runs on plain aiokafka clients (``processor.py``): faust's
+per-event machinery cost a third of the scheduler's CPU and capped metering at about
+3,100 results/s on our reference machine, against 9,000/s with flush-then-commit on aiokafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import faust
+
+from framebus.services.common.logs import logging_config
+from framebus.services.common.settings import Settings
+
+
+def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
+    """The faust app hosting processor ``name``: in-memory state, our topics declared by
+    `framebus up` (never by faust), and its web server only where a health port is set.
+
+    The app id is ``<name>-app``: faust's own (idle) consumer must never join a processor's
+    input consumer group, which uses another assignment protocol."""
+    options = dict(
+        broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")], store="memory://",
+        web_enabled=settings.health_port is not None, web_port=settings.health_port or 6066, web_bind="0.0.0.0",
+        consumer_auto_offset_reset="earliest", topic_partitions=6, topic_allow_declare=False,
+        # A killed processor's group membership lapses after this; its successor waits that long.
+        broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
+    )
+    return faust.App(f"{settings.topic_prefix}{name}-app", **{**options, **overrides})
+
+
+class Hosted(Protocol):
+    """A service as the host runs it: ``run`` until cancelled, ``is_ready`` for /readyz."""
+
+    async def run(self) -> None: ...
+
+    def is_ready(self) -> bool: ...
+
+
+def serve(name: str, settings: Settings, build: Callable[[], Hosted]) -> None:
+    """Build the service (inside the event loop: aiokafka clients bind to it) and run it in the
+    foreground as the one task of a faust worker, until SIGTERM or SIGINT (the task is
+    cancelled: the service's cleanup flushes and leaves its groups) or until it fails."""
+    app = stream_app(name, settings)
+    built: list[Hosted] = []
+
+    @app.task
+    async def _main() -> None:
+        built.append(build())
+        await built[0].run()
+
+    @app.page("/healthz")
+    async def healthz(web, request):  # noqa: ARG001 - faust's view signature
+        return web.json({"service": name, "status": "alive"})
+
+    @app.page("/readyz")
+    async def readyz(web, request):  # noqa: ARG001
+        ok = bool(built) and built[0].is_ready()
+        return web.json({"service": name, "status": "ready" if ok else "starting"}, status=200 if ok else 503)
+
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, logging_config=logging_config(settings))
+    worker.execute_from_commandline()

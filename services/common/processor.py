@@ -1,0 +1,247 @@
+"""The one runtime every stream processor runs on: scheduler, metering, notifier, batch tracker.
+
+A service supplies pure handlers; the runtime owns the Kafka loop and its guarantees:
+
+    read a batch (per lane) -> handle each record -> send every output -> wait for the
+    broker's acknowledgements -> commit the batch, for the partitions still owned
+
+- **At least once, made exactly once by the handlers.** Input offsets are committed only
+  after everything their records produced is on the broker; a crash replays the
+  uncommitted batch, and handlers drop what they already did (every output here is
+  idempotent: keyed, compacted or deduplicated on its id).
+- **Ordered output.** Deciding and handing records to the producer happen under one
+  lock, so records for one key reach Kafka in the order they were decided, whichever
+  lane or tick decided them (the scheduler's backlog relies on it).
+- **One error policy.** A handler that raises on a record goes to the lane's
+  ``on_error`` hook: by default the record is dead-lettered with the reason
+  (``internal_error``) and the lane goes on; a lane without a dead-letter topic stops
+  the processor. A send the broker refuses always stops it: the service's memory
+  would be ahead of Kafka, and the restart rebuilds it from Kafka.
+- **Topics from the catalogue only**, resolved when the processor is built: a name
+  that is not in ``framebus.schemas.topics`` fails at start-up, not as an empty read.
+
+Lanes share one consumer (one group), each reading its own partitions in small
+batches, so a burst on one input never delays another (the scheduler reads interactive
+requests apart from batch ones). Ticks are periodic handlers (the scheduler's step, the
+batch tracker's check) whose outputs go through the same ordered send path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from framebus.schemas.codec import KafkaRecord
+from framebus.schemas.state import ErrorCode
+from framebus.services.common.deadletters import dead_letter
+from framebus.services.common.settings import Settings
+from framebus.services.common.streams import BatchSender, commit_processed, next_offsets
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Outputs:
+    """What handling produced: (catalogue topic, record) pairs, sent in this order.
+    A record whose value is None is a tombstone."""
+
+    records: list[tuple[str, KafkaRecord]] = field(default_factory=list)
+
+    def add(self, topic: str, record: KafkaRecord) -> Outputs:
+        self.records.append((topic, record))
+        return self
+
+    def extend(self, pairs) -> Outputs:
+        self.records.extend(pairs.records if isinstance(pairs, Outputs) else pairs)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+Handler = Callable[[object, float], Outputs]  # (consumer record, now) -> outputs
+ErrorHook = Callable[[Exception, object, float], Outputs]  # returns what to send instead, or raises to stop
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One input of a processor: catalogue topics read together, in batches of at most ``max_records``."""
+
+    name: str
+    topics: tuple[str, ...]
+    handle: Handler
+    max_records: int = 500
+    # Where a record the handler fails on goes, with the reason; None: such a failure stops the processor.
+    dead_letter_topic: str | None = None
+    on_error: ErrorHook | None = None  # replaces the dead letter (the scheduler refuses the request instead)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A handler run every ``interval_s``: ``handle(now)`` decides, the runtime sends (without waiting)."""
+
+    name: str
+    interval_s: float
+    handle: Callable[[float], Outputs | Awaitable[Outputs]]
+
+
+class ProcessorStopped(Exception):
+    """The broker refused a record the processor sent; it stops rather than run ahead of Kafka."""
+
+
+class Processor:
+    """Runs lanes and ticks over a consumer and a producer it is given (``app.py`` builds them).
+
+    ``outputs`` names every catalogue topic the handlers may write; sending anywhere else is a bug
+    and raises. ``tasks`` are further coroutines that live as long as the processor (the
+    scheduler's lease, the notifier's webhook dispatch); one that fails stops the processor.
+    """
+
+    def __init__(self, name: str, *, settings: Settings, consumer: AIOKafkaConsumer | None,
+                 producer: AIOKafkaProducer, lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
+                 outputs: Sequence[str] = (), clock: Clock = time.time) -> None:
+        self.name = name
+        self.consumer = consumer
+        self.producer = producer
+        self.lanes = tuple(lanes)
+        self.ticks = tuple(ticks)
+        self.clock = clock
+        # Every name resolved now: a topic outside the catalogue fails here, at start-up.
+        self._topics = {topic: settings.topic(topic)
+                        for topic in {*outputs, *(lane.dead_letter_topic for lane in self.lanes if lane.dead_letter_topic)}}
+        self._lane_topics = {lane.name: {settings.topic(topic) for topic in lane.topics} for lane in self.lanes}
+        self._sender = BatchSender(producer)
+        self._emit_lock = asyncio.Lock()
+        self._refused: BaseException | None = None
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.handled = 0
+        self.dead_lettered = 0
+
+    def input_topics(self) -> list[str]:
+        """Full names of every lane's topics: what the consumer subscribes to."""
+        return sorted({topic for topics in self._lane_topics.values() for topic in topics})
+
+    # --- running ------------------------------------------------------------------------------
+    async def run(self, *, tasks: Sequence[Callable[[], Awaitable[None]]] = (),
+                  max_seconds: float | None = None) -> None:
+        """Start the clients, run lanes, ticks and ``tasks`` until ``stop()``, ``max_seconds`` or a failure."""
+        await self.producer.start()
+        if self.consumer is not None:
+            await self.consumer.start()
+        running = [asyncio.create_task(self._lane(lane), name=f"{self.name}:{lane.name}") for lane in self.lanes]
+        running += [asyncio.create_task(self._tick(tick), name=f"{self.name}:{tick.name}") for tick in self.ticks]
+        running += [asyncio.create_task(task(), name=f"{self.name}:task") for task in tasks]
+        stopping = asyncio.create_task(self._stop.wait(), name=f"{self.name}:stop")
+        self.ready.set()
+        try:
+            done, _ = await asyncio.wait([*running, stopping], timeout=max_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping:
+                    task.result()  # a lane, tick or task failed: raise it (the host stops the service)
+        finally:
+            for task in [*running, stopping]:
+                task.cancel()
+            await asyncio.gather(*running, stopping, return_exceptions=True)
+            if self.consumer is not None:
+                await self.consumer.stop()
+            await self.producer.stop()  # flushes what was handed to it
+            log.info("%s stopped: %d records handled, %d dead-lettered", self.name, self.handled, self.dead_lettered)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _lane(self, lane: Lane) -> None:
+        assert self.consumer is not None
+        topics = self._lane_topics[lane.name]
+        while True:
+            mine = [tp for tp in self.consumer.assignment() if tp.topic in topics]
+            if not mine:  # not assigned yet, or a rebalance moved them away
+                await asyncio.sleep(0.1)
+                continue
+            batches = await self.consumer.getmany(*mine, timeout_ms=200, max_records=lane.max_records)
+            if batches:
+                await self.process(lane, batches)
+
+    async def process(self, lane: Lane, batches: dict[TopicPartition, list]) -> None:
+        """Handle one batch, send its outputs, wait until the broker has them all, then commit it."""
+        async with self._emit_lock:
+            now = self.clock()
+            out = Outputs()
+            for records in batches.values():
+                for record in records:
+                    out.extend(self.handle_record(lane, record, now))
+            futures = await self._send(out)
+        await asyncio.gather(*futures)  # a refused record raises here: the batch is never committed
+        if self.consumer is not None:
+            await commit_processed(self.consumer, next_offsets(batches), f"{self.name} {lane.name}")
+
+    def handle_record(self, lane: Lane, record, now: float) -> Outputs:
+        """What one record produces: its handler's outputs, or what the error policy makes of a failure."""
+        self.handled += 1
+        try:
+            return lane.handle(record, now)
+        except Exception as exc:  # one record's failure must not stop the processor for all the others
+            log.exception("%s %s failed on %s/%s/%s", self.name, lane.name, record.topic, record.partition,
+                          record.offset)
+            if lane.on_error is not None:
+                return lane.on_error(exc, record, now)
+            if lane.dead_letter_topic is None:
+                raise
+            self.dead_lettered += 1
+            return Outputs().add(lane.dead_letter_topic, dead_letter(
+                record, ErrorCode.INTERNAL_ERROR.value, f"{self.name} failed on this record: {exc!r}"))
+
+    async def _tick(self, tick: Tick) -> None:
+        while True:
+            await asyncio.sleep(tick.interval_s)
+            await self.emit(tick.handle, wait=False)
+
+    # --- sending --------------------------------------------------------------------------------
+    async def emit(self, decide: Callable[[float], Outputs | Awaitable[Outputs]] | Outputs, *,
+                   wait: bool = True) -> None:
+        """Decide (``decide(now)``) and send under the ordering lock; ``wait``: until acknowledged.
+
+        Without ``wait``, a refused record stops the processor at its next step.
+        """
+        if self._refused is not None:
+            raise ProcessorStopped(f"{self.name}: the broker refused a record") from self._refused
+        async with self._emit_lock:
+            if isinstance(decide, Outputs):
+                out = decide
+            else:
+                out = decide(self.clock())
+                if inspect.isawaitable(out):
+                    out = await out
+            futures = await self._send(out)
+        if wait:
+            await asyncio.gather(*futures)
+
+    async def _send(self, out: Outputs) -> list[asyncio.Future]:
+        if not out:
+            return []
+        try:
+            pairs = [(self._topics[topic], record) for topic, record in out.records]
+        except KeyError as exc:
+            raise ValueError(f"{self.name} sent to {exc.args[0]!r}, which it did not declare as an output") from exc
+        futures = await self._sender.send(pairs)
+        for future in futures:
+            future.add_done_callback(self._delivered)
+        return futures
+
+    def _delivered(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None and self._refused is None:
+            log.critical("the broker refused a record of %s; stopping: %s", self.name, future.exception())
+            self._refused = future.exception()

@@ -1,0 +1,184 @@
+"""What the scheduler does with each record it reads, as pure handlers over ``SchedulerCore``.
+
+No Kafka here: each handler takes a consumer record and the time and returns the records to
+publish (``Outputs``); the processor runtime sends them, waits for the broker and commits.
+Follower handlers (tenants, ledger, workers, statuses) only update state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from framebus.schemas import limits, sources
+from framebus.schemas.codec import KafkaRecord, decode, decode_event, written_by
+from framebus.schemas.errors import CodecError
+from framebus.schemas.events import CancelRequested, GenerationRequest, TenantUpdated
+from framebus.schemas.state import ErrorCode, Tier
+from framebus.schemas.topics import REQUEST_TIERS, request_topic
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.services.common.deadletters import dead_letter
+from framebus.services.common.processor import Outputs
+from framebus.services.scheduler import records
+from framebus.services.scheduler.backlog import BacklogEntry
+from framebus.services.scheduler.config import SchedulerConfig
+from framebus.services.scheduler.core import SchedulerCore, SchedulerOutput
+from framebus.services.scheduler.finished import FinishedIndex
+
+log = logging.getLogger(__name__)
+REJECTED_TOPIC = "framebus.requests.rejected"
+
+
+class SchedulerHandlers:
+    """The scheduler's state (core, tenants, finished requests) and a handler per input."""
+
+    def __init__(self, config: SchedulerConfig, *, topic_prefix: str = "",
+                 webhook_http_hosts: frozenset[str] = frozenset()) -> None:
+        self.tenants: dict[str, TenantUpdated] = {}
+        self.finished = FinishedIndex(config.dedupe_window_s)
+        self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
+        self.prefix = topic_prefix
+        self.control_topic = f"{topic_prefix}framebus.control"
+        self.admission_context = {"webhook_http_hosts": webhook_http_hosts}  # plain-http webhooks allowed
+        self.restored = False  # after restore, our own ledger entries were folded when made
+        self.rejected = 0
+
+    # --- inputs ----------------------------------------------------------------------------------
+    def on_input(self, record, now: float) -> Outputs:
+        """A request or (on the interactive lane) a cancel."""
+        if record.topic == self.control_topic:
+            return self.on_control(record, now)
+        return self.on_request(record, now)
+
+    def on_request(self, record, now: float) -> Outputs:
+        headers = list(record.headers)
+        try:
+            decoded = decode_event(headers, record.value, context=self.admission_context).event
+            if not isinstance(decoded, GenerationRequest):
+                raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
+                                 f"request topics carry framebus.generation.requested, not {decoded.event_type}")
+            topic_tier = self._tier_of(record.topic)
+            if topic_tier is not None and decoded.tier is not topic_tier:
+                raise CodecError(ErrorCode.INVALID_REQUEST,
+                                 f"`tier` is {decoded.tier.value} but the record is on the {topic_tier.value} topic")
+        except CodecError as exc:
+            return self.refuse(record, str(exc.reason), exc.detail)
+        out = self.core.submit(decoded, now)
+        refused = Outputs()
+        if any(t.code is ErrorCode.UNKNOWN_TENANT for t in out.terminal):  # a bad record, not just a refusal
+            refused.add(REJECTED_TOPIC, dead_letter(record, ErrorCode.UNKNOWN_TENANT.value, out.terminal[0].message))
+        return refused.extend(self.publish(out))
+
+    def on_control(self, record, now: float) -> Outputs:
+        try:
+            decoded = decode_event(list(record.headers), record.value).event
+        except CodecError as exc:
+            log.warning("skipped an unreadable control record: %s", exc)
+            return Outputs()
+        if isinstance(decoded, CancelRequested):
+            return self.publish(self.core.cancel(decoded, now))
+        return Outputs()
+
+    def on_result(self, record, now: float) -> Outputs:  # noqa: ARG002 - the runtime's handler signature
+        # Only the ids matter here, and results come from our own pipeline: read the
+        # envelope, skip full model validation (metering validates and dead-letters what it bills).
+        try:
+            data = decode(list(record.headers), record.value).data
+            tenant_id, request_id = data["tenant_id"], data["request_id"]
+        except (CodecError, KeyError, TypeError) as exc:
+            log.warning("skipped an unreadable result: %s", exc)
+            return Outputs()
+        self.core.request_finished(tenant_id, request_id)
+        return Outputs().add(*records.tombstone(tenant_id, request_id))
+
+    def step(self, now: float) -> Outputs:
+        return self.publish(self.core.step(now))
+
+    # --- errors ----------------------------------------------------------------------------------
+    def refuse_after_bug(self, exc: Exception, record, now: float) -> Outputs:  # noqa: ARG002
+        """The lane's error policy: a bug met by one request refuses it (internal_error) and it ends failed."""
+        return self.refuse(record, ErrorCode.INTERNAL_ERROR.value, f"the scheduler failed on this request: {exc!r}")
+
+    @staticmethod
+    def skip_result_after_bug(exc: Exception, record, now: float) -> Outputs:  # noqa: ARG004
+        """Results are metering's to dead-letter; the scheduler only loses a tombstone it rewrites on restart."""
+        log.error("skipped the result at %s/%s/%s: %r", record.topic, record.partition, record.offset, exc)
+        return Outputs()
+
+    def refuse(self, record, reason: str, detail: str) -> Outputs:
+        """The record to the rejected topic, and a failed result for whatever request it still names."""
+        self.rejected += 1
+        out = Outputs().add(REJECTED_TOPIC, dead_letter(record, reason, detail))
+        known = named_request(record.value)
+        if known is not None:
+            tier = self._tier_of(record.topic) or Tier.STANDARD
+            out.extend(records.failed_for_unreadable(*known, tier, reason, detail))
+        return out
+
+    # --- outputs ---------------------------------------------------------------------------------
+    def publish(self, out: SchedulerOutput) -> Outputs:
+        if not out:
+            return Outputs()
+        published = Outputs(records.for_output(out))
+        for duplicate in out.duplicates:  # re-publish its state, so whoever resubmitted sees it
+            known = self.finished.record(duplicate.tenant_id, duplicate.request_id)
+            if known is not None:
+                published.add("framebus.status", known)
+            else:
+                published.add(*records.status(duplicate, self.core.state_of(duplicate)))
+        return published
+
+    # --- followed tables -------------------------------------------------------------------------
+    def apply_tenant(self, record) -> None:
+        event = decode_event(record.headers, record.value).event
+        if isinstance(event, TenantUpdated):
+            self.tenants[event.tenant_id] = event
+
+    def apply_ledger(self, record) -> None:
+        if self.restored and written_by(record.headers, sources.SCHEDULER):
+            return  # our own reservation or release, folded when it was made; skip decoding it again
+        self.core.ledger(decode_event(record.headers, record.value).event)  # type: ignore[arg-type]
+
+    def apply_worker(self, record, now: float) -> None:
+        event = decode_event(record.headers, record.value).event
+        if isinstance(event, WorkerAnnounced):
+            self.core.worker_announced(event, now)
+
+    def restore(self, backlog: list[KafkaRecord], now: float) -> tuple[int, int]:
+        """Rebuild the queue and what is in flight from the backlog; returns (requests, jobs)."""
+        entries = [BacklogEntry.decode(record.value) for record in backlog if record.value]
+        jobs = jobs_of(entries)
+        self.core.restore([e.queued() for e in entries], jobs, now)
+        self.restored = True
+        return len(entries), len(jobs)
+
+    def _tier_of(self, topic: str) -> Tier | None:
+        name = topic.removeprefix(self.prefix)
+        return next((Tier(t) for t in REQUEST_TIERS if name == request_topic(t)), None)
+
+
+def jobs_of(entries: list[BacklogEntry]) -> list[JobDispatched]:
+    grouped: dict[str, list[BacklogEntry]] = {}
+    for entry in entries:
+        if entry.job_id is not None:
+            grouped.setdefault(entry.job_id, []).append(entry)
+    return [JobDispatched(job_id=job_id, worker_id=members[0].worker_id, seq=members[0].job_seq or 0,
+                          shape=members[0].shape, requests=tuple(m.request for m in members),
+                          attempt=max(m.attempt for m in members))
+            for job_id, members in grouped.items()]
+
+
+def named_request(value: bytes | None) -> tuple[str, str] | None:
+    """Tenant and request id an unreadable record still names, if both are valid ids: such a
+    request gets a `failed` result, so its producer learns why (the worker uses this too)."""
+    try:
+        data = json.loads(value or b"")
+        tenant, request = data["tenant_id"], data["request_id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if (isinstance(tenant, str) and isinstance(request, str) and re.match(limits.TENANT_ID_PATTERN, tenant)
+            and re.match(limits.REQUEST_ID_PATTERN, request)):
+        return tenant, request
+    return None
+

@@ -1,0 +1,157 @@
+"""The processor runtime against the real broker: read -> handle -> send -> ack -> commit,
+the error policy (dead letter, keep going), ordered output, and topics only from the catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from framebus.errors import ConfigurationError
+from framebus.kafka import producer as sync_producer
+from framebus.schemas.codec import KafkaRecord
+from framebus.services.common.kafka import admin_client, group_consumer, stream_producer
+from framebus.services.common.processor import Lane, Outputs, Processor, Tick
+from framebus.services.common.settings import Settings
+
+
+def _publish(settings: Settings, topic: str, values: list[bytes]) -> None:
+    producer = sync_producer(settings.bootstrap_servers)
+    for value in values:
+        producer.send(settings.topic(topic), key=b"acme", value=value)
+    producer.flush()
+    producer.close()
+
+
+def _echo(record, now: float) -> Outputs:
+    if record.value == b"poison":
+        raise ValueError("a bug met by one record")
+    return Outputs().add("framebus.usage", KafkaRecord(record.key, record.value.upper(), []))
+
+
+def _processor(settings: Settings, lane: Lane, **kwargs) -> Processor:
+    processor = Processor("echo", settings=settings, consumer=None, producer=stream_producer(settings.bootstrap_servers),
+                          lanes=[lane], outputs=("framebus.usage",), **kwargs)
+    processor.consumer = group_consumer(settings, *processor.input_topics(), group="framebus-metering")
+    return processor
+
+
+async def _committed(settings: Settings, topic: str) -> int:
+    """How many records of ``topic`` the processors' group has committed, over all partitions."""
+    def read() -> int:
+        admin = admin_client(settings.bootstrap_servers)
+        try:
+            offsets = admin.list_consumer_group_offsets(f"{settings.topic_prefix}framebus-metering")
+        finally:
+            admin.close()
+        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.topic(topic) and meta.offset > 0)
+
+    return await asyncio.to_thread(read)
+
+
+async def _run_until(processor: Processor, done, timeout_s: float = 60.0) -> None:
+    task = asyncio.create_task(processor.run())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await done():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.2)
+    finally:
+        processor.stop()
+        await task
+
+
+def test_every_record_is_handled_once_outputs_land_before_the_commit_and_a_poison_record_is_dead_lettered(
+        provisioned_settings: Settings) -> None:
+    settings = provisioned_settings
+    values = [f"r{n}".encode() for n in range(40)]
+    values.insert(17, b"poison")
+    _publish(settings, "framebus.results", values)
+    lane = Lane("results", ("framebus.results",), _echo, max_records=7, dead_letter_topic="framebus.results.dead")
+
+    async def scenario() -> None:
+        processor = _processor(settings, lane)
+
+        async def all_committed() -> bool:
+            return await _committed(settings, "framebus.results") == len(values)
+
+        await _run_until(processor, all_committed)
+        assert processor.dead_lettered == 1
+
+    asyncio.run(scenario())
+    usage = [r.value for r in _all(settings, "framebus.usage")]
+    assert sorted(usage) == sorted(v.upper() for v in values if v != b"poison")
+    [dead] = _all(settings, "framebus.results.dead")
+    headers = dict(dead.headers)
+    assert dead.value == b"poison" and headers["framebus-dead-reason"] == b"internal_error"
+    assert b"a bug met by one record" in headers["framebus-dead-detail"]
+    assert headers["framebus-dead-source"].startswith(settings.topic("framebus.results").encode())
+
+    # A second member of the group finds everything committed: nothing is handled twice.
+    async def again() -> int:
+        seen = []
+        processor = _processor(settings, Lane("results", ("framebus.results",), lambda r, now: seen.append(r) or Outputs()))
+        task = asyncio.create_task(processor.run(max_seconds=8))
+        await task
+        return len(seen)
+
+    assert asyncio.run(again()) == 0
+
+
+def _all(settings: Settings, topic: str) -> list:
+    """Every record of ``topic`` (not only the latest per key)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def test_a_lane_without_a_dead_letter_topic_stops_on_a_failure_without_committing(provisioned_settings: Settings) -> None:
+    settings = provisioned_settings
+    _publish(settings, "framebus.results", [b"a", b"poison", b"b"])
+
+    async def scenario() -> None:
+        processor = _processor(settings, Lane("results", ("framebus.results",), _echo))
+        with pytest.raises(ValueError, match="a bug met by one record"):
+            await asyncio.wait_for(processor.run(), timeout=60)
+
+    asyncio.run(scenario())
+    assert asyncio.run(_committed(settings, "framebus.results")) == 0, "a failed batch is read again, never skipped"
+
+
+def test_ticks_send_in_the_order_they_decide(provisioned_settings: Settings) -> None:
+    settings = provisioned_settings
+    counter = iter(range(10_000))
+
+    def tick(now: float) -> Outputs:
+        n = next(counter)
+        return Outputs().add("framebus.usage", KafkaRecord(b"k", str(n).encode(), []))
+
+    async def scenario() -> None:
+        processor = Processor("ticker", settings=settings, consumer=None,
+                              producer=stream_producer(settings.bootstrap_servers), outputs=("framebus.usage",),
+                              ticks=[Tick("count", 0.001, tick)])
+        await processor.run(max_seconds=2)
+
+    asyncio.run(scenario())
+    sent = [int(r.value) for r in _all(settings, "framebus.usage")]
+    assert len(sent) > 50 and sent == sorted(sent) and sent[0] == 0
+
+
+def test_topics_outside_the_catalogue_fail_at_start_up() -> None:
+    with pytest.raises(ConfigurationError, match="framebus.reslts"):
+        Processor("typo", settings=Settings(), consumer=None, producer=None,
+                  lanes=[Lane("results", ("framebus.reslts",), _echo)])
+    with pytest.raises(ConfigurationError, match="framebus.usge"):
+        Processor("typo", settings=Settings(), consumer=None, producer=None, outputs=("framebus.usge",))
+
+
+def test_sending_to_a_topic_not_declared_as_an_output_is_refused() -> None:
+    processor = Processor("p", settings=Settings(), consumer=None, producer=None, outputs=("framebus.usage",))
+    with pytest.raises(ValueError, match="did not declare"):
+        asyncio.run(processor.emit(Outputs().add("framebus.ledger", KafkaRecord(b"k", b"v", []))))
