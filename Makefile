@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit up down bench clean-state readme
+.PHONY: setup demo test test-unit lint up down bench clean-state readme
 
 setup:
 	@bash infra/setup.sh
@@ -11,10 +11,14 @@ setup:
 demo: setup
 	$(BIN)/framebus demo
 
-# Unit and integration tests together; pytest's exit code 5 (no tests collected) is a failure.
-test: setup
+# The lint gate, then unit and integration tests together; pytest's exit code 5 (no tests
+# collected) is a failure.
+test: setup lint
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing"; exit 1; fi; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check .
 
 test-unit: setup
 	$(BIN)/python -m pytest -m unit

@@ -258,21 +258,22 @@ def media_table(result: dict) -> Table:
 # --- 4. worker under a backlog -----------------------------------------------------------------
 def worker_backlog(tmp: Path, jobs: int, workload: Workload) -> dict:
     from bench.harness import private_stack
+    from framebus.schemas.codec import encode_event
     from framebus.schemas.workers import JobDispatched, Shape
     from framebus.services.common import kafka as kafka_adapter
     from framebus.services.common import storage
+    from framebus.services.generator.app import assemble_worker
     from framebus.services.generator.storage import StorageTarget, VideoStore
-    from framebus.services.generator.worker import Worker, WorkerConfig
-    from framebus.schemas.codec import encode_event
+    from framebus.services.generator.worker import WorkerConfig
 
     process = psutil.Process()
     with private_stack(tmp / "stack") as settings:
         client = storage.s3_client(settings)
         storage.ensure_bucket(client, settings.s3_bucket)
         engine = DiffusionEngine.load(TINY, EngineOptions(precision="bf16", prompt_cache=64))
-        worker = Worker(settings=settings, engine=engine, spool_dir=tmp / "spool",
-                        store=VideoStore(StorageTarget(client, settings.s3_bucket), 600),
-                        config=WorkerConfig(worker_id="bench-w", max_batch_size=workload.batch))
+        worker = assemble_worker(settings, engine=engine, spool_dir=tmp / "spool",
+                                 store=VideoStore(StorageTarget(client, settings.s3_bucket), 600),
+                                 config=WorkerConfig(worker_id="bench-w", max_batch_size=workload.batch))
         thread = threading.Thread(target=worker.run, kwargs={"max_seconds": 1800}, daemon=True)
         thread.start()
         if not worker.ready.wait(timeout=600):

@@ -239,7 +239,7 @@ class Statuses:
 
         def seen(got: list) -> bool:
             nonlocal applied
-            for at, status in got[applied:]:
+            for _at, status in got[applied:]:
                 self.latest[status.request_id] = status
                 if status.state is RequestState.QUEUED:
                     self.queued_at[status.request_id] = status.timings.queued_at

@@ -71,7 +71,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("framebus.results.dead", "tenant id", 1,
               "Result records metering could not read, as they came plus the reason, kept for a month.",
               ("framebus.generation.completed",), retention_ms=30 * DAY_MS),
-    TopicSpec("framebus.status", "request id", 6, "Latest state of every request (compacted).",
+    TopicSpec("framebus.status", "tenant/request id", 6, "Latest state of every request (compacted).",
               ("framebus.generation.status",), cleanup=Cleanup.COMPACT),
     TopicSpec("framebus.usage", "tenant id", 6, "Metered usage per terminal request.",
               ("framebus.usage.recorded",), retention_ms=400 * DAY_MS),

@@ -56,9 +56,9 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
 
 
 def _batches(settings: Settings) -> tuple[dict, dict]:
+    from framebus.kafka import read_all
     from framebus.schemas.codec import decode_event
     from framebus.schemas.events import BatchCompleted, BatchSubmitted
-    from framebus.kafka import read_all
 
     submitted, completed = {}, {}
     for record in read_all(settings.bootstrap_servers, settings.topic("framebus.batches"), timeout_s=60).values():
@@ -71,9 +71,9 @@ def _batches(settings: Settings) -> tuple[dict, dict]:
 
 
 def _counts(settings: Settings, batch) -> dict[str, int]:
-    from framebus.services.common import storage
     from framebus.kafka import read_all
     from framebus.schemas.codec import decode_event
+    from framebus.services.common import storage
 
     body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=batch.input_key)["Body"].read()
     ids = {json.loads(line)["request_id"] for line in body.splitlines() if line.strip()}

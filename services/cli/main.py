@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from framebus.services.cli.output import console, errors_exit
-from framebus.services.common.settings import Settings
-from framebus.services.cli import requests as request_commands
 from framebus.services.cli import batches as batch_commands
 from framebus.services.cli import metering as metering_commands
+from framebus.services.cli import requests as request_commands
 from framebus.services.cli import tenants as tenant_commands
 from framebus.services.cli import webhooks as webhook_commands
+from framebus.services.cli.output import console, errors_exit
+from framebus.services.common.settings import Settings
 
 if TYPE_CHECKING:
     from framebus.services.common.stack import StackReport

@@ -28,8 +28,8 @@ def secret(tenant_id: str,
            keep_previous: Annotated[bool, typer.Option(help="Keep signing with the old secret too (rotation).")] = True
            ) -> None:
     """Issue a new signing secret (whsec_...); printed once. The previous one keeps signing until the next rotation."""
-    from framebus.schemas.webhooks import WebhookSecrets
     from framebus.kafka import read_latest
+    from framebus.schemas.webhooks import WebhookSecrets
 
     fresh = "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
     settings = Settings()

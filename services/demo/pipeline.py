@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framebus.client import FramebusClient
-from framebus.schemas.codec import decode_event
-from framebus.schemas.webhooks import WebhookSecrets
-from framebus.services.common.compacted import read_latest
-from framebus.services.demo.receiver import VerifyingReceiver
 from framebus.infra.process import terminate
+from framebus.schemas.codec import decode_event
 from framebus.schemas.events import StatusChanged
+from framebus.schemas.webhooks import WebhookSecrets
+from framebus.services.common.children import launch
+from framebus.services.common.compacted import read_latest
 from framebus.services.common.errors import FramebusError
 from framebus.services.common.settings import Settings
-from framebus.services.common.children import launch
+from framebus.services.demo.receiver import VerifyingReceiver
 from framebus.services.gateway.tenants import TenantAdmin
 
 DEMO_TENANT = "demo"

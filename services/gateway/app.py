@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from framebus.client import FramebusClient, SubmitError
 from framebus.schemas.state import ErrorCode
 from framebus.schemas.validation import FieldError, describe_errors
-from framebus.services.common.compacted import TopicTable
 from framebus.services.batch.submit import BatchRefused
+from framebus.services.common.compacted import TopicTable
 from framebus.services.common.errors import KafkaAdapterError, StorageError
 from framebus.services.common.settings import Settings
 from framebus.services.gateway.limits import BodySizeLimit

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 
 from framebus.infra.process import free_port, terminate
-from framebus.services.common.errors import FramebusError
 from framebus.services.common.children import launch
+from framebus.services.common.errors import FramebusError
 from framebus.services.common.settings import Settings
 
 

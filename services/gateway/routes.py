@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from framebus.client import Receipt
 from framebus.schemas import limits
 from framebus.schemas.events import GenerationFields, TenantUpdated
 from framebus.services.gateway.api import (
@@ -21,7 +22,6 @@ from framebus.services.gateway.api import (
     UsageRow,
 )
 from framebus.services.gateway.runtime import Gateway
-from framebus.client import Receipt
 
 router = APIRouter()
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429, 503)}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from framebus.client import FramebusClient, Receipt, receipt_from_status
 from framebus.schemas.events import GenerationRequest, StatusChanged, TenantUpdated

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 
 from framebus.client import FramebusClient
-from framebus.schemas.codec import decode_event
-from framebus.schemas.events import LedgerCredited, TenantUpdated, utc_now
 from framebus.kafka import read_latest
+from framebus.schemas.codec import decode_event
+from framebus.schemas.events import LedgerCredited, TenantStorage, TenantUpdated, utc_now
 from framebus.services.common.errors import FramebusError
 from framebus.services.gateway.keys import IssuedKey, issue_key
 

@@ -1,23 +1,49 @@
-"""`framebus worker`: the only place the worker reads settings and builds real clients."""
+"""`framebus worker`: the only place the worker reads settings and builds real clients,
+its clock and its id source."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
+import uuid
+from pathlib import Path
 from typing import Literal
 
 from framebus.schemas.state import ModelName
+from framebus.services.common import kafka as kafka_adapter
 from framebus.services.common.ffmpeg import require_ffmpeg
 from framebus.services.common.settings import Settings
 from framebus.services.common.storage import ensure_bucket, s3_client
+from framebus.services.generator.clock import SystemClock
 from framebus.services.generator.encode import EncodeConfig, choose_encoder
 from framebus.services.generator.engine import Engine, NullEngine
 from framebus.services.generator.storage import RetryPolicy, StorageTarget, VideoStore
 from framebus.services.generator.tenants import TenantTargets
-from framebus.services.generator.worker import Worker, WorkerConfig, new_worker_id
+from framebus.services.generator.worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
 EngineKind = Literal["null", "diffusers"]
+
+
+def new_id() -> str:
+    """A fresh random id: event ids and spool file names."""
+    return str(uuid.uuid4())
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"[:64]
+
+
+def assemble_worker(settings: Settings, *, engine: Engine, store: VideoStore, config: WorkerConfig, spool_dir: Path,
+                    encode: EncodeConfig = EncodeConfig()) -> Worker:
+    """A worker on the real broker, with the system clock and random ids. Its jobs consumer is
+    unassigned here: the worker picks its partition once its engine is warm."""
+    producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=2)
+    jobs_consumer = kafka_adapter.consumer(settings.bootstrap_servers, group_id=None)
+    return Worker(settings=settings, engine=engine, store=store, config=config, spool_dir=spool_dir, encode=encode,
+                  producer=producer, jobs_consumer=jobs_consumer, clock=SystemClock(), new_id=new_id)
 
 
 def build_engine(settings: Settings, kind: EngineKind, model: ModelName, *, delay_ms: float = 0.0,
@@ -55,15 +81,14 @@ def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, de
     worker_id = worker_id or new_worker_id()
     store = VideoStore(StorageTarget(client, settings.s3_bucket), settings.s3_presign_expiry_s,
                        retry=RetryPolicy(deadline_s=settings.s3_upload_deadline_s), target_for=TenantTargets(settings))
-    return Worker(settings=settings, engine=build_engine(settings, engine, model, delay_ms=delay_ms,
-                                                         worker_id=worker_id),
-                  store=store,
-                  config=WorkerConfig(worker_id=worker_id, max_batch_size=batch, slots=slots,
-                                      heartbeat_interval_s=heartbeat_s,
-                                      machine=settings.worker_machine or machine_kind(engine, settings)),
-                  spool_dir=settings.state_dir / "spool" / worker_id,
-                  encode=EncodeConfig(codec=encoder.codec, x264_preset=settings.x264_preset,
-                                      nvenc_preset=settings.nvenc_preset))
+    built_engine = build_engine(settings, engine, model, delay_ms=delay_ms, worker_id=worker_id)
+    return assemble_worker(settings, engine=built_engine, store=store,
+                           config=WorkerConfig(worker_id=worker_id, max_batch_size=batch, slots=slots,
+                                               heartbeat_interval_s=heartbeat_s,
+                                               machine=settings.worker_machine or machine_kind(engine, settings)),
+                           spool_dir=settings.state_dir / "spool" / worker_id,
+                           encode=EncodeConfig(codec=encoder.codec, x264_preset=settings.x264_preset,
+                                               nvenc_preset=settings.nvenc_preset))
 
 
 def run(worker: Worker, *, max_seconds: float | None = None) -> None:

@@ -24,7 +24,7 @@ import torch
 from framebus.schemas.events import GenerationRequest
 from framebus.services.common.errors import ConfigurationError
 from framebus.services.common.settings import Settings
-from framebus.services.generator.engine import Cancelled, Rendered
+from framebus.services.generator.errors import EngineOutOfMemory
 from framebus.services.generator.models import REGISTRY, ModelSpec, load_pipeline
 from framebus.services.generator.optimize import (
     BlockCounter,
@@ -34,7 +34,7 @@ from framebus.services.generator.optimize import (
     quantize_transformer,
     speed_up_vae_norms,
 )
-from framebus.services.generator.worker import EngineOutOfMemory
+from framebus.services.generator.rendered import IsCancelled, Rendered
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class DiffusionEngine:
         self._warm = True
         log.info("engine warm in %.2f s", time.perf_counter() - started)
 
-    def render(self, requests: Sequence[GenerationRequest], cancelled: Cancelled) -> list[Rendered]:
+    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
         if not self.options.batching and len(requests) > 1:
             return [item for request in requests for item in self.render([request], cancelled)]
         try:
@@ -166,7 +166,7 @@ class DiffusionEngine:
         except MemoryError as exc:
             raise EngineOutOfMemory("host memory exhausted") from exc
 
-    def _render_batch(self, requests: list[GenerationRequest], cancelled: Cancelled) -> list[Rendered]:
+    def _render_batch(self, requests: list[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
         first = requests[0]
         guided = first.guidance_scale > 1.0
         started = time.perf_counter()

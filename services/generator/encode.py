@@ -21,15 +21,11 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from framebus.services.common.errors import FramebusError
+from framebus.services.generator.errors import EncodeError
 
 NVENC, X264 = "h264_nvenc", "libx264"
 EncoderPreference = Literal["auto", "h264_nvenc", "libx264"]
 TRIAL_TIMEOUT_S = 30
-
-
-class EncodeError(FramebusError):
-    pass
 
 
 @dataclass(frozen=True)

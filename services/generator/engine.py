@@ -9,8 +9,7 @@ The diffusion engine lives in ``services.generator.diffusion``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,37 +18,22 @@ import numpy as np
 from framebus.schemas.events import GenerationRequest
 from framebus.schemas.state import ModelName
 from framebus.services.generator.encode import EncodeConfig, EncodedVideo, encode_video
+from framebus.services.generator.rendered import IsCancelled, Rendered
 
-Cancelled = Callable[[GenerationRequest], bool]
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """One request's outcome from the engine. ``frames`` and ``video`` are both None when it was cancelled."""
-
-    request: GenerationRequest
-    frames: np.ndarray | None = None  # (frames, height, width, 3) uint8 RGB, to be encoded
-    video: EncodedVideo | None = None  # already encoded (the null engine's shared clips)
-    gpu_seconds: float = 0.0  # this request's share of the batch's engine time
-    steps_run: int = 0
-    steps_skipped_by_cache: int = 0
-    denoise_s: float = 0.0
-    decode_s: float = 0.0
-    shared: bool = False  # identical output other requests may share (stored once)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.frames is None and self.video is None
+__all__ = ["Engine", "IsCancelled", "NullEngine", "Rendered"]
 
 
 class Engine(Protocol):
     name: str
     model: ModelName
-    engine_id: str  # what decides the pixels besides the request (model weights, switches); "" disables the result cache
+    # What decides the pixels besides the request (model weights, switches); "" disables the result cache.
+    engine_id: str
 
     def warm(self) -> None: ...
 
-    def render(self, requests: Sequence[GenerationRequest], cancelled: Cancelled) -> list[Rendered]: ...
+    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
+        """One item per request, in order; ``cancelled`` is asked between steps (a cancelled request
+        comes back with no frames). Raises ``EngineOutOfMemory`` when the batch does not fit."""
 
 
 PALETTE = np.array([[220, 60, 40], [40, 160, 90], [50, 90, 210], [230, 190, 40],
@@ -81,7 +65,7 @@ class NullEngine:
             self._clips[key] = encode_video(pixels, fps, out, self.encode_config)
         return self._clips[key]
 
-    def render(self, requests: Sequence[GenerationRequest], cancelled: Cancelled) -> list[Rendered]:
+    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
         started = time.perf_counter()
         if self.delay_s:
             time.sleep(self.delay_s)

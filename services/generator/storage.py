@@ -27,16 +27,12 @@ from framebus.schemas.events import GenerationRequest, Output
 from framebus.services.common import storage
 from framebus.services.common.errors import StorageError
 from framebus.services.generator.encode import EncodedVideo
+from framebus.services.generator.errors import StorageMisconfigured, UploadFailed
+from framebus.services.generator.fingerprint import result_fingerprint
 
+__all__ = ["RetryPolicy", "StorageMisconfigured", "StorageTarget", "UploadFailed", "VideoStore", "file_sha256",
+           "result_fingerprint"]
 log = logging.getLogger(__name__)
-
-
-class UploadFailed(StorageError):
-    """The upload kept failing until its deadline, or cannot succeed at all."""
-
-
-class StorageMisconfigured(StorageError):
-    """Retrying cannot help (e.g. a tenant's credentials are missing on this worker)."""
 
 
 @dataclass(frozen=True)
@@ -52,15 +48,6 @@ class StorageTarget:
 
     client: BaseClient
     bucket: str
-
-
-def result_fingerprint(request: GenerationRequest, engine_id: str) -> str:
-    """Everything that decides the pixels and the file: same fingerprint, same video."""
-    identity = {"engine": engine_id, "model": str(request.model), "prompt": request.prompt,
-                "negative_prompt": request.negative_prompt, "width": request.width, "height": request.height,
-                "num_frames": request.num_frames, "fps": request.fps, "steps": request.num_inference_steps,
-                "guidance": request.guidance_scale, "seed": request.seed}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def file_sha256(path) -> tuple[str, int]:
@@ -231,6 +218,3 @@ class VideoStore:
             while len(self._index) > capacity:
                 self._index.popitem(last=False)
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

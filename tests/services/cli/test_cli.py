@@ -148,8 +148,8 @@ def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) 
 def test_webhook_secret_rotation_keeps_the_previous_secret_signing(provisioned_settings: Settings) -> None:
     import re
 
-    from framebus.services.common.compacted import read_latest
     from framebus.schemas.codec import decode_event
+    from framebus.services.common.compacted import read_latest
 
     env = _env_for(provisioned_settings)
     assert framebus("tenants", "create", "acme", env=env).returncode == 0

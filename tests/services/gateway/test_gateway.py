@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from framebus.schemas.codec import decode_event
-from tests.waiting import eventually
 from tests.framebus.test_client import end_offsets, raw_records
 from tests.services.gateway.conftest import RunningGateway, start_gateway
+from tests.waiting import eventually
 
 FOX = {"prompt": "a red fox running through snow", "tier": "interactive", "num_frames": 17, "width": 256,
        "height": 256}
@@ -167,8 +167,8 @@ def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -
 def test_usage_shows_only_the_callers_own_settled_requests(gateway: RunningGateway) -> None:
     from datetime import UTC, datetime
 
-    from framebus.schemas.events import LedgerCharged, LedgerReleased
     from framebus.client import FramebusClient
+    from framebus.schemas.events import LedgerCharged, LedgerReleased
 
     today = datetime.now(UTC)
     with FramebusClient(settings=gateway.settings, source="/framebus/metering") as client:

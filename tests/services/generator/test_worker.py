@@ -8,26 +8,27 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
-import numpy as np
 import pytest
 
-from framebus.schemas.codec import decode_event, encode_event
 from framebus.client import FramebusClient
+from framebus.schemas.codec import decode_event, encode_event
 from framebus.schemas.events import CancelRequested, GenerationRequest, TenantStorage
 from framebus.schemas.state import ErrorCode, ModelName
 from framebus.schemas.workers import JobDispatched, Shape
 from framebus.services.common import kafka as kafka_adapter
 from framebus.services.common import storage
 from framebus.services.common.settings import Settings
+from framebus.services.gateway.tenants import TenantAdmin
+from framebus.services.generator.app import assemble_worker
 from framebus.services.generator.diffusion import DiffusionEngine
 from framebus.services.generator.encode import EncodeConfig, probe
-from framebus.services.generator.engine import Rendered
+from framebus.services.generator.errors import EngineOutOfMemory
 from framebus.services.generator.models import REGISTRY
 from framebus.services.generator.optimize import EngineOptions
+from framebus.services.generator.rendered import Rendered
 from framebus.services.generator.storage import RetryPolicy, StorageTarget, VideoStore
-from framebus.services.gateway.tenants import TenantAdmin
 from framebus.services.generator.tenants import TenantTargets
-from framebus.services.generator.worker import EngineOutOfMemory, Worker, WorkerConfig
+from framebus.services.generator.worker import WorkerConfig
 from tests.waiting import eventually
 
 
@@ -49,9 +50,10 @@ class Harness:
     def __init__(self, settings: Settings, engine, store: VideoStore, spool, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.worker = Worker(settings=settings, engine=engine, store=store, spool_dir=spool,
-                             config=WorkerConfig(worker_id=worker_id, max_batch_size=8, heartbeat_interval_s=0.5),
-                             encode=EncodeConfig(x264_preset="ultrafast"))
+        self.worker = assemble_worker(settings, engine=engine, store=store, spool_dir=spool,
+                                      config=WorkerConfig(worker_id=worker_id, max_batch_size=8,
+                                                          heartbeat_interval_s=0.5),
+                                      encode=EncodeConfig(x264_preset="ultrafast"))
         self.producer = kafka_adapter.producer(settings.bootstrap_servers)
         self.seq = 0
         self.thread = threading.Thread(target=self.worker.run, kwargs={"max_seconds": 240}, daemon=True)

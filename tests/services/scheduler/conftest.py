@@ -16,9 +16,9 @@ from kafka import KafkaConsumer
 from framebus.client import FramebusClient
 from framebus.infra.process import terminate
 from framebus.schemas.codec import decode_event
+from framebus.services.common.children import launch
 from framebus.services.common.settings import Settings
 from framebus.services.common.stack import Stack
-from framebus.services.common.children import launch
 from framebus.services.gateway.tenants import TenantAdmin
 
 

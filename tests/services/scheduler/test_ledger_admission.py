@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved, TenantUpdated
 from framebus.schemas.state import ErrorCode
+from framebus.services.common.ledger import Balances
 from framebus.services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
 from framebus.services.scheduler.config import SchedulerConfig, TierPolicy
-from framebus.services.common.ledger import Balances
 from tests.services.scheduler.helpers import req
 
 

@@ -66,10 +66,10 @@ def test_poison_records_are_rejected_with_reasons_and_the_consumer_keeps_going(p
     producer.send(topic, key=record.key, value=record.value, headers=record.headers)  # a good one after them
     producer.flush()
     rejected = pipeline.records("framebus.requests.rejected", until=5)
-    reasons = {dict(r.headers)["framebus-reject-reason"].decode(): r for r in rejected}
+    reasons = {dict(r.headers)["framebus-dead-reason"].decode(): r for r in rejected}
     assert sorted(reasons) == ["invalid_json", "invalid_request", "missing_header", "unknown_tenant",
                                "unsupported_version"]
-    assert b"width" in dict(reasons["invalid_request"].headers)["framebus-reject-detail"]
+    assert b"width" in dict(reasons["invalid_request"].headers)["framebus-dead-detail"]
     assert reasons["invalid_json"].value == b"{not json"  # the record is kept as it came
     results = by_request(pipeline.results(until=5))
     assert results["req-1"][0].outcome == "completed"  # the scheduler kept going

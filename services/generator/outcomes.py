@@ -1,0 +1,152 @@
+"""How a request ends on the worker, and the events each ending produces.
+
+Every request of every job ends in exactly one ``Outcome``. ``events_for(outcome)`` is the
+one place that says what the worker publishes for it: the result on framebus.results
+first, then the request's status on framebus.status, both stamped with the outcome's
+finish time. Nothing here reads a clock or talks to Kafka: the caller passes the times
+in and sends what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from framebus.schemas.events import (
+    ErrorInfo,
+    Event,
+    GenerationCancelled,
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationRequest,
+    Output,
+    StatusChanged,
+    Timings,
+    Usage,
+)
+from framebus.schemas.state import ErrorCode, RequestState, Tier
+
+RESULTS_TOPIC = "framebus.results"
+STATUS_TOPIC = "framebus.status"
+CANCELLED_REASON = "cancelled while running"
+ERROR_MESSAGE_MAX_CHARS = 2000  # ErrorInfo allows 2048; the rest is headroom
+
+
+@dataclass(frozen=True)
+class Completed:
+    request: GenerationRequest
+    output: Output
+    usage: Usage
+    timings: Timings  # finished_at is set
+
+
+@dataclass(frozen=True)
+class Failed:
+    request: GenerationRequest
+    error: ErrorInfo
+    usage: Usage  # the quoted tokens, which metering releases, and any engine time spent
+    timings: Timings  # finished_at is set
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    request: GenerationRequest
+    usage: Usage  # the engine time spent before the cancel took effect
+    timings: Timings  # finished_at is set
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A request named by a job record the worker could not read: failed with the little that is known."""
+
+    tenant_id: str
+    request_id: str
+    tier: Tier
+    error: ErrorInfo
+    finished_at: datetime
+
+
+Outcome = Completed | Failed | Cancelled | Unreadable
+
+
+@dataclass(frozen=True)
+class Publish:
+    """One event to send, and the catalogue name of the topic it goes to."""
+
+    topic: str
+    event: Event
+
+
+def error_info(code: ErrorCode, message: str) -> ErrorInfo:
+    return ErrorInfo(code=code, message=message[:ERROR_MESSAGE_MAX_CHARS])
+
+
+def job_timings(request: GenerationRequest, started: datetime, **stages) -> Timings:
+    """Stage timings of one request; queued is submission to the worker starting its job."""
+    queued = max(0.0, (started - request.submitted_at).total_seconds())
+    return Timings(started_at=started, queued_s=queued, **stages)
+
+
+def status(request: GenerationRequest, state: RequestState, timings: Timings, updated_at: datetime,
+           **fields) -> Publish:
+    """The request's status record; ``fields`` are StatusChanged's optional ones (output, error, tokens)."""
+    return Publish(STATUS_TOPIC, StatusChanged(request_id=request.request_id, tenant_id=request.tenant_id,
+                                               state=state, tier=request.tier, batch_id=request.batch_id,
+                                               timings=timings, updated_at=updated_at, **fields))
+
+
+def running(request: GenerationRequest, started: datetime) -> Publish:
+    """The status a request takes when the worker starts its job."""
+    return status(request, RequestState.RUNNING, job_timings(request, started), started)
+
+
+def events_for(outcome: Outcome) -> list[Publish]:
+    """The result, then the status, for a finished request. An ``Unreadable`` whose ids do not
+    validate produces nothing: the dead-lettered record is all that is left of it."""
+    match outcome:
+        case Completed(request=request, output=output, usage=usage, timings=timings):
+            result = GenerationCompleted(**request.result_fields(timings), output=output, usage=usage,
+                                         seed=request.seed or 0)
+            return [Publish(RESULTS_TOPIC, result), status(request, RequestState.COMPLETED, timings,
+                                                           timings.finished_at, output=output, tokens=usage.tokens)]
+        case Failed(request=request, error=error, usage=usage, timings=timings):
+            result = GenerationFailed(**request.result_fields(timings), error=error, usage=usage)
+            return [Publish(RESULTS_TOPIC, result),
+                    status(request, RequestState.FAILED, timings, timings.finished_at, error=error)]
+        case Cancelled(request=request, usage=usage, timings=timings):
+            result = GenerationCancelled(**request.result_fields(timings), reason=CANCELLED_REASON, usage=usage)
+            return [Publish(RESULTS_TOPIC, result),
+                    status(request, RequestState.CANCELLED, timings, timings.finished_at)]
+        case Unreadable():
+            return _unreadable_events(outcome)
+    raise TypeError(f"`outcome` must be an Outcome but is {type(outcome).__name__}")
+
+
+def unreadable_outcomes(value: bytes | None, detail: str, finished_at: datetime) -> list[Unreadable]:
+    """One failure per request an unreadable job record still names (best effort: tenant,
+    request id and tier read from raw JSON); none when the record is not even JSON."""
+    error = error_info(ErrorCode.INVALID_REQUEST, f"unreadable job record: {detail}")
+    try:
+        entries = json.loads(value or b"").get("requests", [])
+        named = []
+        for entry in entries:
+            tier = entry.get("tier") if entry.get("tier") in {t.value for t in Tier} else Tier.STANDARD
+            if isinstance(entry.get("tenant_id"), str) and isinstance(entry.get("request_id"), str):
+                named.append(Unreadable(entry["tenant_id"], entry["request_id"], Tier(tier), error, finished_at))
+        return named
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def _unreadable_events(outcome: Unreadable) -> list[Publish]:
+    timings = Timings(finished_at=outcome.finished_at)
+    ids = {"request_id": outcome.request_id, "tenant_id": outcome.tenant_id, "tier": outcome.tier}
+    try:
+        return [Publish(RESULTS_TOPIC, GenerationFailed(**ids, error=outcome.error, timings=timings)),
+                Publish(STATUS_TOPIC, StatusChanged(**ids, state=RequestState.FAILED, error=outcome.error,
+                                                    timings=timings, updated_at=outcome.finished_at))]
+    except ValidationError:  # ids too broken to report on; the dead letter keeps the record
+        return []
