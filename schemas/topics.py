@@ -100,6 +100,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               ("framebus.webhook.pending",), cleanup=Cleanup.COMPACT),
     TopicSpec("framebus.webhooks.attempts", "request id", 3, "Every webhook attempt and its outcome.",
               ("framebus.webhook.attempted",), retention_ms=30 * DAY_MS),
+    TopicSpec("framebus.smoke", "check id", 1, "Smoke checks of `framebus smoke` and `framebus demo`.",
+              ("framebus.smoke.checked",), retention_ms=DAY_MS),
     TopicSpec("framebus.webhooks.dead", "tenant id", 3,
               "Webhook deliveries that exhausted their retries, for replay.",
               ("framebus.webhook.dead",), retention_ms=30 * DAY_MS),

@@ -16,15 +16,14 @@ import httpx
 from kafka import TopicPartition
 
 from framebus.schemas.codec import Envelope, decode, encode
-from framebus.schemas.topics import DAY_MS, TopicSpec
+from framebus.schemas.topics import BY_NAME
 from framebus.services.common import kafka as kafka_adapter
 from framebus.services.common import storage
 from framebus.services.common.errors import FramebusError
 from framebus.services.common.ffmpeg import require_ffmpeg
 from framebus.services.common.settings import Settings
 
-SMOKE_TOPIC = TopicSpec("framebus.smoke", "check id", 1, "Smoke checks of `framebus demo`.",
-                        ("framebus.smoke.checked",), retention_ms=DAY_MS)
+SMOKE_TOPIC = BY_NAME["framebus.smoke"]
 
 
 class SmokeCheckError(FramebusError):
