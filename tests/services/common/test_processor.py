@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import CoordinatorNotAvailableError, NotCoordinatorError
 
 from framebus.errors import ConfigurationError
 from framebus.kafka import producer as sync_producer
@@ -44,7 +44,7 @@ async def _committed(settings: Settings, topic: str) -> int:
         group = f"{settings.topic_prefix}framebus-metering"
         try:
             offsets = admin.list_group_offsets(group).get(group, {})
-        except CoordinatorNotAvailableError:  # a fresh broker still creating __consumer_offsets
+        except (CoordinatorNotAvailableError, NotCoordinatorError):  # a fresh broker still placing __consumer_offsets
             return 0
         finally:
             admin.close()
