@@ -15,7 +15,7 @@ Contract:
   ``SubmitError``; it never reports success it did not get.
 - The ``request_id`` is the idempotency key: submitting it again is safe; the scheduler
   runs each (tenant, request_id) once.
-- ``status`` reads the compacted status topic: the latest state the pipeline published.
+- ``status`` reads the compacted status topic: the furthest state the pipeline published (states only move forward).
 """
 
 from __future__ import annotations
@@ -31,9 +31,16 @@ from pydantic import BaseModel, ConfigDict
 from framebus import kafka as kafka_adapter
 from framebus.config import ClientSettings
 from framebus.errors import SubmitError
-from framebus.kafka import read_latest
+from framebus.kafka import read_key
 from framebus.schemas.codec import decode_event, encode_event
-from framebus.schemas.events import CancelRequested, GenerationRequest, StatusChanged, status_key, utc_now
+from framebus.schemas.events import (
+    CancelRequested,
+    GenerationRequest,
+    StatusChanged,
+    furthest,
+    status_key,
+    utc_now,
+)
 from framebus.schemas.state import RequestState, Tier
 from framebus.schemas.topics import request_topic
 
@@ -155,12 +162,16 @@ class FramebusClient:
             self._producer.flush(timeout=timeout_s)  # read our own writes
         except KafkaError as exc:
             log.warning("pending status records were not flushed before reading: %s", exc)
-        record = read_latest(self.settings.bootstrap_servers, self.settings.topic("framebus.status"),
-                             status_key(self.tenant_id, request_id), timeout_s=timeout_s)
-        if record is None:
-            return None
-        event = decode_event(record.headers, record.value).event
-        return event if isinstance(event, StatusChanged) else None
+        records = read_key(self.settings.bootstrap_servers, self.settings.topic("framebus.status"),
+                           status_key(self.tenant_id, request_id), timeout_s=timeout_s)
+        # States only move forward for the reader: a late `accepted` never hides `queued`, and
+        # the first terminal record is the request's one result.
+        kept: StatusChanged | None = None
+        for record in records:
+            event = decode_event(record.headers, record.value).event
+            if isinstance(event, StatusChanged):
+                kept = furthest(kept, event)
+        return kept
 
     def quote(self, request: GenerationRequest | Mapping[str, Any]) -> float:
         return self.build_request(request).quote()

@@ -40,27 +40,34 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
-    """The latest record for ``key`` (None if absent or deleted), reading only its partition."""
+def read_key(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0) -> list:
+    """Every record still kept for ``key``, oldest first, reading only its partition (a tombstone
+    clears what came before it)."""
     reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                            bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         partitions = reader.partitions_for_topic(topic)
         if not partitions:
-            return None
+            return []
         tp = SyncTopicPartition(topic, partition_for(key.encode(), len(partitions)))
         reader.assign([tp])
         reader.seek_to_beginning(tp)
         end = reader.end_offsets([tp])[tp]
-        latest = None
+        found: list = []
         deadline = time.monotonic() + timeout_s
         while reader.position(tp) < end and time.monotonic() < deadline:
             for record in reader.poll(timeout_ms=500).get(tp, []):
                 if record.key == key.encode():
-                    latest = record if record.value is not None else None
-        return latest
+                    found = [] if record.value is None else [*found, record]
+        return found
     finally:
         reader.close()
+
+
+def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
+    """The latest record for ``key`` (None if absent or deleted), reading only its partition."""
+    found = read_key(bootstrap, topic, key, timeout_s=timeout_s)
+    return found[-1] if found else None
 
 
 def partitions_of(bootstrap: str, topic: str) -> set[int]:

@@ -11,6 +11,7 @@ Bounds live in ``schemas.limits``; messages name the field and the value.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from framebus.schemas import limits
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 
@@ -145,10 +146,17 @@ class GenerationFields(BaseModel):
             raise ValueError(f"`webhook_url` is not a valid URL: {value!r}") from exc
         if url.username or url.password:
             raise ValueError("`webhook_url` must not carry credentials")
-        allowed_http = (info.context or {}).get("webhook_http_hosts", frozenset())
-        if url.scheme == "https" or (url.scheme == "http" and (allowed_http == ANY_HOST or url.host in allowed_http)):
-            return value
-        raise ValueError(f"`webhook_url` must use https (http only for allowlisted hosts) but is {value!r}")
+        context = info.context or {}
+        allowed_http = context.get("webhook_http_hosts", frozenset())
+        allowed_private = ANY_HOST if allowed_http == ANY_HOST else {*allowed_http,
+                                                                     *context.get("webhook_allowed_hosts", ())}
+        if not (url.scheme == "https" or (url.scheme == "http" and (allowed_http == ANY_HOST or url.host in allowed_http))):
+            raise ValueError(f"`webhook_url` must use https (http only for allowlisted hosts) but is {value!r}")
+        if allowed_private != ANY_HOST and url.host not in allowed_private and not _public_host(url.host or ""):
+            # What can be decided from the URL alone is refused here, so the client learns it at
+            # once; names that resolve to private addresses are refused by the notifier when it calls.
+            raise ValueError(f"`webhook_url` must point to a public address, but {url.host!r} is local or private")
+        return value
 
     def quote(self) -> float:
         return quote_tokens(width=self.width, height=self.height, num_frames=self.num_frames,
@@ -165,15 +173,37 @@ class GenerationRequest(Event, GenerationFields):
     submitted_at: datetime = Field(default_factory=utc_now)
 
     def digest(self) -> str:
-        """A hash of what was asked (not when): equal for an exact resubmission, so idempotency can tell."""
+        """A hash of what was asked (not when): equal for an exact resubmission, so idempotency can tell.
+        Every status of the request carries it, so a replay is recognised in any state."""
         body = self.model_dump(mode="json", exclude={"submitted_at", "schema_version"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def effective_seed(self) -> int:
+        """The seed it renders with: its own, or one derived from tenant and request id, so every
+        attempt (and every worker) renders the same video and the request itself is never rewritten."""
+        if self.seed is not None:
+            return self.seed
+        derived = hashlib.sha256(f"{self.tenant_id}/{self.request_id}".encode()).digest()
+        return int.from_bytes(derived[:8], "big") & limits.MAX_SEED
 
     def result_fields(self, timings: Timings) -> dict:
         """What every result (completed, failed, cancelled) copies from its request, whoever ends it."""
         return {"request_id": self.request_id, "tenant_id": self.tenant_id, "tier": self.tier, "model": self.model,
                 "batch_id": self.batch_id, "custom_id": self.custom_id, "metadata": self.metadata,
                 "timings": timings, "webhook_url": self.webhook_url}
+
+
+def _public_host(host: str) -> bool:
+    """False for localhost names and for IP literals that are not globally routable (private,
+    loopback, link-local such as cloud metadata at 169.254.169.254, reserved, multicast)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return False
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return True  # a DNS name: checked when it is resolved
+    return address.is_global and not address.is_multicast
 
 
 def _max_bytes(field: str, value: str, limit: int) -> None:
@@ -307,6 +337,8 @@ class StatusChanged(Event):
     output: Output | None = None
     error: ErrorInfo | None = None
     timings: Timings = Field(default_factory=Timings)
+    waiting_reason: str | None = Field(None, max_length=1024,
+                                       description="Why a queued request cannot run yet (e.g. no worker serves its model).")
 
     def partition_key(self) -> str:
         # Request ids are chosen by clients, so two tenants may pick the same one.
@@ -317,7 +349,29 @@ def status_key(tenant_id: str, request_id: str) -> str:
     return f"{tenant_id}/{request_id}"
 
 
+RECEIPT_FIELDS = ("request_digest", "request_topic", "request_partition", "request_offset", "request_event_id")
+
+
+def furthest(current: StatusChanged | None, arriving: StatusChanged) -> StatusChanged:
+    """What a reader of framebus.status keeps when ``arriving`` follows ``current`` for one request:
+    the furthest state (a late `accepted` never hides progress; the first terminal record is the
+    request's one result), with the receipt fields and accepted time carried from the other."""
+    if current is None:
+        return arriving
+    if current.state.is_terminal or arriving.state.progress < current.state.progress:
+        return _carry_receipt(arriving, current)
+    return _carry_receipt(current, arriving)
+
+
+def _carry_receipt(earlier: StatusChanged, later: StatusChanged) -> StatusChanged:
+    missing = {name: getattr(earlier, name) for name in RECEIPT_FIELDS
+               if getattr(later, name) is None and getattr(earlier, name) is not None}
+    if later.timings.accepted_at is None and earlier.timings.accepted_at is not None:
+        missing["timings"] = later.timings.model_copy(update={"accepted_at": earlier.timings.accepted_at})
+    return later.model_copy(update=missing) if missing else later
+
 # --- metering and ledger ----------------------------------------------------------------
+
 
 class UsageRecorded(Event):
     """framebus.usage.recorded: shaped for OpenMeter-style ingestion (subject = tenant)."""

@@ -18,8 +18,16 @@ class RequestState(StrEnum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    @property
+    def progress(self) -> int:
+        """How far along the lifecycle: readers keep the furthest state they saw, so a late
+        record (an `accepted` written after `queued`) never moves a request backwards."""
+        return _PROGRESS[self]
+
 
 _TERMINAL = frozenset({RequestState.COMPLETED, RequestState.FAILED, RequestState.CANCELLED})
+_PROGRESS = {RequestState.ACCEPTED: 0, RequestState.QUEUED: 1, RequestState.DISPATCHED: 2, RequestState.RUNNING: 3,
+             **{state: 10 for state in _TERMINAL}}
 
 
 class Tier(StrEnum):
@@ -47,7 +55,9 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     UNKNOWN_TENANT = "unknown_tenant"
     UNKNOWN_MODEL = "unknown_model"
+    MODEL_UNAVAILABLE = "model_unavailable"  # no worker served the request's model within the grace
     DUPLICATE_REQUEST = "duplicate_request"
+    ALREADY_FINISHED = "already_finished"  # a cancel of a request that has ended
     INSUFFICIENT_BALANCE = "insufficient_balance"
     QUEUE_FULL = "queue_full"
     EXPIRED = "expired"

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from framebus.config import LOCAL_HOST, ClientSettings
+from framebus.schemas.state import Tier
 from framebus.schemas.webhooks import RETRY_SCHEDULE_S
 
 __all__ = ["LOCAL_HOST", "Settings", "render_markdown"]
@@ -72,6 +73,14 @@ class Settings(ClientSettings):
     scheduler_aging_s: float = Field(60.0, gt=0, description="Waiting this long is worth one tier of priority.")
     scheduler_worker_timeout_s: float = Field(10.0, gt=0,
                                               description="A worker silent this long is declared dead; its jobs move.")
+    scheduler_unserved_grace_s: float = Field(
+        120.0, gt=0, description="A queued request whose model no live worker serves fails with `model_unavailable` after this long.")
+    scheduler_tier_ttl_s: dict[str, float] = Field(
+        default_factory=dict, description="Per tier, seconds a request may stay queued before it fails with `expired` "
+                                          "(JSON object, e.g. `{\"batch\": 172800}`); tiers left out keep 300 / 3600 / 86400.")
+    scheduler_tier_max_queued: dict[str, int] = Field(
+        default_factory=dict, description="Per tier, queued requests beyond which the tier refuses with `queue_full` "
+                                          "(JSON object); tiers left out keep 1000 / 20000 / 200000.")
 
     # --- Generator workers -----------------------------------------------------------
     models_dir: Path | None = Field(None, description="Directory of real checkpoints, one sub-directory per model name (diffusers layout).")
@@ -122,6 +131,18 @@ class Settings(ClientSettings):
     @cached_property
     def s3_endpoint_url(self) -> str:
         return self.s3_endpoint or f"http://{LOCAL_HOST}:{self.s3_port}"
+
+    @field_validator("scheduler_tier_ttl_s", "scheduler_tier_max_queued")
+    @classmethod
+    def _known_tiers(cls, value: dict, info) -> dict:
+        unknown = sorted(set(value) - {tier.value for tier in Tier})
+        if unknown:
+            raise ValueError(f"`{info.field_name}` names tiers {', '.join(tier.value for tier in Tier)}, not {', '.join(unknown)}")
+        return value
+
+    def webhook_context(self) -> dict:
+        """The validation context that applies this deployment's webhook allowlists to a request."""
+        return {"webhook_http_hosts": self.webhook_http_hosts, "webhook_allowed_hosts": self.webhook_allowed_hosts}
 
     def as_env(self) -> dict[str, str]:
         """These settings as FRAMEBUS_* variables, so a child process sees exactly them."""

@@ -8,11 +8,7 @@ from __future__ import annotations
 import threading
 
 from framebus.schemas.codec import decode_event
-from framebus.schemas.events import StatusChanged
-from framebus.schemas.state import RequestState
-
-# Later states win; a late `accepted` (e.g. an idempotent replay) never hides progress.
-_ORDER = {RequestState.ACCEPTED: 0, RequestState.QUEUED: 1, RequestState.DISPATCHED: 2, RequestState.RUNNING: 3}
+from framebus.schemas.events import StatusChanged, furthest
 
 
 class StatusTable:
@@ -21,11 +17,11 @@ class StatusTable:
         self._rows: dict[tuple[str, str], StatusChanged] = {}
 
     def apply(self, status: StatusChanged) -> None:
+        """Keep the furthest state (a late `accepted` never hides progress; a second terminal
+        record never replaces the first), with what the request's receipt needs carried forward."""
         key = (status.tenant_id, status.request_id)
         with self._lock:
-            current = self._rows.get(key)
-            if current is None or _rank(status.state) >= _rank(current.state):
-                self._rows[key] = status
+            self._rows[key] = furthest(self._rows.get(key), status)
 
     def apply_record(self, record) -> None:
         event = decode_event(record.headers, record.value).event
@@ -42,7 +38,3 @@ class StatusTable:
     def is_finished(self, tenant_id: str, request_id: str) -> bool:
         found = self.get(tenant_id, request_id)
         return found is not None and found.state.is_terminal
-
-
-def _rank(state: RequestState) -> int:
-    return 10 if state.is_terminal else _ORDER[state]

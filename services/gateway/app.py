@@ -77,9 +77,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
+            message = str(error.get("msg", "")).removeprefix("Value error, ")
+            if error.get("type") == "json_invalid":  # its loc is a character offset, not a field
+                position = next((part for part in error.get("loc", ()) if isinstance(part, int)), None)
+                where = f" at character {position}" if position is not None else ""
+                problems.append(FieldError("(body)", f"the body is not valid JSON{where}: {error.get('ctx', {}).get('error', message)}"))
+                continue
             loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
-            problems.append(FieldError(".".join(loc) or "(body)", str(error.get("msg", "")).removeprefix("Value error, ")))
-        return _error(422, ErrorCode.INVALID_REQUEST, _summary(problems), problems)
+            problems.append(FieldError(".".join(loc) or "(body)", message))
+        code = ErrorCode.INVALID_JSON if any(e.get("type") == "json_invalid" for e in exc.errors()) else ErrorCode.INVALID_REQUEST
+        return _error(422, code, _summary(problems), problems)
 
     @app.exception_handler(ValidationError)
     async def invalid_model(_: Request, exc: ValidationError) -> JSONResponse:

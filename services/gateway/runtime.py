@@ -39,6 +39,12 @@ class Conflict(GatewayError):
     code = ErrorCode.DUPLICATE_REQUEST
 
 
+class AlreadyFinished(Conflict):
+    """A cancel of a request that has already ended."""
+
+    code = ErrorCode.ALREADY_FINISHED
+
+
 class InvalidQuery(GatewayError):
     code = ErrorCode.INVALID_REQUEST
 
@@ -84,7 +90,7 @@ class Gateway:
         fields = body.model_dump(exclude_unset=False)
         fields["request_id"] = fields["request_id"] or f"gw-{uuid.uuid4().hex}"
         request = GenerationRequest.model_validate(
-            {**fields, "tenant_id": tenant.tenant_id}, context={"webhook_http_hosts": self.settings.webhook_http_hosts})
+            {**fields, "tenant_id": tenant.tenant_id}, context=self.settings.webhook_context())
         with self._locks[hash((tenant.tenant_id, request.request_id)) % len(self._locks)]:
             existing = self.statuses.get(tenant.tenant_id, request.request_id)
             if existing is not None:
@@ -102,7 +108,7 @@ class Gateway:
     def cancel(self, tenant: TenantUpdated, request_id: str) -> StatusChanged:
         status = self.status(tenant, request_id)
         if status.state.is_terminal:
-            raise Conflict(f"generation {request_id!r} is already {status.state.value}")
+            raise AlreadyFinished(f"generation {request_id!r} is already {status.state.value}")
         self.client.cancel(request_id, tenant_id=tenant.tenant_id)
         return status
 
@@ -125,7 +131,7 @@ class Gateway:
         if webhook_url is not None:  # the same rule as a request's webhook: https, or http to an allowlisted host
             GenerationRequest.model_validate({"request_id": "check", "tenant_id": tenant.tenant_id, "prompt": "x",
                                               "webhook_url": webhook_url},
-                                             context={"webhook_http_hosts": self.settings.webhook_http_hosts})
+                                             context=self.settings.webhook_context())
         return submit_batch(self.settings, path, tenant.tenant_id, webhook_url=webhook_url,
                             completion_window_s=completion_window_s, strict=strict)
 

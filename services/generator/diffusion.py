@@ -171,7 +171,7 @@ class DiffusionEngine:
         guided = first.guidance_scale > 1.0
         started = time.perf_counter()
         prompt_embeds, negative_embeds = self._embeddings(requests, guided)
-        generators = [torch.Generator(self.options.device).manual_seed(r.seed or 0) for r in requests]
+        generators = [torch.Generator(self.options.device).manual_seed(r.effective_seed()) for r in requests]
         stopped: set[int] = set()
 
         def between_steps(pipe, step, timestep, tensors):

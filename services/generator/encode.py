@@ -24,6 +24,7 @@ from PIL import Image
 from framebus.services.generator.errors import EncodeError
 
 NVENC, X264 = "h264_nvenc", "libx264"
+VIDEO_CODEC = "h264"  # what both encoders produce (ffprobe's codec_name)
 EncoderPreference = Literal["auto", "h264_nvenc", "libx264"]
 TRIAL_TIMEOUT_S = 30
 
@@ -133,7 +134,8 @@ def encode_video(frames: np.ndarray, fps: int, out: Path, config: EncodeConfig =
         raise EncodeError(f"ffmpeg ({config.codec}) failed: {lines[-1] if lines else 'no output'}") from exc
     poster_path = out.with_suffix(".jpg")
     Image.fromarray(frames[0]).save(poster_path, format="JPEG", quality=85)
-    video = EncodedVideo(out, poster_path, config.codec, width, height, count, fps,
+    # The output names the codec (what a player needs), not the encoder that made it.
+    video = EncodedVideo(out, poster_path, VIDEO_CODEC, width, height, count, fps,
                          encode_s=time.perf_counter() - started)
     try:
         verify(video, ffprobe_bin=ffprobe_bin)
@@ -172,8 +174,8 @@ def verify(video: EncodedVideo, ffprobe_bin: str = "ffprobe") -> Probe:
     """Check codec, size, frame count, rate and duration; raise EncodeError naming every mismatch."""
     found = probe(video.path, ffprobe_bin)
     problems = []
-    if found.codec != "h264":
-        problems.append(f"codec {found.codec} (expected h264)")
+    if found.codec != VIDEO_CODEC:
+        problems.append(f"codec {found.codec} (expected {VIDEO_CODEC})")
     if (found.width, found.height) != (video.width, video.height):
         problems.append(f"size {found.width}x{found.height} (expected {video.width}x{video.height})")
     if found.num_frames != video.num_frames:

@@ -76,7 +76,7 @@ class NullEngine:
                 out.append(Rendered(request, gpu_seconds=share))
                 continue
             clip = self._clip(request.width, request.height, request.num_frames, request.fps,
-                              (request.seed or 0) % len(PALETTE))
+                              request.effective_seed() % len(PALETTE))
             out.append(Rendered(request, video=clip, gpu_seconds=share, steps_run=request.num_inference_steps,
                                 denoise_s=share, shared=True))
         return out

@@ -17,5 +17,5 @@ def result_fingerprint(request: GenerationRequest, engine_id: str) -> str:
     identity = {"engine": engine_id, "model": str(request.model), "prompt": request.prompt,
                 "negative_prompt": request.negative_prompt, "width": request.width, "height": request.height,
                 "num_frames": request.num_frames, "fps": request.fps, "steps": request.num_inference_steps,
-                "guidance": request.guidance_scale, "seed": request.seed}
+                "guidance": request.guidance_scale, "seed": request.effective_seed()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

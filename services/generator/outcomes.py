@@ -87,7 +87,7 @@ def error_info(code: ErrorCode, message: str) -> ErrorInfo:
 def job_timings(request: GenerationRequest, started: datetime, **stages) -> Timings:
     """Stage timings of one request; queued is submission to the worker starting its job."""
     queued = max(0.0, (started - request.submitted_at).total_seconds())
-    return Timings(started_at=started, queued_s=queued, **stages)
+    return Timings(accepted_at=request.submitted_at, started_at=started, queued_s=queued, **stages)
 
 
 def status(request: GenerationRequest, state: RequestState, timings: Timings, updated_at: datetime,
@@ -95,7 +95,23 @@ def status(request: GenerationRequest, state: RequestState, timings: Timings, up
     """The request's status record; ``fields`` are StatusChanged's optional ones (output, error, tokens)."""
     return Publish(STATUS_TOPIC, StatusChanged(request_id=request.request_id, tenant_id=request.tenant_id,
                                                state=state, tier=request.tier, batch_id=request.batch_id,
-                                               timings=timings, updated_at=updated_at, **fields))
+                                               timings=timings, updated_at=updated_at,
+                                               request_digest=digest_of(request), **fields))
+
+
+def digest_of(request: GenerationRequest) -> str:
+    """The request's digest (each status carries it, so a replay is recognised in any state), computed
+    once per request: a job's statuses (running, then the outcome) share it."""
+    key = (request.tenant_id, request.request_id)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        if len(_DIGESTS) > 4096:  # only the requests of the jobs at hand are needed
+            _DIGESTS.clear()
+        digest = _DIGESTS[key] = request.digest()
+    return digest
+
+
+_DIGESTS: dict[tuple[str, str], str] = {}
 
 
 def running(request: GenerationRequest, started: datetime) -> Publish:
@@ -109,7 +125,7 @@ def events_for(outcome: Outcome) -> list[Publish]:
     match outcome:
         case Completed(request=request, output=output, usage=usage, timings=timings):
             result = GenerationCompleted(**request.result_fields(timings), output=output, usage=usage,
-                                         seed=request.seed or 0)
+                                         seed=request.effective_seed())
             return [Publish(RESULTS_TOPIC, result), status(request, RequestState.COMPLETED, timings,
                                                            timings.finished_at, output=output, tokens=usage.tokens)]
         case Failed(request=request, error=error, usage=usage, timings=timings):

@@ -60,7 +60,8 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.handlers = SchedulerHandlers(config, topic_prefix=settings.topic_prefix,
-                                          webhook_http_hosts=settings.webhook_http_hosts)
+                                          webhook_http_hosts=settings.webhook_http_hosts,
+                                          webhook_allowed_hosts=settings.webhook_allowed_hosts)
         self.lease = lease
         self.processor = Processor("scheduler", settings=settings, consumer=None, producer=producer,
                                    lanes=lanes(self.handlers),
@@ -109,8 +110,10 @@ class Scheduler:
 
 
 def build(settings: Settings, config: SchedulerConfig | None = None) -> Scheduler:
-    config = config or SchedulerConfig(aging_s=settings.scheduler_aging_s,
-                                       worker_timeout_s=settings.scheduler_worker_timeout_s)
+    config = config or SchedulerConfig.of(
+        ttl_s=settings.scheduler_tier_ttl_s, max_queued=settings.scheduler_tier_max_queued,
+        aging_s=settings.scheduler_aging_s, worker_timeout_s=settings.scheduler_worker_timeout_s,
+        unserved_grace_s=settings.scheduler_unserved_grace_s)
     return Scheduler(settings, config, producer=stream_producer(settings.bootstrap_servers),
                      consumer_for=lambda topics: group_consumer(settings, *topics, group="framebus-scheduler"),
                      lease=SchedulerLease(settings))

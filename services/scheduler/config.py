@@ -1,8 +1,9 @@
-"""The scheduler's policy knobs: frozen, defaulted from DESIGN.md's tier table."""
+"""The scheduler's policy knobs: frozen; the defaults are docs/design.md's tier table, and operators
+set TTLs, queue caps and the unserved grace through FRAMEBUS_SCHEDULER_* settings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from framebus.schemas.state import Tier
 
@@ -32,6 +33,16 @@ class SchedulerConfig:
     aging_s: float = 60.0
     dedupe_window_s: float = 7 * 24 * 3600.0
     worker_timeout_s: float = 10.0  # no heartbeat for this long: the worker is declared dead
+    unserved_grace_s: float = 120.0  # no live worker takes a request's model this long: `model_unavailable`
 
     def policy(self, tier: Tier) -> TierPolicy:
         return self.tiers[tier]
+
+    @classmethod
+    def of(cls, *, ttl_s: dict[str, float] | None = None, max_queued: dict[str, int] | None = None,
+           **knobs) -> SchedulerConfig:
+        """The defaults with per-tier TTLs and queue caps replaced where given (by tier name)."""
+        tiers = {tier: replace(policy, ttl_s=(ttl_s or {}).get(tier.value, policy.ttl_s),
+                               max_queued=(max_queued or {}).get(tier.value, policy.max_queued))
+                 for tier, policy in DEFAULT_TIERS.items()}
+        return cls(tiers=tiers, **knobs)

@@ -8,12 +8,10 @@ hand, feeding announcements and results back, as vLLM's scheduler tests do.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from framebus.schemas import limits
 from framebus.schemas.events import CancelRequested, GenerationRequest, LedgerReleased, LedgerReserved, TenantUpdated
 from framebus.schemas.state import ErrorCode, RequestState
 from framebus.schemas.workers import JobDispatched, WorkerAnnounced
@@ -51,15 +49,10 @@ class SchedulerOutput:
     ledger: list[LedgerEntry] = field(default_factory=list)  # reservations made and released
     duplicates: list[GenerationRequest] = field(default_factory=list)  # re-publish their status
     cancels: list[ForwardedCancel] = field(default_factory=list)  # to the worker holding the request
+    waiting: dict[tuple[str, str], str] = field(default_factory=dict)  # why a queued request cannot run yet
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in self.__dataclass_fields__)
-
-
-def default_seed(request: GenerationRequest) -> int:
-    """A seed fixed by the request's identity, so a re-run renders the same video."""
-    digest = hashlib.sha256(f"{request.tenant_id}/{request.request_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & limits.MAX_SEED
 
 
 def reservation(request: GenerationRequest, tokens: float) -> LedgerReserved:
@@ -89,6 +82,7 @@ class SchedulerCore:
         self._in_flight: dict[tuple[str, str], tuple[str, QueuedRequest]] = {}  # request -> (job id, entry)
         self._unfinished: dict[str, int] = {}  # job id -> its requests still in flight
         self._dedupe_swept_at = 0.0
+        self._unserved_checked_at = 0.0
 
     # --- inputs ------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, now: float) -> SchedulerOutput:
@@ -111,8 +105,20 @@ class SchedulerCore:
         held = reservation(request, decision.tokens)
         self.balances.apply(held)
         out.ledger.append(held)
-        out.queued.append(self.queue.push(request, decision.tokens, now))
+        entry = self.queue.push(request, decision.tokens, now)
+        out.queued.append(entry)
+        reason = self._unserved_reason(entry)
+        if reason is not None:
+            out.waiting[entry.key] = reason
         return out
+
+    def _unserved_reason(self, entry: QueuedRequest) -> str | None:
+        """Why no worker can take ``entry`` (None: one can, or no worker has been heard yet)."""
+        if self.workers.first_heard_at is None or self.workers.accepts_any(entry.shape):
+            return None
+        served = ", ".join(self.workers.served_models()) or "none"
+        return (f"no worker serves model {entry.request.model} at this size (models served: {served}); "
+                f"it fails with model_unavailable after {self.config.unserved_grace_s:g}s")
 
     def cancel(self, event: CancelRequested, now: float) -> SchedulerOutput:
         out = SchedulerOutput()
@@ -146,6 +152,14 @@ class SchedulerCore:
             self._unfinished.pop(job_id, None)
         return left
 
+    def live_digest(self, tenant_id: str, request_id: str) -> str | None:
+        """The digest of a request still queued or in flight (what its producer sent), else None."""
+        entry = self.queue.get(tenant_id, request_id)
+        if entry is None:
+            flying = self._in_flight.get((tenant_id, request_id))
+            entry = flying[1] if flying is not None else None
+        return entry.digest if entry is not None else None
+
     def state_of(self, request: GenerationRequest) -> RequestState:
         """Where a live request is: dispatched if a worker holds it, else queued."""
         key = (request.tenant_id, request.request_id)
@@ -167,8 +181,32 @@ class SchedulerCore:
         for worker in self.workers.lapsed(now):
             for job in worker.jobs.values():
                 out.requeued.extend(self._requeue(job, now))
+        if now - self._unserved_checked_at >= 1.0:
+            self._unserved_checked_at = now
+            self._fail_unserved(out, now)
         self._dispatch(out, now)
         return out
+
+    def _fail_unserved(self, out: SchedulerOutput, now: float) -> None:
+        """Requests no live worker can take, for longer than the grace, fail with `model_unavailable`.
+
+        The grace counts from the latest of: the request's arrival, the first worker this scheduler
+        heard (after a restart nobody is known yet), and the last time a worker announced its model
+        (a worker restarting is not a model gone)."""
+        heard = self.workers.first_heard_at
+        if heard is None:
+            return
+        for shape in self.queue.waiting_shapes():
+            if self.workers.accepts_any(shape):
+                continue
+            seen = self.workers.model_seen_at.get(str(shape.model), heard)
+            for entry in self.queue.of_shape(shape):
+                if now - max(entry.enqueued_at, heard, seen) >= self.config.unserved_grace_s:
+                    self.queue.remove(*entry.key)
+                    served = ", ".join(self.workers.served_models()) or "none"
+                    self._end(out, entry, RequestState.FAILED, ErrorCode.MODEL_UNAVAILABLE,
+                              f"no worker served model {entry.request.model} at this size for "
+                              f"{self.config.unserved_grace_s:g}s (models served: {served})")
 
     def _dispatch(self, out: SchedulerOutput, now: float) -> None:
         for worker in self.workers.with_room():
@@ -184,8 +222,9 @@ class SchedulerCore:
 
     def _job(self, worker_id: str, batch: list[QueuedRequest]) -> JobDispatched:
         attempt = max(entry.attempt for entry in batch)
-        requests = tuple(e.request if e.request.seed is not None
-                         else e.request.model_copy(update={"seed": default_seed(e.request)}) for e in batch)
+        # Requests go as they came (a missing seed is derived by the worker: GenerationRequest.effective_seed),
+        # so every status of a request carries the digest of what its producer sent.
+        requests = tuple(e.request for e in batch)
         job = JobDispatched(job_id=f"job-{uuid.uuid4().hex[:16]}", worker_id=worker_id,
                             seq=self.workers.next_seq(worker_id), shape=batch[0].shape, requests=requests,
                             attempt=attempt)

@@ -48,6 +48,11 @@ class FinishedIndex:
     def contains(self, tenant_id: str, request_id: str) -> bool:
         return (tenant_id, request_id) in self._records
 
+    def digest(self, tenant_id: str, request_id: str) -> str | None:
+        """The digest its final status carries (None for statuses written before they carried one)."""
+        kept = self.record(tenant_id, request_id)
+        return json.loads(kept.value).get("request_digest") if kept is not None else None
+
     def record(self, tenant_id: str, request_id: str) -> KafkaRecord | None:
         kept = self._records.get((tenant_id, request_id))
         return kept[1] if kept is not None else None

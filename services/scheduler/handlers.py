@@ -34,13 +34,15 @@ class SchedulerHandlers:
     """The scheduler's state (core, tenants, finished requests) and a handler per input."""
 
     def __init__(self, config: SchedulerConfig, *, topic_prefix: str = "",
-                 webhook_http_hosts: frozenset[str] = frozenset()) -> None:
+                 webhook_http_hosts: frozenset[str] = frozenset(),
+                 webhook_allowed_hosts: frozenset[str] = frozenset()) -> None:
         self.tenants: dict[str, TenantUpdated] = {}
         self.finished = FinishedIndex(config.dedupe_window_s)
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.prefix = topic_prefix
         self.control_topic = f"{topic_prefix}framebus.control"
-        self.admission_context = {"webhook_http_hosts": webhook_http_hosts}  # plain-http webhooks allowed
+        # Hosts allowed plain-http webhooks, and hosts allowed although they are local or private.
+        self.admission_context = {"webhook_http_hosts": webhook_http_hosts, "webhook_allowed_hosts": webhook_allowed_hosts}
         self.restored = False  # after restore, our own ledger entries were folded when made
         self.rejected = 0
 
@@ -64,11 +66,31 @@ class SchedulerHandlers:
                                  f"`tier` is {decoded.tier.value} but the record is on the {topic_tier.value} topic")
         except CodecError as exc:
             return self.refuse(record, str(exc.reason), exc.detail)
+        if record.key != decoded.tenant_id.encode():
+            # Partitioning and per-tenant order rest on the key. The body's tenant is not trusted
+            # here, so no `failed` result is written in its name: the producer reads the rejection.
+            shown = "no key" if record.key is None else f"key {record.key[:80]!r}"
+            self.rejected += 1
+            return Outputs().add(REJECTED_TOPIC, dead_letter(
+                record, ErrorCode.INVALID_REQUEST.value,
+                f"the record key must be the tenant id {decoded.tenant_id!r}, but the record has {shown}"))
         out = self.core.submit(decoded, now)
         refused = Outputs()
         if any(t.code is ErrorCode.UNKNOWN_TENANT for t in out.terminal):  # a bad record, not just a refusal
             refused.add(REJECTED_TOPIC, dead_letter(record, ErrorCode.UNKNOWN_TENANT.value, out.terminal[0].message))
+        for duplicate in [d for d in out.duplicates if self._reused_with_another_body(d)]:
+            # The original is untouched; the producer learns why its record did nothing.
+            out.duplicates.remove(duplicate)
+            self.rejected += 1
+            refused.add(REJECTED_TOPIC, dead_letter(
+                record, ErrorCode.DUPLICATE_REQUEST.value,
+                f"request_id {duplicate.request_id!r} was already used with a different body"))
         return refused.extend(self.publish(out))
+
+    def _reused_with_another_body(self, request: GenerationRequest) -> bool:
+        known = (self.core.live_digest(request.tenant_id, request.request_id)
+                 or self.finished.digest(request.tenant_id, request.request_id))
+        return known is not None and known != request.digest()
 
     def on_control(self, record, now: float) -> Outputs:
         try:

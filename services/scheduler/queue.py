@@ -21,6 +21,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from framebus.schemas.events import GenerationRequest
 from framebus.schemas.state import Tier
@@ -43,6 +44,11 @@ class QueuedRequest:
     @property
     def key(self) -> tuple[str, str]:
         return (self.request.tenant_id, self.request.request_id)
+
+    @cached_property
+    def digest(self) -> str:
+        """The request's digest, computed once: each of its status records carries it."""
+        return self.request.digest()
 
     @property
     def tier(self) -> Tier:
@@ -129,6 +135,15 @@ class RequestQueue:
         while heap and heap[0][2].removed:
             heapq.heappop(heap)
         return heap[0][2] if heap else None
+
+    def waiting_shapes(self) -> list[Shape]:
+        """Shapes with requests in the queue."""
+        return [shape for shape, depth in self._shape_depth.items() if depth > 0]
+
+    def of_shape(self, shape: Shape) -> list[QueuedRequest]:
+        """The queued requests of ``shape``, in no particular order."""
+        return [entry for (_, queued_shape), heap in self._heaps.items() if queued_shape == shape
+                for _, _, entry in heap if not entry.removed]
 
     def best(self, accepts: Callable[[Shape], bool] = lambda _: True) -> QueuedRequest | None:
         """The request to serve next among the shapes ``accepts`` allows, without taking it."""

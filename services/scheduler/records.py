@@ -47,30 +47,37 @@ def tombstone(tenant_id: str, request_id: str) -> tuple[str, KafkaRecord]:
 
 
 def status(request: GenerationRequest, state: RequestState, *, tokens: float | None = None,
-           error: ErrorInfo | None = None, timings: Timings | None = None) -> tuple[str, KafkaRecord]:
+           error: ErrorInfo | None = None, timings: Timings | None = None,
+           digest: str | None = None, waiting_reason: str | None = None) -> tuple[str, KafkaRecord]:
+    """A status record; it carries the request's digest, so an idempotent replay is recognised in any state."""
     return event("framebus.status", StatusChanged(
         request_id=request.request_id, tenant_id=request.tenant_id, state=state, tier=request.tier, tokens=tokens,
-        batch_id=request.batch_id, error=error, timings=timings or Timings()))
+        batch_id=request.batch_id, error=error, timings=timings or Timings(accepted_at=request.submitted_at),
+        request_digest=digest or request.digest(), waiting_reason=waiting_reason))
 
 
-def queued(entry: QueuedRequest) -> Out:
+def _timings(entry: QueuedRequest, **more) -> Timings:
+    return Timings(accepted_at=entry.request.submitted_at, queued_at=_at(entry.enqueued_at), **more)
+
+
+def queued(entry: QueuedRequest, waiting_reason: str | None = None) -> Out:
     return [backlog(BacklogEntry.of(entry)),
-            status(entry.request, RequestState.QUEUED, tokens=entry.tokens,
-                   timings=Timings(queued_at=_at(entry.enqueued_at)))]
+            status(entry.request, RequestState.QUEUED, tokens=entry.tokens, timings=_timings(entry),
+                   digest=entry.digest, waiting_reason=waiting_reason)]
 
 
 def dispatched(job: JobDispatched, entries: list[QueuedRequest]) -> Out:
     out = [event("framebus.jobs", job)]
     for request, entry in zip(job.requests, entries, strict=True):
         out.append(backlog(BacklogEntry.of(entry, job)))
-        out.append(status(request, RequestState.DISPATCHED, tokens=entry.tokens,
-                          timings=Timings(queued_at=_at(entry.enqueued_at))))
+        out.append(status(request, RequestState.DISPATCHED, tokens=entry.tokens, timings=_timings(entry),
+                          digest=entry.digest))
     return out
 
 
 def terminal(ended: Terminal) -> Out:
     request = ended.request
-    common = request.result_fields(Timings(finished_at=datetime.now(UTC)))
+    common = request.result_fields(Timings(accepted_at=request.submitted_at, finished_at=datetime.now(UTC)))
     error = None
     if ended.state is RequestState.CANCELLED:
         result: Event = GenerationCancelled(**common, reason=ended.message)
@@ -90,7 +97,7 @@ def forwarded_cancel(forward: ForwardedCancel) -> tuple[str, KafkaRecord]:
 def for_output(out: SchedulerOutput) -> Out:
     records: Out = []
     for entry in out.queued + out.requeued:
-        records.extend(queued(entry))
+        records.extend(queued(entry, out.waiting.get(entry.key)))
     for entry in out.ledger:
         records.append(event("framebus.ledger", entry))
     for job in out.jobs:

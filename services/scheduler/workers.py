@@ -39,8 +39,13 @@ class WorkerRegistry:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._workers: dict[str, WorkerState] = {}
+        self.first_heard_at: float | None = None  # the first announcement since this scheduler started
+        self.model_seen_at: dict[str, float] = {}  # model -> when a worker last announced it
 
     def announce(self, announcement: WorkerAnnounced, now: float) -> None:
+        if self.first_heard_at is None:
+            self.first_heard_at = now
+        self.model_seen_at[announcement.model] = now
         state = self._workers.get(announcement.worker_id)
         if state is None:
             self._workers[announcement.worker_id] = WorkerState(announcement, now)
@@ -91,6 +96,9 @@ class WorkerRegistry:
 
     def accepts_any(self, shape: Shape) -> bool:
         return any(w.announcement.accepts(shape) for w in self._workers.values())
+
+    def served_models(self) -> list[str]:
+        return sorted({str(w.announcement.model) for w in self._workers.values()})
 
     def __len__(self) -> int:
         return len(self._workers)

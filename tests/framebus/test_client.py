@@ -71,7 +71,7 @@ def test_submit_puts_a_cloudevent_on_the_tier_topic_keyed_by_tenant(client: Fram
     assert headers["content-type"] == b"application/json" and headers["traceparent"] == TRACEPARENT.encode()
     assert headers["ce_id"].decode() == receipt.event_id
     payload = json.loads(record.value)
-    assert payload["schema_version"] == "1.1" and payload["tenant_id"] == "acme"
+    assert payload["schema_version"] == "1.2" and payload["tenant_id"] == "acme"
     assert {k: payload[k] for k in FOX} == FOX
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from framebus.schemas.events import SCHEMA_VERSION, GenerationRequest, StatusChanged, TenantUpdated
+from framebus.schemas.events import SCHEMA_VERSION, GenerationRequest, StatusChanged, TenantUpdated, furthest
 from framebus.schemas.registry import EVENT_MODELS
 from framebus.schemas.state import RequestState
 from framebus.schemas.tokens import quote_tokens
@@ -32,7 +32,7 @@ def rejects(field: str, fragment: str, context=None, **changes) -> None:
 def test_defaults_make_a_valid_request() -> None:
     made = request()
     assert (made.width, made.height, made.num_frames, made.tier.value) == (832, 480, 81, "standard")
-    assert made.schema_version == SCHEMA_VERSION == "1.1"
+    assert made.schema_version == SCHEMA_VERSION == "1.2"
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
@@ -126,3 +126,38 @@ def test_every_design_event_type_has_a_model() -> None:
 
 def test_tenant_records_never_hold_a_key_secret() -> None:
     assert "secret" not in " ".join(TenantUpdated.model_fields) and "secret_sha256" in str(TenantUpdated.model_json_schema())
+
+
+@pytest.mark.parametrize("url", ["https://169.254.169.254/latest/meta-data", "https://10.1.2.3/hook",
+                                 "https://192.168.0.4/h", "https://[::1]/h", "https://localhost/h",
+                                 "https://api.localhost/h", "https://127.0.0.1:8443/h", "https://0.0.0.0/h"])
+def test_a_webhook_to_a_local_or_private_address_is_refused_naming_the_field(url: str) -> None:
+    rejects("webhook_url", "must point to a public address", webhook_url=url)
+
+
+def test_allowlisted_hosts_may_be_private_and_public_names_pass() -> None:
+    GenerationRequest(**{**BASE, "webhook_url": "https://hooks.example.com/x"})
+    GenerationRequest.model_validate({**BASE, "webhook_url": "http://127.0.0.1:9000/x"},
+                                     context={"webhook_http_hosts": frozenset({"127.0.0.1"})})
+    GenerationRequest.model_validate({**BASE, "webhook_url": "https://10.0.0.5/x"},
+                                     context={"webhook_allowed_hosts": frozenset({"10.0.0.5"})})
+
+
+def test_a_status_reader_only_sees_states_move_forward_and_keeps_the_first_terminal() -> None:
+    def status(state: str, **more) -> StatusChanged:
+        return StatusChanged(request_id="r1", tenant_id="acme", state=state, tier="standard", **more)
+
+    accepted = status("accepted", request_digest="d" * 64, request_topic="framebus.requests.standard",
+                      request_partition=2, request_offset=7, request_event_id="e1")
+    kept = furthest(furthest(None, status("queued")), accepted)  # the late `accepted` lands after `queued`
+    assert kept.state.value == "queued" and kept.request_offset == 7 and kept.request_digest == "d" * 64
+    kept = furthest(furthest(kept, status("completed")), status("running"))  # a stale attempt's `running`
+    assert kept.state.value == "completed" and kept.request_partition == 2
+    assert furthest(kept, status("failed")).state.value == "completed"  # one terminal result
+
+
+def test_a_request_without_a_seed_renders_with_one_derived_from_its_identity() -> None:
+    one, again = GenerationRequest(**BASE), GenerationRequest(**BASE)
+    other = GenerationRequest(**{**BASE, "request_id": "another"})
+    assert one.seed is None and one.effective_seed() == again.effective_seed() != other.effective_seed()
+    assert GenerationRequest(**{**BASE, "seed": 5}).effective_seed() == 5

@@ -228,3 +228,68 @@ def test_a_batch_file_uploads_over_http_and_reports_its_bad_lines(gateway: Runni
     bad_hook = httpx.post(f"{gateway.url}/v1/batches", content=body.encode(), headers=gateway.auth("acme"),
                           params={"webhook_url": "ftp://example.com/x"}, timeout=30)
     assert bad_hook.status_code == 422
+
+
+def test_a_replay_gets_the_same_receipt_whatever_state_the_request_is_in(gateway: RunningGateway, tmp_path) -> None:
+    from framebus.infra.process import terminate
+    from framebus.services.common.children import launch
+
+    scheduler = launch(gateway.settings, ["scheduler"], tmp_path / "scheduler.log")
+    try:
+        body = {**FOX, "request_id": unique()}
+        first = post(gateway, "acme", body)
+        assert first.status_code == 201, first.text
+        status_url = f"{gateway.url}/v1/generations/{body['request_id']}"
+        # acme has no credit: the scheduler refuses it, so the request moves on to `failed`.
+        assert eventually(lambda: httpx.get(status_url, headers=gateway.auth("acme")).json()["state"] == "failed",
+                          timeout_s=90), (tmp_path / "scheduler.log").read_text()[-3000:]
+        again = post(gateway, "acme", body)
+        assert again.status_code == 201 and again.json() == first.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert post(gateway, "acme", {**body, "num_frames": 21}).status_code == 409
+        cancel = httpx.post(f"{status_url}/cancel", headers=gateway.auth("acme"))
+        assert cancel.status_code == 409 and cancel.json()["error"]["code"] == "already_finished"
+        # A replica started now knows only what Kafka has, and answers the same.
+        process, url = start_gateway(gateway.settings, tmp_path / "replica.log")
+        try:
+            replayed = httpx.post(f"{url}/v1/generations", json=body, headers=gateway.auth("acme"), timeout=30)
+            assert replayed.status_code == 201 and replayed.json() == first.json()
+        finally:
+            terminate(process.pid, timeout_s=10)
+    finally:
+        terminate(scheduler.pid, timeout_s=15)
+
+
+def test_a_chunked_body_over_the_cap_gets_413_in_the_error_shape(gateway: RunningGateway) -> None:
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = httpx.post(f"{gateway.url}/v1/generations", content=chunks(), timeout=30,
+                          headers={**gateway.auth("acme"), "content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large" and response.json()["error"]["fields"] == []
+
+
+def test_oversized_headers_get_431_in_the_error_shape(gateway: RunningGateway) -> None:
+    response = httpx.post(f"{gateway.url}/v1/generations", json={**FOX, "request_id": unique()}, timeout=30,
+                          headers={**gateway.auth("acme"), "x-padding": "y" * 64 * 1024})
+    assert response.status_code == 431 and response.json()["error"]["code"] == "headers_too_large"
+
+
+def test_malformed_json_names_the_body_not_a_character_offset(gateway: RunningGateway) -> None:
+    response = httpx.post(f"{gateway.url}/v1/generations", content=b'{"prompt": "a fox", "width": ', timeout=30,
+                          headers={**gateway.auth("acme"), "content-type": "application/json"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json" and [f["field"] for f in error["fields"]] == ["(body)"]
+    assert "not valid JSON" in error["fields"][0]["message"]
+
+
+def test_a_webhook_to_a_private_address_is_refused_at_submission(gateway: RunningGateway) -> None:
+    for url in ("https://169.254.169.254/latest", "https://10.1.2.3/hook", "https://localhost/hook"):
+        response = post(gateway, "acme", {**FOX, "request_id": unique(), "webhook_url": url})
+        assert response.status_code == 422, url
+        assert [f["field"] for f in response.json()["error"]["fields"]] == ["webhook_url"]

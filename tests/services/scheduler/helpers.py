@@ -20,8 +20,8 @@ def req(tenant: str = "acme", tier: str = "standard", **changes) -> GenerationRe
 
 
 def worker(worker_id: str = "w1", *, slots: int = 1, batch: int = 4, running=(), last_seq: int = -1,
-           warm: bool = True) -> WorkerAnnounced:
-    return WorkerAnnounced(worker_id=worker_id, model="wan-tiny", warm=warm, max_batch_size=batch, slots=slots,
+           warm: bool = True, model: str = "wan-tiny") -> WorkerAnnounced:
+    return WorkerAnnounced(worker_id=worker_id, model=model, warm=warm, max_batch_size=batch, slots=slots,
                            running_job_ids=tuple(running), last_job_seq=last_seq)
 
 

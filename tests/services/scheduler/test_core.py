@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from framebus.schemas.events import CancelRequested
 from framebus.schemas.state import ErrorCode, RequestState
 from framebus.services.scheduler.config import SchedulerConfig
-from framebus.services.scheduler.core import default_seed
 from tests.services.scheduler.helpers import core, finish_job, req, worker
 
 
@@ -125,7 +124,8 @@ def test_a_lost_workers_jobs_go_to_another_worker_with_the_same_seeds() -> None:
     made.worker_announced(worker("w2", batch=1), now=8.0)
     [second] = made.step(now=8.0).jobs  # w1 silent for 8 s > 5 s
     assert second.worker_id == "w2" and second.attempt == 2
-    assert second.requests[0].seed == first.requests[0].seed == default_seed(first.requests[0])
+    assert second.requests[0].effective_seed() == first.requests[0].effective_seed()
+    assert first.requests[0].seed is None, "the request goes as its producer sent it"
 
 
 def test_expired_requests_fail_and_release_their_tokens() -> None:

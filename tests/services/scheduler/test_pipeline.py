@@ -103,3 +103,31 @@ def test_cancel_of_a_queued_request_and_refusals(pipeline: Pipeline) -> None:
     results = by_request(pipeline.results(until=2, timeout_s=60))
     assert results["req-1"][0].outcome == "cancelled"
     assert results["req-2"][0].error.code.value == "insufficient_balance"
+
+
+def test_a_wrong_key_and_a_reused_id_with_another_body_are_rejected_with_reasons(pipeline: Pipeline) -> None:
+    pipeline.start_scheduler()
+    pipeline.start_worker("w1")
+    topic = pipeline.settings.topic("framebus.requests.standard")
+    producer = KafkaProducer(bootstrap_servers=pipeline.settings.bootstrap_servers)
+    forged = encode_event(GenerationRequest(tenant_id="acme", **request(30)), source="/tests")
+    producer.send(topic, key=b"someone-else", value=forged.value, headers=forged.headers)  # key names another tenant
+    unkeyed = encode_event(GenerationRequest(tenant_id="acme", **request(31)), source="/tests")
+    producer.send(topic, key=None, value=unkeyed.value, headers=unkeyed.headers)
+    producer.flush()
+    pipeline.client.submit(request(32))
+    assert eventually(lambda: (s := pipeline.client.status("req-32")) is not None and s.state.is_terminal, timeout_s=60)
+    pipeline.client.submit(request(32, prompt="a different prompt under the same id"))
+    rejected = pipeline.records("framebus.requests.rejected", until=3)
+    by_id = {json.loads(r.value)["request_id"]: (dict(r.headers)["framebus-dead-reason"].decode(),
+                                                 dict(r.headers)["framebus-dead-detail"].decode()) for r in rejected}
+    assert sorted(by_id) == ["req-30", "req-31", "req-32"]  # partitions differ: no order across them
+    assert by_id["req-30"][0] == "invalid_request" and "someone-else" in by_id["req-30"][1]
+    assert "record key must be the tenant id 'acme'" in by_id["req-30"][1]
+    assert by_id["req-31"][0] == "invalid_request" and "no key" in by_id["req-31"][1]
+    assert by_id["req-32"][0] == "duplicate_request" and "already used with a different body" in by_id["req-32"][1]
+    time.sleep(2)  # room for anything wrongly run or failed to show up
+    results = by_request(pipeline.results(until=1, timeout_s=1))
+    assert set(results) == {"req-32"} and results["req-32"][0].outcome == "completed", "the original is untouched"
+    assert pipeline.client.status("req-32").state.value == "completed"
+    assert pipeline.client.status("req-30") is None and pipeline.client.status("req-31") is None
