@@ -349,7 +349,8 @@ def status_key(tenant_id: str, request_id: str) -> str:
     return f"{tenant_id}/{request_id}"
 
 
-RECEIPT_FIELDS = ("request_digest", "request_topic", "request_partition", "request_offset", "request_event_id")
+RECEIPT_FIELDS = ("request_digest", "tokens", "request_topic", "request_partition", "request_offset",
+                  "request_event_id")
 
 
 def furthest(current: StatusChanged | None, arriving: StatusChanged) -> StatusChanged:
@@ -363,12 +364,16 @@ def furthest(current: StatusChanged | None, arriving: StatusChanged) -> StatusCh
     return _carry_receipt(current, arriving)
 
 
-def _carry_receipt(earlier: StatusChanged, later: StatusChanged) -> StatusChanged:
-    missing = {name: getattr(earlier, name) for name in RECEIPT_FIELDS
-               if getattr(later, name) is None and getattr(earlier, name) is not None}
-    if later.timings.accepted_at is None and earlier.timings.accepted_at is not None:
-        missing["timings"] = later.timings.model_copy(update={"accepted_at": earlier.timings.accepted_at})
-    return later.model_copy(update=missing) if missing else later
+def _carry_receipt(other: StatusChanged, kept: StatusChanged) -> StatusChanged:
+    missing = {name: getattr(other, name) for name in RECEIPT_FIELDS
+               if getattr(kept, name) is None and getattr(other, name) is not None}
+    # The `accepted` record (written with the receipt) is the authority on when it was accepted;
+    # later writers only estimate it from the request's submission time.
+    accepted_at = other.timings.accepted_at
+    if accepted_at is not None and accepted_at != kept.timings.accepted_at and (
+            kept.timings.accepted_at is None or other.state is RequestState.ACCEPTED):
+        missing["timings"] = kept.timings.model_copy(update={"accepted_at": accepted_at})
+    return kept.model_copy(update=missing) if missing else kept
 
 # --- metering and ledger ----------------------------------------------------------------
 

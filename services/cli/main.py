@@ -198,10 +198,12 @@ def worker(
 ) -> None:
     """Run a generator worker: loads and warms its model, then serves jobs from the scheduler."""
     from framebus.schemas.state import ModelName
+    from framebus.services.common.logs import setup_logging
     from framebus.services.generator.app import build_worker, run
 
     if engine not in ("diffusers", "null"):
         raise typer.BadParameter(f"`--engine` must be 'diffusers' or 'null' but is {engine!r}")
+    setup_logging(Settings())
     with errors_exit():
         with console.status(f"loading and warming {model} ({engine} engine)"):
             built = build_worker(Settings(), engine=engine, model=ModelName(model), delay_ms=delay_ms, batch=batch,
@@ -219,11 +221,13 @@ def gateway(host: str | None = typer.Option(None, help="Bind address (default FR
     """Run the HTTP gateway."""
     import uvicorn
 
+    from framebus.services.common.logs import logging_config
     from framebus.services.gateway.app import create_app
 
     settings = Settings()
+    # uvicorn's own loggers go through the one setup too (level and JSON lines alike).
     uvicorn.run(create_app(settings), host=host or settings.gateway_host, port=port or settings.gateway_port,
-                log_level="info")
+                log_config=logging_config(settings))
 
 
 if __name__ == "__main__":

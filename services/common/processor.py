@@ -46,7 +46,7 @@ from framebus.services.common.streams import BatchSender, commit_processed, next
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-SMALL_OUTPUT = 16  # below this many records, sent one by one into the producer's open batches
+SMALL_OUTPUT = 3  # below this many records (a webhook attempt's log line), sent into the producer's open batches
 
 
 @dataclass
@@ -238,7 +238,7 @@ class Processor:
         except KeyError as exc:
             raise ValueError(f"{self.name} sent to {exc.args[0]!r}, which it did not declare as an output") from exc
         if len(pairs) < SMALL_OUTPUT:
-            # A few records (a webhook attempt's log line, a step's dispatch): the producer's own
+            # One or two records (a webhook attempt's log line and its pending update): the producer's own
             # accumulator batches them with their neighbours; a produce batch each would cost more.
             futures = [await self.producer.send(topic, record.value, record.key, headers=record.headers)
                        for topic, record in pairs]

@@ -147,10 +147,16 @@ def test_a_status_reader_only_sees_states_move_forward_and_keeps_the_first_termi
     def status(state: str, **more) -> StatusChanged:
         return StatusChanged(request_id="r1", tenant_id="acme", state=state, tier="standard", **more)
 
-    accepted = status("accepted", request_digest="d" * 64, request_topic="framebus.requests.standard",
-                      request_partition=2, request_offset=7, request_event_id="e1")
-    kept = furthest(furthest(None, status("queued")), accepted)  # the late `accepted` lands after `queued`
+    from datetime import UTC, datetime
+
+    receipt_time, submitted = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    accepted = status("accepted", request_digest="d" * 64, request_topic="framebus.requests.standard", tokens=0.7,
+                      request_partition=2, request_offset=7, request_event_id="e1",
+                      timings={"accepted_at": receipt_time})
+    queued = status("queued", timings={"accepted_at": submitted})  # the scheduler only knows the submission time
+    kept = furthest(furthest(None, queued), accepted)  # the late `accepted` lands after `queued`
     assert kept.state.value == "queued" and kept.request_offset == 7 and kept.request_digest == "d" * 64
+    assert kept.timings.accepted_at == receipt_time and kept.tokens == 0.7
     kept = furthest(furthest(kept, status("completed")), status("running"))  # a stale attempt's `running`
     assert kept.state.value == "completed" and kept.request_partition == 2
     assert furthest(kept, status("failed")).state.value == "completed"  # one terminal result
@@ -161,3 +167,12 @@ def test_a_request_without_a_seed_renders_with_one_derived_from_its_identity() -
     other = GenerationRequest(**{**BASE, "request_id": "another"})
     assert one.seed is None and one.effective_seed() == again.effective_seed() != other.effective_seed()
     assert GenerationRequest(**{**BASE, "seed": 5}).effective_seed() == 5
+
+
+def test_the_contract_document_lists_every_error_code() -> None:
+    from pathlib import Path
+
+    from framebus.schemas.state import ErrorCode
+
+    contract = (Path(__file__).parents[2] / "docs" / "contract.md").read_text()
+    assert [code.value for code in ErrorCode if f"`{code.value}`" not in contract] == []
