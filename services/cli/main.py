@@ -152,36 +152,28 @@ app.command()(metering_commands.cost)
 tenant_commands.app.command()(metering_commands.balance)
 
 
-@app.command("batch-tracker")
-def batch_tracker() -> None:
-    """Run the batch tracker: finishes bulk jobs with a manifest in S3 and a batch.completed event."""
-    from framebus.services.batch.tracker import run
-
-    run(Settings())
-
-
-@app.command()
-def notifier() -> None:
-    """Run the webhook notifier: signed Standard Webhooks deliveries with retries and dead letters."""
-    from framebus.services.notifier.service import run
-
-    run(Settings())
+# The stream processors: each runs in the foreground on the processor runtime until SIGTERM or SIGINT.
+PROCESSORS = {
+    "scheduler": ("framebus.services.scheduler.app", "Run the scheduler: admission, tiers, batching, dispatch."),
+    "metering": ("framebus.services.metering.app", "Run metering: settle reservations, record usage per tenant."),
+    "notifier": ("framebus.services.notifier.service",
+                 "Run the webhook notifier: signed Standard Webhooks deliveries with retries and dead letters."),
+    "batch-tracker": ("framebus.services.batch.tracker",
+                      "Run the batch tracker: finishes bulk jobs with a manifest in S3 and a batch.completed event."),
+}
 
 
-@app.command()
-def metering() -> None:
-    """Run metering (faust-streaming): settle reservations, record usage per tenant."""
-    from framebus.services.metering.app import run
+def _processor_command(module: str):
+    def run_processor() -> None:
+        from importlib import import_module
 
-    run(Settings())
+        import_module(module).run(Settings())
+
+    return run_processor
 
 
-@app.command()
-def scheduler() -> None:
-    """Run the scheduler (faust-streaming): admission, tiers, batching, dispatch."""
-    from framebus.services.scheduler.app import run
-
-    run(Settings())
+for _name, (_module, _help) in PROCESSORS.items():
+    app.command(_name, help=_help)(_processor_command(_module))
 
 
 @app.command()
