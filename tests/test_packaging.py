@@ -3,6 +3,7 @@ without torch, faust or boto3, and nothing generic in site-packages (everything 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -19,6 +20,7 @@ HEAVY = ("torch", "diffusers", "transformers", "faust-streaming", "boto3", "fast
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' in-tree build output could mask a missing file
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
                     str(ROOT)], check=True, timeout=300)
     [built] = out.glob("framebus-*.whl")
