@@ -26,8 +26,9 @@ def producer(bootstrap: str, **overrides) -> KafkaProducer:
 
 
 def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) -> KafkaConsumer:
+    # read_committed: records of transactions that were aborted (a fenced scheduler's) are never seen.
     config = {"bootstrap_servers": bootstrap, "group_id": group_id, "auto_offset_reset": "earliest",
-              "enable_auto_commit": False}
+              "enable_auto_commit": False, "isolation_level": "read_committed"}
     config.update(overrides)
     try:
         return KafkaConsumer(*topics, **config)
@@ -43,7 +44,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 def read_key(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0) -> list:
     """Every record still kept for ``key``, oldest first, reading only its partition (a tombstone
     clears what came before it)."""
-    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                            bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         partitions = reader.partitions_for_topic(topic)
@@ -80,7 +81,7 @@ def partitions_of(bootstrap: str, topic: str) -> set[int]:
 
 def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[bytes, object]:
     """Every live key's latest record in ``topic`` (tombstones remove keys)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                              bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

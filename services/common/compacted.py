@@ -45,7 +45,8 @@ class TopicTable:
         partitions = await asyncio.to_thread(partitions_of, self.bootstrap, self.topic)
         if not partitions:
             raise KafkaAdapterError(f"topic {self.topic} does not exist; run `framebus up` to create it")
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                          isolation_level="read_committed")
         await self._consumer.start()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)

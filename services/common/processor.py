@@ -111,8 +111,13 @@ class Processor:
 
     def __init__(self, name: str, *, settings: Settings, consumer: AIOKafkaConsumer | None,
                  producer: AIOKafkaProducer, lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
-                 outputs: Sequence[str] = (), clock: Clock = time.time) -> None:
+                 outputs: Sequence[str] = (), clock: Clock = time.time, transactional: bool = False,
+                 group_id: str | None = None) -> None:
         self.name = name
+        # Transactional: outputs and the input offsets they answer commit together (the producer
+        # needs a transactional id; consumers of the outputs read with isolation read_committed).
+        self.transactional = transactional
+        self.group_id = group_id
         self.consumer = consumer
         self.producer = producer
         self.lanes = tuple(lanes)
@@ -152,6 +157,8 @@ class Processor:
             for task in done:
                 if task is not stopping:
                     task.result()  # a lane, tick or task failed: raise it (the host stops the service)
+            if self._refused is not None:  # a send or transaction failed while the lanes were idle
+                raise ProcessorStopped(f"{self.name}: the broker refused its output") from self._refused
         finally:
             for task in [*running, stopping]:
                 task.cancel()
@@ -177,17 +184,43 @@ class Processor:
                 await self.process(lane, batches)
 
     async def process(self, lane: Lane, batches: dict[TopicPartition, list]) -> None:
-        """Handle one batch, send its outputs, wait until the broker has them all, then commit it."""
+        """Handle one batch, send its outputs, wait until the broker has them all, then commit it
+        (in one transaction with the outputs when the processor is transactional)."""
         async with self._emit_lock:
             now = self.clock()
             out = Outputs()
             for records in batches.values():
                 for record in records:
                     out.extend(self.handle_record(lane, record, now))
+            if self.transactional:
+                await self._in_transaction(out, next_offsets(batches))
+                return
             futures = await self._send(out)
         await asyncio.gather(*futures)  # a refused record raises here: the batch is never committed
         if self.consumer is not None:
             await commit_processed(self.consumer, next_offsets(batches), f"{self.name} {lane.name}")
+
+    async def _in_transaction(self, out: Outputs, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Send ``out`` and commit ``offsets`` (input consumed) as one transaction: all of it becomes
+        visible to read_committed readers, or none. Any failure here (a broker refusal, or this
+        producer fenced by a newer one with the same transactional id) stops the processor: its
+        memory holds decisions Kafka never committed, and the restart rebuilds from what it did."""
+        if not out and not offsets:
+            return
+        await self.producer.begin_transaction()
+        try:
+            futures = await self._send(out)
+            if offsets:
+                owned = self.consumer.assignment() if self.consumer is not None else set()
+                mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+                if mine:
+                    await self.producer.send_offsets_to_transaction(mine, self.group_id)
+            await self.producer.commit_transaction()
+            await asyncio.gather(*futures)
+        except BaseException as exc:
+            self._fail(exc)
+            log.critical("%s: a transaction did not commit; stopping: %r", self.name, exc)
+            raise ProcessorStopped(f"{self.name}: a transaction did not commit: {exc!r}") from exc
 
     def handle_record(self, lane: Lane, record, now: float) -> Outputs:
         """What one record produces: its handler's outputs, or what the error policy makes of a failure."""
@@ -226,6 +259,9 @@ class Processor:
                 out = decide(self.clock())
                 if inspect.isawaitable(out):
                     out = await out
+            if self.transactional:
+                await self._in_transaction(out)
+                return
             futures = await self._send(out)
         if wait:
             await asyncio.gather(*futures)
@@ -251,4 +287,9 @@ class Processor:
     def _delivered(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is not None and self._refused is None:
             log.critical("the broker refused a record of %s; stopping: %s", self.name, future.exception())
-            self._refused = future.exception()
+            self._fail(future.exception())
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop: this processor's memory holds decisions Kafka does not have."""
+        self._refused = self._refused or exc
+        self._stop.set()

@@ -39,6 +39,7 @@ BATCH = 2000
 DEAD_RESULTS_TOPIC = "framebus.results.dead"
 RESULT_TYPES = (GenerationCompleted, GenerationFailed, GenerationCancelled)
 OUTPUTS = ("framebus.usage", "framebus.ledger", DEAD_RESULTS_TOPIC)
+GROUP = "framebus-metering"
 
 
 class MeteringHandlers:
@@ -93,11 +94,13 @@ def lanes(handlers: MeteringHandlers) -> list[Lane]:
 
 
 class MeteringService:
-    def __init__(self, settings: Settings, *, producer, consumer_for, instance: str, clock=time.time) -> None:
+    def __init__(self, settings: Settings, *, producer, consumer_for, instance: str, clock=time.time,
+                 transactional: bool = False) -> None:
         self.settings = settings
         self.handlers = MeteringHandlers(instance=instance)
         self.processor = Processor("metering", settings=settings, consumer=None, producer=producer,
-                                   lanes=lanes(self.handlers), outputs=OUTPUTS, clock=clock)
+                                   lanes=lanes(self.handlers), outputs=OUTPUTS, clock=clock,
+                                   transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}")
         self.processor.consumer = consumer_for(self.processor.input_topics())
 
     def is_ready(self) -> bool:
@@ -116,9 +119,14 @@ class MeteringService:
 
 
 def build(settings: Settings) -> MeteringService:
+    instance = uuid.uuid4().hex[:12]
+    # Usage and ledger entries commit in one transaction with the results they settle: a crash or a
+    # rebalance replays nothing that was written. (The id is per process: a paused instance whose
+    # partitions moved is not fenced by it; the ledger fold still settles each request once.)
+    producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}-{instance}")
     return MeteringService(
-        settings, producer=stream_producer(settings.bootstrap_servers), instance=uuid.uuid4().hex[:12],
-        consumer_for=lambda topics: group_consumer(settings, *topics, group="framebus-metering",
+        settings, producer=producer, instance=instance, transactional=True,
+        consumer_for=lambda topics: group_consumer(settings, *topics, group=GROUP,
                                                    max_partition_fetch_bytes=4 * 1024 * 1024))
 
 

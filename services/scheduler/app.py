@@ -39,6 +39,7 @@ from framebus.services.scheduler.lease import SchedulerLease
 
 log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 0.005
+GROUP = "framebus-scheduler"
 OUTPUTS = (BACKLOG_TOPIC, "framebus.status", "framebus.ledger", "framebus.jobs", "framebus.results", REJECTED_TOPIC)
 
 
@@ -56,7 +57,7 @@ class Scheduler:
     """The scheduler's handlers on the runtime, with the clients ``main`` builds."""
 
     def __init__(self, settings: Settings, config: SchedulerConfig, *, producer, consumer_for, lease,
-                 clock=time.time) -> None:
+                 clock=time.time, transactional: bool = False) -> None:
         self.settings = settings
         self.clock = clock
         self.handlers = SchedulerHandlers(config, topic_prefix=settings.topic_prefix,
@@ -65,7 +66,8 @@ class Scheduler:
         self.lease = lease
         self.processor = Processor("scheduler", settings=settings, consumer=None, producer=producer,
                                    lanes=lanes(self.handlers),
-                                   ticks=[Tick("step", STEP_INTERVAL_S, self._step)], outputs=OUTPUTS, clock=clock)
+                                   ticks=[Tick("step", STEP_INTERVAL_S, self._step)], outputs=OUTPUTS, clock=clock,
+                                   transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}")
         self.processor.consumer = consumer_for(self.processor.input_topics())
         self._tables: list[TopicTable] = []
         self._swept_at = clock()
@@ -114,8 +116,11 @@ def build(settings: Settings, config: SchedulerConfig | None = None) -> Schedule
         ttl_s=settings.scheduler_tier_ttl_s, max_queued=settings.scheduler_tier_max_queued,
         aging_s=settings.scheduler_aging_s, worker_timeout_s=settings.scheduler_worker_timeout_s,
         unserved_grace_s=settings.scheduler_unserved_grace_s)
-    return Scheduler(settings, config, producer=stream_producer(settings.bootstrap_servers),
-                     consumer_for=lambda topics: group_consumer(settings, *topics, group="framebus-scheduler"),
+    # One transactional id for the role: the active scheduler's producer fences any earlier one
+    # (paused, not dead), whose next transaction then fails and stops it.
+    producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}")
+    return Scheduler(settings, config, producer=producer, transactional=True,
+                     consumer_for=lambda topics: group_consumer(settings, *topics, group=GROUP),
                      lease=SchedulerLease(settings))
 
 

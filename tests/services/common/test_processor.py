@@ -103,12 +103,13 @@ def test_every_record_is_handled_once_outputs_land_before_the_commit_and_a_poiso
     assert asyncio.run(again()) == 0
 
 
-def _all(settings: Settings, topic: str) -> list:
-    """Every record of ``topic`` (not only the latest per key)."""
+def _all(settings: Settings, topic: str, *, committed_only: bool = False) -> list:
+    """Every record of ``topic`` (not only the latest per key); ``committed_only``: as read_committed readers see it."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap_servers,
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000)
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000,
+                             isolation_level="read_committed" if committed_only else "read_uncommitted")
     try:
         return list(consumer)
     finally:
@@ -159,3 +160,45 @@ def test_sending_to_a_topic_not_declared_as_an_output_is_refused() -> None:
     processor = Processor("p", settings=Settings(), consumer=None, producer=None, outputs=("framebus.usage",))
     with pytest.raises(ValueError, match="did not declare"):
         asyncio.run(processor.emit(Outputs().add("framebus.ledger", KafkaRecord(b"k", b"v", []))))
+
+
+def test_a_transactional_processor_commits_outputs_and_offsets_together_and_a_newer_one_fences_it(
+        provisioned_settings: Settings) -> None:
+    from framebus.services.common.processor import ProcessorStopped
+
+    settings = provisioned_settings
+    _publish(settings, "framebus.results", [f"t{n}".encode() for n in range(30)])
+
+    def transactional(lane: Lane) -> Processor:
+        producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}echo")
+        processor = Processor("echo", settings=settings, consumer=None, producer=producer, lanes=[lane],
+                              outputs=("framebus.usage",), transactional=True,
+                              group_id=f"{settings.topic_prefix}framebus-metering")
+        processor.consumer = group_consumer(settings, *processor.input_topics(), group="framebus-metering")
+        return processor
+
+    async def scenario() -> None:
+        first = transactional(Lane("results", ("framebus.results",), _echo, max_records=7))
+
+        async def all_committed() -> bool:
+            return await _committed(settings, "framebus.results") == 30
+
+        task = asyncio.create_task(first.run())
+        async with asyncio.timeout(60):
+            while not await all_committed():
+                await asyncio.sleep(0.2)
+        # A second producer with the same transactional id (the scheduler's standby taking over)
+        # fences the first: its next transaction fails and it stops instead of writing on.
+        second = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}echo")
+        await second.start()
+        try:
+            with pytest.raises(ProcessorStopped):
+                await asyncio.wait_for(first.emit(Outputs().add("framebus.usage", KafkaRecord(b"k", b"zombie", []))), 30)
+            with pytest.raises(ProcessorStopped):
+                await asyncio.wait_for(task, 30)
+        finally:
+            await second.stop()
+
+    asyncio.run(scenario())
+    usage = [r.value for r in _all(settings, "framebus.usage", committed_only=True)]
+    assert sorted(usage) == sorted(f"T{n}".encode() for n in range(30)), "each output once, none from the zombie"

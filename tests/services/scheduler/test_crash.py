@@ -77,3 +77,51 @@ def test_a_second_scheduler_waits_as_a_standby_and_takes_over_when_the_active_on
     assert sorted(outcomes) == sorted(f"req-{n}" for n in range(20)), pipeline.log("standby.log")
     assert all(len(r) == 1 and isinstance(r[0], GenerationCompleted) for r in outcomes.values())
     assert "scheduler restored" in standby_log(), "the standby took over"
+
+
+def test_a_paused_active_scheduler_is_fenced_when_it_wakes_and_nothing_runs_twice(pipeline: Pipeline) -> None:
+    """SIGSTOP, not kill: the paused scheduler's group session lapses, the standby takes over with the
+    same transactional id (fencing the first), and the first, woken with SIGCONT, stops instead of
+    writing on. No request is dispatched twice in committed jobs, and each ends once."""
+    import os
+    import signal
+    import time
+
+    from kafka import KafkaConsumer
+
+    from framebus.schemas.codec import decode_event
+    from framebus.schemas.workers import JobDispatched
+
+    active = pipeline.start_scheduler()
+    time.sleep(6)
+    standby = launch(pipeline.settings, ["scheduler"], pipeline.logs / "standby.log")
+    pipeline.processes.append(standby)
+    pipeline.start_worker("w1", delay_ms=300, batch=2, slots=1)
+    standby_log = lambda: (pipeline.logs / "standby.log").read_text(errors="replace")  # noqa: E731
+    assert eventually(lambda: "standby:" in standby_log(), timeout_s=60)
+    pipeline.client.submit_many([request(n) for n in range(20)])
+    assert len(pipeline.results(until=4, timeout_s=60)) >= 4
+    os.kill(active.pid, signal.SIGSTOP)
+    try:
+        assert eventually(lambda: "scheduler restored" in standby_log(), timeout_s=60), "the standby takes over"
+    finally:
+        os.kill(active.pid, signal.SIGCONT)
+    assert eventually(lambda: active.poll() is not None, timeout_s=60), "the woken scheduler stops"
+    if standby.poll() is not None:
+        # The woken one rejoined the lease group as its oldest member and took the lease back before
+        # its fenced transaction stopped it, so the standby stepped down too: a supervisor restarts it.
+        pipeline.start_scheduler()
+    outcomes = _outcomes(pipeline, expected=20)
+    assert sorted(outcomes) == sorted(f"req-{n}" for n in range(20)), pipeline.log("standby.log")
+    assert all(len(r) == 1 and isinstance(r[0], GenerationCompleted) for r in outcomes.values())
+    consumer = KafkaConsumer(pipeline.settings.topic("framebus.jobs"), bootstrap_servers=pipeline.settings.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000,
+                             isolation_level="read_committed")
+    dispatched = collections.Counter()
+    for record in consumer:
+        event = decode_event(record.headers, record.value).event
+        if isinstance(event, JobDispatched):
+            dispatched.update(r.request_id for r in event.requests)
+    consumer.close()
+    twice = {rid: n for rid, n in dispatched.items() if n > 1}
+    assert twice == {}, twice
