@@ -75,6 +75,8 @@ class Settings(ClientSettings):
                                               description="A worker silent this long is declared dead; its jobs move.")
     scheduler_unserved_grace_s: float = Field(
         120.0, gt=0, description="A queued request whose model no live worker serves fails with `model_unavailable` after this long.")
+    scheduler_unreported_grace_s: float = Field(
+        60.0, gt=0, description="Requests of a job its live worker no longer runs, still without a result after this long, fail with `worker_lost`.")
     scheduler_tier_ttl_s: dict[str, float] = Field(
         default_factory=dict, description="Per tier, seconds a request may stay queued before it fails with `expired` "
                                           "(JSON object, e.g. `{\"batch\": 172800}`); tiers left out keep 300 / 3600 / 86400.")

@@ -34,6 +34,7 @@ class SchedulerConfig:
     dedupe_window_s: float = 7 * 24 * 3600.0
     worker_timeout_s: float = 10.0  # no heartbeat for this long: the worker is declared dead
     unserved_grace_s: float = 120.0  # no live worker takes a request's model this long: `model_unavailable`
+    unreported_grace_s: float = 60.0  # a job its worker let go of, with requests still unreported: `worker_lost`
 
     def policy(self, tier: Tier) -> TierPolicy:
         return self.tiers[tier]

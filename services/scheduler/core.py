@@ -83,6 +83,7 @@ class SchedulerCore:
         self._unfinished: dict[str, int] = {}  # job id -> its requests still in flight
         self._dedupe_swept_at = 0.0
         self._unserved_checked_at = 0.0
+        self._unreported_since: dict[str, float] = {}  # job id -> when no worker held it any more
 
     # --- inputs ------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, now: float) -> SchedulerOutput:
@@ -184,8 +185,29 @@ class SchedulerCore:
         if now - self._unserved_checked_at >= 1.0:
             self._unserved_checked_at = now
             self._fail_unserved(out, now)
+            self._fail_unreported(out, now)
         self._dispatch(out, now)
         return out
+
+    def _fail_unreported(self, out: SchedulerOutput, now: float) -> None:
+        """Requests of a job its (live) worker no longer holds, with no result after the grace, fail
+        with `worker_lost`: the worker finished the job without reporting them (its job record was
+        unreadable and named no request, say), so they are never left in flight forever."""
+        for job_id in list(self._unfinished):
+            if self.workers.holder_of(job_id) is not None:
+                self._unreported_since.pop(job_id, None)
+                continue
+            since = self._unreported_since.setdefault(job_id, now)
+            if now - since < self.config.unreported_grace_s:
+                continue
+            for key, (held_by, entry) in list(self._in_flight.items()):
+                if held_by == job_id:
+                    del self._in_flight[key]
+                    self._end(out, entry, RequestState.FAILED, ErrorCode.WORKER_LOST,
+                              f"its worker finished job {job_id} without reporting this request "
+                              f"for {self.config.unreported_grace_s:g}s")
+            self._unfinished.pop(job_id, None)
+            self._unreported_since.pop(job_id, None)
 
     def _fail_unserved(self, out: SchedulerOutput, now: float) -> None:
         """Requests no live worker can take, for longer than the grace, fail with `model_unavailable`.

@@ -225,3 +225,32 @@ def test_a_newcomer_shares_from_now_on_and_does_not_jump_the_whole_queue() -> No
     # Alternating from its arrival: neither starved nor served 10 in a row ahead of everyone.
     assert after.count("newcomer") == 10
     assert max(len(run) for run in "".join("n" if t == "newcomer" else "b" for t in after).split("b")) <= 2
+
+
+def test_requests_a_live_worker_let_go_of_without_a_result_fail_after_the_grace() -> None:
+    made = core(config=SchedulerConfig(unreported_grace_s=60.0))
+    made.submit(req(request_id="r-lost", tier="interactive"), now=0.0)
+    made.submit(req(request_id="r-done", tier="interactive"), now=0.0)
+    made.worker_announced(worker("w1", batch=2), now=0.0)
+    [job] = made.step(now=0.1).jobs
+    made.request_finished("acme", "r-done")  # one result arrives, the other never does
+    for now in (5.0, 30.0, 64.0):  # alive, and no longer running the job
+        made.worker_announced(worker("w1", batch=2, last_seq=job.seq), now=now)
+        assert not made.step(now).terminal
+    made.worker_announced(worker("w1", batch=2, last_seq=job.seq), now=66.0)
+    [ended] = made.step(now=66.0).terminal
+    assert ended.request.request_id == "r-lost" and ended.code.value == "worker_lost"
+    reservations = made.balances.of("acme").reservations
+    assert "r-lost" not in reservations and "r-done" in reservations, "its reservation is released (r-done's is metering's)"
+    made.worker_announced(worker("w1", batch=2, last_seq=job.seq), now=200.0)
+    assert not made.step(now=200.0).terminal, "and it ends once"
+
+
+def test_a_job_still_running_is_never_failed_as_unreported() -> None:
+    made = core(config=SchedulerConfig(unreported_grace_s=60.0))
+    made.submit(req(request_id="slow", tier="interactive"), now=0.0)
+    made.worker_announced(worker("w1"), now=0.0)
+    [job] = made.step(now=0.1).jobs
+    for now in range(5, 600, 5):
+        made.worker_announced(worker("w1", running=(job.job_id,), last_seq=job.seq), now=float(now))
+        assert not made.step(float(now)).terminal
