@@ -16,6 +16,11 @@ from framebus.schemas.topics import BY_NAME
 LOCAL_HOST = "127.0.0.1"
 
 
+def blank_is_unset(value: object) -> object:
+    """An empty FRAMEBUS_* endpoint variable means "not set" (start a local server)."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class ClientSettings(BaseSettings):
     """Where Kafka is and who the client acts for."""
 
@@ -30,10 +35,7 @@ class ClientSettings(BaseSettings):
                                      description="How long a submit may retry before it reports the broker unavailable.")
     webhook_http_hosts: frozenset[str] = Field(frozenset(), description="Hosts allowed plain-http webhook URLs (JSON list).")
 
-    @field_validator("kafka_bootstrap", mode="before")
-    @classmethod
-    def _blank_bootstrap_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    _blank_bootstrap_is_unset = field_validator("kafka_bootstrap", mode="before")(blank_is_unset)
 
     @property
     def embedded_kafka(self) -> bool:

@@ -72,7 +72,7 @@ class BatchTracker:
                 await table.start(catch_up_timeout_s=300)
             self.s3 = storage.s3_client(self.settings)
             # No input lanes: the tracker follows tables and checks its open batches every interval.
-            self.processor = Processor("batch-tracker", settings=self.settings, consumer=None,
+            self.processor = Processor("batch-tracker", settings=self.settings,
                                        producer=stream_producer(bootstrap), outputs=OUTPUTS,
                                        ticks=[Tick("check", self.check_interval_s, self.check_all)], clock=self.clock)
             if self._stop_requested:

@@ -41,7 +41,7 @@ from framebus.schemas.codec import KafkaRecord
 from framebus.schemas.state import ErrorCode
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
-from framebus.services.common.streams import BatchSender, commit_processed, next_offsets
+from framebus.services.common.streams import BatchSender, commit_processed, next_offsets, still_owned
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,17 @@ class ProcessorStopped(Exception):
 
 
 class Processor:
-    """Runs lanes and ticks over a consumer and a producer it is given (``app.py`` builds them).
+    """Runs lanes and ticks over a producer and a consumer that ``app.py`` builds (the consumer
+    through ``consumer_for(topics)``, for the lanes' topics).
 
     ``outputs`` names every catalogue topic the handlers may write; sending anywhere else is a bug
     and raises. ``tasks`` are further coroutines that live as long as the processor (the
     scheduler's lease, the notifier's webhook dispatch); one that fails stops the processor.
     """
 
-    def __init__(self, name: str, *, settings: Settings, consumer: AIOKafkaConsumer | None,
-                 producer: AIOKafkaProducer, lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
+    def __init__(self, name: str, *, settings: Settings, producer: AIOKafkaProducer,
+                 consumer_for: Callable[[list[str]], AIOKafkaConsumer] | None = None,
+                 lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
                  outputs: Sequence[str] = (), clock: Clock = time.time, transactional: bool = False,
                  group_id: str | None = None) -> None:
         self.name = name
@@ -118,7 +120,6 @@ class Processor:
         # needs a transactional id; consumers of the outputs read with isolation read_committed).
         self.transactional = transactional
         self.group_id = group_id
-        self.consumer = consumer
         self.producer = producer
         self.lanes = tuple(lanes)
         self.ticks = tuple(ticks)
@@ -127,6 +128,8 @@ class Processor:
         self._topics = {topic: settings.topic(topic)
                         for topic in {*outputs, *(lane.dead_letter_topic for lane in self.lanes if lane.dead_letter_topic)}}
         self._lane_topics = {lane.name: {settings.topic(topic) for topic in lane.topics} for lane in self.lanes}
+        # One consumer (one group) reads every lane; ``consumer_for`` builds it for their topics.
+        self.consumer = consumer_for(self.input_topics()) if consumer_for is not None and self.lanes else None
         self._sender = BatchSender(producer)
         self._emit_lock = asyncio.Lock()
         self._refused: BaseException | None = None
@@ -193,7 +196,9 @@ class Processor:
                 for record in records:
                     out.extend(self.handle_record(lane, record, now))
             if self.transactional:
-                await self._in_transaction(out, next_offsets(batches))
+                assert self.consumer is not None
+                await self._in_transaction(out, still_owned(self.consumer, next_offsets(batches),
+                                                            f"{self.name} {lane.name}"))
                 return
             futures = await self._send(out)
         await asyncio.gather(*futures)  # a refused record raises here: the batch is never committed
@@ -201,7 +206,7 @@ class Processor:
             await commit_processed(self.consumer, next_offsets(batches), f"{self.name} {lane.name}")
 
     async def _in_transaction(self, out: Outputs, offsets: dict[TopicPartition, int] | None = None) -> None:
-        """Send ``out`` and commit ``offsets`` (input consumed) as one transaction: all of it becomes
+        """Send ``out`` and commit ``offsets`` (input consumed, partitions still owned) as one transaction: all of it becomes
         visible to read_committed readers, or none. Any failure here (a broker refusal, or this
         producer fenced by a newer one with the same transactional id) stops the processor: its
         memory holds decisions Kafka never committed, and the restart rebuilds from what it did."""
@@ -211,10 +216,7 @@ class Processor:
         try:
             futures = await self._send(out)
             if offsets:
-                owned = self.consumer.assignment() if self.consumer is not None else set()
-                mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
-                if mine:
-                    await self.producer.send_offsets_to_transaction(mine, self.group_id)
+                await self.producer.send_offsets_to_transaction(offsets, self.group_id)
             await self.producer.commit_transaction()
             await asyncio.gather(*futures)
         except BaseException as exc:

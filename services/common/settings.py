@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from framebus.config import LOCAL_HOST, ClientSettings
+from framebus.config import LOCAL_HOST, ClientSettings, blank_is_unset
 from framebus.schemas.state import Tier
 from framebus.schemas.webhooks import RETRY_SCHEDULE_S
 
@@ -121,10 +121,7 @@ class Settings(ClientSettings):
                             description="Data, logs and pid files of the local servers.")
     startup_timeout_s: float = Field(90.0, gt=0, description="How long `up` waits for each local server to answer.")
 
-    @field_validator("s3_endpoint", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    _blank_endpoint_is_unset = field_validator("s3_endpoint", mode="before")(blank_is_unset)
 
     @property
     def embedded_s3(self) -> bool:

@@ -20,17 +20,23 @@ def next_offsets(batches: dict[TopicPartition, list]) -> dict[TopicPartition, in
     return {tp: records[-1].offset + 1 for tp, records in batches.items()}
 
 
+def still_owned(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], what: str) -> dict[TopicPartition, int]:
+    """The offsets of partitions this consumer still owns: only those may be committed."""
+    owned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if len(mine) < len(offsets):
+        log.warning("%s: %d partitions moved away before their batch was committed; their new owner reads it again",
+                    what, len(offsets) - len(mine))
+    return mine
+
+
 async def commit_processed(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], what: str) -> None:
     """Commit the next offsets of a processed batch, for the partitions this consumer still owns.
 
     A rebalance may take partitions while their batch is processed: their records are read
     again by the new owner, which drops them as already done (every output is idempotent).
     """
-    owned = consumer.assignment()
-    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
-    if len(mine) < len(offsets):
-        log.warning("%s: %d partitions moved away before their batch was committed; their new owner reads it again",
-                    what, len(offsets) - len(mine))
+    mine = still_owned(consumer, offsets, what)
     if not mine:
         return
     try:

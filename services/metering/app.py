@@ -98,10 +98,9 @@ class MeteringService:
                  transactional: bool = False) -> None:
         self.settings = settings
         self.handlers = MeteringHandlers(instance=instance)
-        self.processor = Processor("metering", settings=settings, consumer=None, producer=producer,
+        self.processor = Processor("metering", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers), outputs=OUTPUTS, clock=clock,
                                    transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}")
-        self.processor.consumer = consumer_for(self.processor.input_topics())
 
     def is_ready(self) -> bool:
         return self.processor.ready.is_set()

@@ -110,12 +110,11 @@ class Notifier:
         await secrets.start(catch_up_timeout_s=120)
         self.http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
         self.processor = Processor(
-            "notifier", settings=self.settings, consumer=None, producer=stream_producer(bootstrap),
+            "notifier", settings=self.settings, producer=stream_producer(bootstrap),
+            consumer_for=lambda topics: group_consumer(self.settings, *topics, group="framebus-notifier"),
             lanes=[Lane("results", ("framebus.results", "framebus.batches"), self.on_result, 500,
                         on_error=self.skip_after_bug)],
             outputs=OUTPUTS, clock=self.clock)
-        self.processor.consumer = group_consumer(self.settings, *self.processor.input_topics(),
-                                                 group="framebus-notifier")
         log.info("notifier ready: %d deliveries pending", len(self._pending))
         if self._stop_requested:
             self.processor.stop()
@@ -169,9 +168,7 @@ class Notifier:
             self.tenants[event.tenant_id] = event
 
     async def _send(self, topic: str, event, *, key: bytes | None = None, tombstone: bool = False) -> None:
-        record = encode_event(event, source=SOURCE)
-        if tombstone:
-            record = KafkaRecord(key or record.key, None, [])
+        record = KafkaRecord(key, None, []) if tombstone else encode_event(event, source=SOURCE)
         await self.processor.emit(Outputs().add(topic, record), wait=False)
 
     # --- results in -----------------------------------------------------------------------------

@@ -61,14 +61,12 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.handlers = SchedulerHandlers(config, topic_prefix=settings.topic_prefix,
-                                          webhook_http_hosts=settings.webhook_http_hosts,
-                                          webhook_allowed_hosts=settings.webhook_allowed_hosts)
+                                          admission_context=settings.webhook_context())
         self.lease = lease
-        self.processor = Processor("scheduler", settings=settings, consumer=None, producer=producer,
+        self.processor = Processor("scheduler", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers),
                                    ticks=[Tick("step", STEP_INTERVAL_S, self._step)], outputs=OUTPUTS, clock=clock,
                                    transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}")
-        self.processor.consumer = consumer_for(self.processor.input_topics())
         self._tables: list[TopicTable] = []
         self._swept_at = clock()
 

@@ -222,6 +222,8 @@ class SchedulerCore:
             if self.workers.accepts_any(shape):
                 continue
             seen = self.workers.model_seen_at.get(str(shape.model), heard)
+            if now - max(heard, seen) < self.config.unserved_grace_s:
+                continue  # no request of this shape can have waited out the grace yet
             for entry in self.queue.of_shape(shape):
                 if now - max(entry.enqueued_at, heard, seen) >= self.config.unserved_grace_s:
                     self.queue.remove(*entry.key)

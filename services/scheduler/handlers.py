@@ -33,16 +33,14 @@ REJECTED_TOPIC = "framebus.requests.rejected"
 class SchedulerHandlers:
     """The scheduler's state (core, tenants, finished requests) and a handler per input."""
 
-    def __init__(self, config: SchedulerConfig, *, topic_prefix: str = "",
-                 webhook_http_hosts: frozenset[str] = frozenset(),
-                 webhook_allowed_hosts: frozenset[str] = frozenset()) -> None:
+    def __init__(self, config: SchedulerConfig, *, topic_prefix: str = "", admission_context: dict | None = None) -> None:
         self.tenants: dict[str, TenantUpdated] = {}
         self.finished = FinishedIndex(config.dedupe_window_s)
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.prefix = topic_prefix
         self.control_topic = f"{topic_prefix}framebus.control"
-        # Hosts allowed plain-http webhooks, and hosts allowed although they are local or private.
-        self.admission_context = {"webhook_http_hosts": webhook_http_hosts, "webhook_allowed_hosts": webhook_allowed_hosts}
+        # The deployment's webhook allowlists (Settings.webhook_context), applied as requests are decoded.
+        self.admission_context = admission_context or {}
         self.restored = False  # after restore, our own ledger entries were folded when made
         self.rejected = 0
 

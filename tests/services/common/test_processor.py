@@ -31,10 +31,9 @@ def _echo(record, now: float) -> Outputs:
 
 
 def _processor(settings: Settings, lane: Lane, **kwargs) -> Processor:
-    processor = Processor("echo", settings=settings, consumer=None, producer=stream_producer(settings.bootstrap_servers),
-                          lanes=[lane], outputs=("framebus.usage",), **kwargs)
-    processor.consumer = group_consumer(settings, *processor.input_topics(), group="framebus-metering")
-    return processor
+    return Processor("echo", settings=settings, producer=stream_producer(settings.bootstrap_servers),
+                     consumer_for=lambda topics: group_consumer(settings, *topics, group="framebus-metering"),
+                     lanes=[lane], outputs=("framebus.usage",), **kwargs)
 
 
 async def _committed(settings: Settings, topic: str) -> int:
@@ -138,7 +137,7 @@ def test_ticks_send_in_the_order_they_decide(provisioned_settings: Settings) -> 
         return Outputs().add("framebus.usage", KafkaRecord(b"k", str(n).encode(), []))
 
     async def scenario() -> None:
-        processor = Processor("ticker", settings=settings, consumer=None,
+        processor = Processor("ticker", settings=settings,
                               producer=stream_producer(settings.bootstrap_servers), outputs=("framebus.usage",),
                               ticks=[Tick("count", 0.001, tick)])
         await processor.run(max_seconds=2)
@@ -150,14 +149,14 @@ def test_ticks_send_in_the_order_they_decide(provisioned_settings: Settings) -> 
 
 def test_topics_outside_the_catalogue_fail_at_start_up() -> None:
     with pytest.raises(ConfigurationError, match="framebus.reslts"):
-        Processor("typo", settings=Settings(), consumer=None, producer=None,
+        Processor("typo", settings=Settings(), producer=None,
                   lanes=[Lane("results", ("framebus.reslts",), _echo)])
     with pytest.raises(ConfigurationError, match="framebus.usge"):
-        Processor("typo", settings=Settings(), consumer=None, producer=None, outputs=("framebus.usge",))
+        Processor("typo", settings=Settings(), producer=None, outputs=("framebus.usge",))
 
 
 def test_sending_to_a_topic_not_declared_as_an_output_is_refused() -> None:
-    processor = Processor("p", settings=Settings(), consumer=None, producer=None, outputs=("framebus.usage",))
+    processor = Processor("p", settings=Settings(), producer=None, outputs=("framebus.usage",))
     with pytest.raises(ValueError, match="did not declare"):
         asyncio.run(processor.emit(Outputs().add("framebus.ledger", KafkaRecord(b"k", b"v", []))))
 
@@ -171,11 +170,10 @@ def test_a_transactional_processor_commits_outputs_and_offsets_together_and_a_ne
 
     def transactional(lane: Lane) -> Processor:
         producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}echo")
-        processor = Processor("echo", settings=settings, consumer=None, producer=producer, lanes=[lane],
-                              outputs=("framebus.usage",), transactional=True,
-                              group_id=f"{settings.topic_prefix}framebus-metering")
-        processor.consumer = group_consumer(settings, *processor.input_topics(), group="framebus-metering")
-        return processor
+        return Processor("echo", settings=settings, producer=producer, lanes=[lane],
+                         consumer_for=lambda topics: group_consumer(settings, *topics, group="framebus-metering"),
+                         outputs=("framebus.usage",), transactional=True,
+                         group_id=f"{settings.topic_prefix}framebus-metering")
 
     async def scenario() -> None:
         first = transactional(Lane("results", ("framebus.results",), _echo, max_records=7))

@@ -29,7 +29,7 @@ def test_a_result_metering_fails_on_is_dead_lettered_with_the_reason_and_meterin
         raise ZeroDivisionError("a bug met by one result")
 
     handlers.core.result = broken
-    processor = Processor("metering", settings=Settings(), consumer=None, producer=None, lanes=lanes(handlers),
+    processor = Processor("metering", settings=Settings(), producer=None, lanes=lanes(handlers),
                           outputs=OUTPUTS)
     encoded = encode_event(completed(request(2)), source="/framebus/worker")
     [(topic, dead)] = processor.handle_record(processor.lanes[0], _record(encoded.value, encoded.headers), 0.0).records

@@ -28,7 +28,7 @@ def test_a_request_the_scheduler_fails_on_is_refused_with_the_reason_and_ends_fa
         raise ZeroDivisionError("a bug met by one request")
 
     handlers.core.submit = broken
-    processor = Processor("scheduler", settings=Settings(), consumer=None, producer=None, lanes=lanes(handlers),
+    processor = Processor("scheduler", settings=Settings(), producer=None, lanes=lanes(handlers),
                           outputs=OUTPUTS)
     standard = next(lane for lane in processor.lanes if lane.name == "standard")
     out = processor.handle_record(standard, _record(req(request_id="r-bug")), 1000.0)
