@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
+from bench.machine import machine
 from bench.webhooks import Receiver
 from framebus.client import FramebusClient
 from framebus.schemas.codec import decode_event
@@ -94,7 +95,8 @@ def main(lines: int = typer.Option(2000), quick: bool = typer.Option(False)) -> 
     table.add_row("webhooks received (per line + batch.completed)", f"{receiver.count:,} of {n + 1:,}")
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"wrote {RESULTS}")
 
 

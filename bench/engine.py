@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench.machine import machine
 from framebus.schemas.events import GenerationRequest
 from framebus.schemas.state import ModelName
 from framebus.services.generator.diffusion import DiffusionEngine
@@ -343,7 +344,8 @@ def main(quick: bool = typer.Option(False, help="Smaller workloads (a smoke run,
             results["worker"] = worker_backlog(Path(tmp), 20 if quick else 100, backlog)
             console.print(worker_table(results["worker"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    RESULTS.write_text(json.dumps({**results, "machine": machine()}, indent=2, default=str) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"wrote {RESULTS}")
 
 

@@ -28,6 +28,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.harness import Processes, private_stack
+from bench.machine import machine
 from framebus.schemas.codec import encode_event
 from framebus.schemas.events import (
     GenerationCompleted,
@@ -184,7 +185,8 @@ def main(results_n: int = typer.Option(20000, "--results"), rate: float = typer.
     table.add_row("usage records seen", f"{lg['recorded']:,} of {lg['results']:,}")
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"wrote {RESULTS}")
 
 

@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.machine import machine
 from framebus.client import FramebusClient
 from framebus.infra.kafka import KafkaBroker
 from framebus.infra.process import free_port, terminate
@@ -195,9 +196,10 @@ def main(requests: int = typer.Option(2000, min=100, max=50_000), sequential: in
     if http_errors:
         console.print(f"[red]{http_errors} HTTP requests did not get 201[/]")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"requests": requests, "sequential": sequential, "concurrency": concurrency,
+    RESULTS.write_text(json.dumps({"machine": machine(), "requests": requests, "sequential": sequential, "concurrency": concurrency,
                                    "results": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                                                for r in rows]}, indent=2) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"written to {RESULTS}")
 
 

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
+from bench.machine import machine
 from framebus.client import FramebusClient
 from framebus.infra.process import terminate
 from framebus.schemas.codec import decode_event
@@ -373,7 +374,8 @@ def main(requests: int = typer.Option(5000, min=100), quick: bool = typer.Option
     _print(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
-    RESULTS.write_text(json.dumps({**previous, **report}, indent=2, default=float) + "\n")
+    RESULTS.write_text(json.dumps({**previous, **report, "machine": machine()}, indent=2, default=float) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"written to {RESULTS}")
 
 

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.machine import machine
 from framebus.infra.kafka import KAFKA_VERSION, KafkaBroker
 from framebus.infra.process import free_port
 from framebus.infra.s3 import VERSITYGW_VERSION, S3Server
@@ -81,7 +82,8 @@ def main(runs: int = typer.Option(3, min=1, max=10, help="Starts per server.")) 
                       f"{row['disk_mib']:.0f} MiB")
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"runs": runs, "results": rows}, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({"runs": runs, "results": rows, "machine": machine()}, indent=2) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"written to {RESULTS}")
 
 

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import private_stack
+from bench.machine import machine
 from bench.metering import completed
 from framebus.client import FramebusClient
 from framebus.schemas.codec import encode_event
@@ -123,7 +124,8 @@ def main(deliveries: int = typer.Option(2000), quick: bool = typer.Option(False)
     table.add_row("delivered / received", f"{out['delivered']:,} / {out['received']:,} of {n:,}")
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
+    console.print(f"measured on {machine()}")
     console.print(f"wrote {RESULTS}")
 
 
