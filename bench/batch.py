@@ -23,13 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
-from bench.machine import machine
 from bench.webhooks import Receiver
 from framebus.client import FramebusClient
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import BatchCompleted
 from framebus.schemas.webhooks import WebhookSecrets
 from framebus.services.batch.submit import submit_batch
+from framebus.services.common.machine import machine
 
 RESULTS = Path(__file__).parent / "results" / "batch.json"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -36,9 +36,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from bench.machine import machine
 from framebus.schemas.events import GenerationRequest
 from framebus.schemas.state import ModelName
+from framebus.services.common.machine import machine
 from framebus.services.generator.diffusion import DiffusionEngine
 from framebus.services.generator.models import REGISTRY, build_tiny_pipeline
 from framebus.services.generator.optimize import EngineOptions

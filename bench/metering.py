@@ -28,7 +28,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.harness import Processes, private_stack
-from bench.machine import machine
 from framebus.schemas.codec import encode_event
 from framebus.schemas.events import (
     GenerationCompleted,
@@ -38,6 +37,7 @@ from framebus.schemas.events import (
     Usage,
 )
 from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.machine import machine
 from framebus.services.common.settings import Settings
 from framebus.services.scheduler.core import reservation
 

@@ -33,7 +33,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.machine import machine
 from framebus.client import FramebusClient
 from framebus.infra.kafka import KafkaBroker
 from framebus.infra.process import free_port, terminate
@@ -41,6 +40,7 @@ from framebus.schemas.codec import encode_event
 from framebus.schemas.events import GenerationRequest
 from framebus.schemas.topics import CATALOGUE
 from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.machine import machine
 from framebus.services.common.settings import Settings
 from framebus.services.gateway.launcher import launch_gateway
 from framebus.services.gateway.tenants import TenantAdmin

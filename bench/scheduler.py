@@ -35,13 +35,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import Processes, private_stack, tenants
-from bench.machine import machine
 from framebus.client import FramebusClient
 from framebus.infra.process import terminate
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import GenerationCompleted
 from framebus.schemas.state import RequestState
 from framebus.schemas.workers import JobDispatched
+from framebus.services.common.machine import machine
 from framebus.services.common.settings import Settings
 from framebus.services.generator.engine import PALETTE
 

@@ -22,10 +22,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.machine import machine
 from framebus.infra.kafka import KAFKA_VERSION, KafkaBroker
 from framebus.infra.process import free_port
 from framebus.infra.s3 import VERSITYGW_VERSION, S3Server
+from framebus.services.common.machine import machine
 from framebus.services.common.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "startup.json"

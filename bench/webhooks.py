@@ -26,12 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import private_stack
-from bench.machine import machine
 from bench.metering import completed
 from framebus.client import FramebusClient
 from framebus.schemas.codec import encode_event
 from framebus.schemas.webhooks import WebhookSecrets
 from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common.machine import machine
 from framebus.services.gateway.tenants import TenantAdmin
 from framebus.services.notifier.service import Notifier
 

@@ -39,7 +39,8 @@ class Tier(StrEnum):
 class ModelName(StrEnum):
     """Models a request may name. The generator's registry maps each to weights."""
 
-    WAN_TINY = "wan-tiny"  # built from config with seeded weights: tests, CI, the demo
+    WAN_SHAPES = "wan-shapes"  # trained here on coloured shapes, shipped in the repo: the demo's model
+    WAN_TINY = "wan-tiny"  # built from config with seeded random weights: tests of the plumbing
     WAN21_T2V_1_3B = "wan2.1-t2v-1.3b"
     WAN21_T2V_14B = "wan2.1-t2v-14b"
     WAN22_TI2V_5B = "wan2.2-ti2v-5b"

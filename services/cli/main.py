@@ -10,6 +10,7 @@ from rich.table import Table
 
 from framebus.services.cli import batches as batch_commands
 from framebus.services.cli import metering as metering_commands
+from framebus.services.cli import models as model_commands
 from framebus.services.cli import requests as request_commands
 from framebus.services.cli import tenants as tenant_commands
 from framebus.services.cli import webhooks as webhook_commands
@@ -98,9 +99,9 @@ def demo() -> None:
     from framebus.services.demo.pipeline import run_demo
 
     console.print("[bold]framebus demo[/]: Kafka and S3 up, a smoke check, then four requests through the "
-                  "scheduler and a diffusers worker running [bold]wan-tiny[/] (the Wan pipeline at toy size with "
-                  "random weights: every stage is real, the pictures are abstract), then metering settles them "
-                  "and the notifier sends a signed webhook for each.")
+                  "scheduler and a diffusers worker running [bold]wan-shapes[/] (a small Wan pipeline trained here "
+                  "on coloured shapes: every stage is real and each video shows what its prompt asks for), "
+                  "then metering settles them and the notifier sends a signed webhook for each.")
     settings = Settings()
     with errors_exit():
         bring_up(settings)
@@ -147,6 +148,7 @@ for command in (request_commands.submit, request_commands.status, request_comman
 app.add_typer(tenant_commands.app, name="tenants")
 app.add_typer(webhook_commands.app, name="webhooks")
 app.add_typer(batch_commands.app, name="batch")
+app.add_typer(model_commands.app, name="model")
 app.command()(metering_commands.usage)
 app.command()(metering_commands.cost)
 tenant_commands.app.command()(metering_commands.balance)
@@ -180,7 +182,7 @@ for _name, (_module, _help) in PROCESSORS.items():
 def worker(
     engine: str = typer.Option("diffusers", help="`diffusers`: the Wan diffusion engine; `null`: the test engine "
                                                  "(solid colours through the real protocol, for tests and benchmarks)."),
-    model: str = typer.Option("wan-tiny", help="Model the worker serves (see the registry in the README)."),
+    model: str = typer.Option("wan-shapes", help="Model the worker serves (see the registry in the README)."),
     delay_ms: float = typer.Option(0.0, help="Null engine: time per job standing in for GPU work."),
     batch: int = typer.Option(4, min=1, help="Largest batch it accepts."),
     slots: int = typer.Option(3, min=1, help="Jobs it holds at once (one denoising, one uploading, one waiting)."),

@@ -1,10 +1,11 @@
-"""The demo run: the scheduler, metering, the notifier and a diffusers worker (wan-tiny)
+"""The demo run: the scheduler, metering, the notifier and a diffusers worker (wan-shapes)
 as child processes; a few requests across the tiers followed to the end with a progress
 bar; the tenant's balance once metering has settled them; and one signed webhook per
 request, verified by a local receiver with the standardwebhooks library.
 
-wan-tiny is the real Wan pipeline at toy size with random weights: every stage runs
-(text encoder, denoising, VAE decode, ffmpeg, S3), but the videos are abstract patterns.
+wan-shapes is a small Wan pipeline trained in this repository on clips of coloured shapes:
+every stage runs (text encoder, denoising, VAE decode, ffmpeg, S3) and each video shows what
+its prompt asks for, which the demo checks with the quality gate's detector.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from framebus.services.demo.receiver import VerifyingReceiver
 from framebus.services.gateway.tenants import TenantAdmin
 
 DEMO_TENANT = "demo"
-PROMPTS = [("interactive", "a red fox running through snow"), ("standard", "waves rolling onto a black sand beach"),
-           ("batch", "a paper boat drifting down a rain gutter"), ("batch", "city lights at dusk, time lapse")]
-SHAPE = {"model": "wan-tiny", "width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 8}
+PROMPTS = [("interactive", "a red circle moving left on a white background"),
+           ("standard", "a blue square moving up on a black background"),
+           ("batch", "a yellow triangle moving right on a gray background"),
+           ("batch", "a green circle moving down on a white background")]
+SHAPE = {"model": "wan-shapes", "width": 64, "height": 64, "num_frames": 17, "num_inference_steps": 20}
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
     processes = [launch(settings, ["scheduler"], logs / "scheduler.log"),
                  launch(settings, ["metering"], logs / "metering.log"),
                  launch(settings, ["notifier"], logs / "notifier.log"),
-                 launch(settings, ["worker", "--engine", "diffusers", "--worker-id", f"demo-{uuid.uuid4().hex[:6]}",
+                 launch(settings, ["worker", "--engine", "diffusers", "--model", "wan-shapes", "--worker-id", f"demo-{uuid.uuid4().hex[:6]}",
                                    "--batch", "4"],
                         logs / "worker.log")]
     try:

@@ -25,7 +25,8 @@ from framebus.schemas.events import GenerationRequest
 from framebus.services.common.errors import ConfigurationError
 from framebus.services.common.settings import Settings
 from framebus.services.generator.errors import EngineOutOfMemory
-from framebus.services.generator.models import REGISTRY, ModelSpec, load_pipeline
+from framebus.services.generator.magcache import load_ratios
+from framebus.services.generator.models import REGISTRY, ModelSpec, checkpoint_dir, load_pipeline
 from framebus.services.generator.optimize import (
     BlockCounter,
     EngineOptions,
@@ -37,6 +38,7 @@ from framebus.services.generator.optimize import (
 from framebus.services.generator.rendered import IsCancelled, Rendered
 
 log = logging.getLogger(__name__)
+MAGCACHE_DEFAULT_STEPS = 50  # what MagCache is armed with until a batch says otherwise
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,10 @@ class DiffusionEngine:
     name = "diffusers"
 
     def __init__(self, spec: ModelSpec, pipeline, options: EngineOptions, *, weights_id: str,
-                 warm_shape: WarmShape = WarmShape()) -> None:
+                 warm_shape: WarmShape = WarmShape(), mag_ratios: tuple[float, ...] | None = None) -> None:
         self.spec = spec
+        self.mag_ratios = mag_ratios or spec.mag_ratios
+        self._cache_steps = MAGCACHE_DEFAULT_STEPS
         self.model = spec.name
         self.options = options
         self.pipe = pipeline
@@ -111,13 +115,21 @@ class DiffusionEngine:
     def load(cls, spec: ModelSpec, options: EngineOptions, *, models_dir=None) -> DiffusionEngine:
         options = options.resolve()
         pipeline = load_pipeline(spec, models_dir, dtype=options.dtype)
-        directory = models_dir / spec.checkpoint if models_dir and spec.checkpoint else None
-        if directory is not None and (directory / "model_index.json").is_file():
+        directory = checkpoint_dir(spec, models_dir)
+        if directory is not None:
             weights_id = f"dir:{directory.resolve()}:{(directory / 'model_index.json').stat().st_mtime_ns}"
         else:
             weights_id = f"config:{json.dumps(asdict(spec.tiny), sort_keys=True)}"
         log.info("engine %s: %s", spec.name, options.describe())
-        return cls(spec, pipeline, options, weights_id=weights_id)
+        return cls(spec, pipeline, options, weights_id=weights_id, mag_ratios=load_ratios(directory))
+
+    def _match_cache_to_steps(self, steps: int) -> None:
+        """MagCache walks its ratios step by step and resets after the step count it was armed with:
+        a batch with another count re-arms it (cheap: hooks only)."""
+        if self.options.cache == "magcache" and steps != self._cache_steps:
+            self.pipe.transformer.disable_cache()
+            self._cache_steps = steps
+            apply_cache(self.pipe.transformer, "magcache", self.cache_threshold, self.mag_ratios, steps)
 
     @property
     def cache_threshold(self) -> float:
@@ -131,7 +143,7 @@ class DiffusionEngine:
         if options.precision == "bf16" and pipe.transformer.dtype != torch.bfloat16:
             cast_keeping_fp32_modules(pipe.transformer, torch.bfloat16)
         self.quantized_layers = quantize_transformer(pipe.transformer, options.quantize)
-        apply_cache(pipe.transformer, options.cache, self.cache_threshold, self.spec.mag_ratios)
+        apply_cache(pipe.transformer, options.cache, self.cache_threshold, self.mag_ratios, self._cache_steps)
         if options.compile:
             if options.cache != "none":
                 raise ConfigurationError("`compile` and a cache hook do not mix: the hooks' skip decision breaks "
@@ -171,6 +183,7 @@ class DiffusionEngine:
         guided = first.guidance_scale > 1.0
         started = time.perf_counter()
         prompt_embeds, negative_embeds = self._embeddings(requests, guided)
+        self._match_cache_to_steps(first.num_inference_steps)
         generators = [torch.Generator(self.options.device).manual_seed(r.effective_seed()) for r in requests]
         stopped: set[int] = set()
 

@@ -1,5 +1,8 @@
 """The model registry: what each model name means, and how its pipeline is built or loaded.
 
+``wan-shapes`` is a small Wan pipeline trained in this repository (``framebus model train``) on
+clips of coloured shapes; its weights ship in ``models/wan-shapes`` and load like any real
+checkpoint. It draws what its prompts say, so it is the demo's model and the quality gate's.
 ``wan-tiny`` is the Wan architecture (diffusers' WanPipeline with WanTransformer3DModel,
 AutoencoderKLWan, a UMT5 text encoder) at toy size, built from config with seeded random
 weights and a ByT5 tokenizer that needs no files: tests, CI and the demo run with no
@@ -43,13 +46,19 @@ class ModelSpec:
     max_sequence_length: int = 512
     tiny: TinyWanConfig | None = None
     mag_ratios: tuple[float, ...] | None = None  # MagCache calibration; none for random weights
+    bundled: Path | None = None  # a checkpoint shipped with framebus, used when models_dir has none
 
     @property
     def built_from_config(self) -> bool:
         return self.tiny is not None
 
 
+# The repository's own checkpoints (a source checkout or an image that copies models/).
+BUNDLED_MODELS = Path(__file__).resolve().parents[2] / "models"
+
 REGISTRY: dict[ModelName, ModelSpec] = {
+    ModelName.WAN_SHAPES: ModelSpec(ModelName.WAN_SHAPES, "wan-shapes", cache_threshold=0.1, max_sequence_length=16,
+                                    bundled=BUNDLED_MODELS / "wan-shapes"),
     ModelName.WAN_TINY: ModelSpec(ModelName.WAN_TINY, "wan-tiny", cache_threshold=0.1, max_sequence_length=64,
                                   tiny=TinyWanConfig()),
     ModelName.WAN21_T2V_1_3B: ModelSpec(ModelName.WAN21_T2V_1_3B, "wan2.1-t2v-1.3b", cache_threshold=0.05),
@@ -96,20 +105,32 @@ def save_tiny(directory: Path, config: TinyWanConfig = TinyWanConfig()) -> Path:
     return directory
 
 
+def checkpoint_dir(spec: ModelSpec, models_dir: Path | None) -> Path | None:
+    """The directory the spec's weights load from: ``models_dir/checkpoint`` first, then the bundled
+    one; None when neither holds a diffusers checkpoint."""
+    candidates = [models_dir / spec.checkpoint] if models_dir is not None and spec.checkpoint else []
+    candidates += [spec.bundled] if spec.bundled is not None else []
+    return next((path for path in candidates if (path / "model_index.json").is_file()), None)
+
+
 def load_pipeline(spec: ModelSpec, models_dir: Path | None, *, dtype: torch.dtype = torch.float32):
     """The spec's pipeline: from ``models_dir/checkpoint`` when that exists, else from config (wan-tiny).
 
     Loading from a directory passes ``torch_dtype`` to diffusers, which keeps the modules a
     model lists in ``_keep_in_fp32_modules`` in fp32.
     """
-    directory = models_dir / spec.checkpoint if models_dir is not None and spec.checkpoint else None
-    if directory is not None and (directory / "model_index.json").is_file():
+    directory = checkpoint_dir(spec, models_dir)
+    if directory is not None:
         from diffusers import WanPipeline
 
         return WanPipeline.from_pretrained(directory, local_files_only=True, torch_dtype=dtype)
     if spec.built_from_config:
         return build_tiny_pipeline(spec.tiny, flow_shift=spec.flow_shift)
-    where = f"{directory}" if directory is not None else "FRAMEBUS_MODELS_DIR (unset)"
+    if spec.bundled is not None:
+        raise ConfigurationError(f"model {spec.name} ships with framebus at {spec.bundled}, which this installation "
+                                 f"lacks; copy models/{spec.checkpoint} from the repository into FRAMEBUS_MODELS_DIR "
+                                 f"or train it with `framebus model train --output DIR`")
+    where = f"{models_dir / spec.checkpoint}" if models_dir is not None else "FRAMEBUS_MODELS_DIR (unset)"
     raise ConfigurationError(f"model {spec.name} needs a checkpoint in diffusers' layout at {where}; download it on "
                              f"a machine with access (e.g. `huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers "
                              f"--local-dir {spec.checkpoint}`) and copy it there")

@@ -1,4 +1,4 @@
-"""What every benchmark figure is printed and stored beside: the CPU model and core count.
+"""What every benchmark and training figure is printed and stored beside: the CPU model and core count.
 Machines differ (bf16 and AMX support, core counts), so a figure means little without them."""
 
 from __future__ import annotations
