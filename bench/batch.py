@@ -63,7 +63,7 @@ def main(lines: int = typer.Option(2000), quick: bool = typer.Option(False)) -> 
         receiver = Receiver()
         try:
             procs.start("scheduler", "scheduler")
-            procs.start("worker", "worker", "--engine", "null", "--worker-id", "bb-w", "--batch", "32", "--slots", "2")
+            procs.start("worker", "worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", "bb-w", "--batch", "32", "--slots", "2")
             procs.start("notifier", "notifier")
             procs.start("tracker", "batch-tracker")
             time.sleep(5)

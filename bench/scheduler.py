@@ -85,7 +85,7 @@ def throughput(settings: Settings, procs: Processes, n: int, workers: int = 2, b
     """
     n = max(batch, n // batch * batch)  # whole batches: a partial last batch waits out its tier's max wait
     scheduler = procs.running[0]
-    worker_procs = [procs.start(f"w{i}", "worker", "--engine", "null", "--worker-id", f"tp-w{i}", "--batch", str(batch),
+    worker_procs = [procs.start(f"w{i}", "worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", f"tp-w{i}", "--batch", str(batch),
                                 "--slots", str(slots)) for i in range(workers)]
     time.sleep(3)
     _submit_and_wait(settings, "warm", min(n, 2000))
@@ -182,7 +182,7 @@ def _broker_pid(settings: Settings) -> int | None:
 
 
 def priority(settings: Settings, procs: Processes, trials: int, backlog: int, job_ms: int) -> dict:
-    procs.start("busy", "worker", "--engine", "null", "--worker-id", "prio-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
+    procs.start("busy", "worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", "prio-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     waits = []
     statuses = Statuses(settings)
@@ -274,7 +274,7 @@ def fairness(settings: Settings, procs: Processes, job_ms: int, trials: int = 5)
     idle worker (three jobs, with their real dispatch, encode, upload and result overheads).
     Then A queues 1,000 standard requests and, while A's backlog is still queued, B sends 10
     at a time, ``trials`` times. Bound: twice B's own work plus one job."""
-    procs.start("fair", "worker", "--engine", "null", "--worker-id", "fair-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
+    procs.start("fair", "worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", "fair-w", "--batch", "4", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     statuses = Statuses(settings)
 
@@ -317,7 +317,7 @@ def fairness(settings: Settings, procs: Processes, job_ms: int, trials: int = 5)
 
 
 def fill(settings: Settings, procs: Processes, job_ms: int, seconds: float) -> list[dict]:
-    procs.start("fill", "worker", "--engine", "null", "--worker-id", "fill-w", "--batch", "8", "--slots", "1", "--delay-ms", str(job_ms))
+    procs.start("fill", "worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", "fill-w", "--batch", "8", "--slots", "1", "--delay-ms", str(job_ms))
     time.sleep(3)
     capacity = 8 / (job_ms / 1000)  # requests per second one worker finishes at full batches
     rows = []

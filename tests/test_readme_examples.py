@@ -187,7 +187,7 @@ def stack(server_settings: Settings, tmp_path: Path) -> Iterator[DemoStack]:
                                                   "s3_bucket": f"readme-{uuid.uuid4().hex[:8]}"})
     Stack(settings).up()
     commands = {"scheduler": ["scheduler"],
-                "worker": ["worker", "--engine", "null", "--worker-id", f"readme-{uuid.uuid4().hex[:6]}",
+                "worker": ["worker", "--engine", "null", "--model", "wan-shapes", "--worker-id", f"readme-{uuid.uuid4().hex[:6]}",
                            "--heartbeat-s", "0.5"]}
     services = {}
     try:

@@ -111,12 +111,15 @@ def demo() -> None:
         task = progress.add_task("requests finished", total=4)
         run = run_demo(settings, logs, on_progress=lambda done, total: progress.update(task, completed=done))
     results = run.results
-    table = Table("request", "tier", "prompt", "state", "tokens", "video", title="demo requests", title_justify="left")
+    table = Table("request", "tier", "prompt", "state", "tokens", "video", "what the video shows", title="demo requests",
+                  title_justify="left")
     for result in results:
         status = result.status
+        mark = {True: "[green]as asked[/]", False: "[red]not as asked[/]", None: ""}[result.as_asked]
         table.add_row(result.request_id, result.tier, result.prompt, status.state.value, f"{status.tokens or 0:g}",
                       f"{status.output.bytes:,} bytes, {status.output.duration_s:g} s" if status.output
-                      else (status.error.message if status.error else "-"))
+                      else (status.error.message if status.error else "-"),
+                      f"{result.drew} ({mark})" if result.drew else "-")
     console.print(table)
     console.print(f"tenant demo after metering: {run.balance.charged:g} tokens charged, {run.balance.reserved:g} "
                   f"still reserved, {run.balance.available:g} available")

@@ -30,3 +30,41 @@ def train(
         console.print(f"wan-shapes saved to [bold]{output}[/] in {record.stages['total_s']:.0f} s; "
                       f"VAE reconstruction {record.stages['vae_reconstruction_psnr_db']} dB; "
                       f"record and loss curves in {output / 'training'}")
+
+
+@app.command()
+def inspect(
+    source: str = typer.Argument(..., help="A video file, or an http(s) URL such as a completed request's link."),
+    expect: str | None = typer.Option(None, help="The prompt it was made from: exit 1 unless the video shows it."),
+) -> None:
+    """Say what a wan-shapes video shows: the shape's colour, shape and direction, and the background."""
+    import tempfile
+
+    from framebus.services.generator.encode import decode_video
+    from framebus.services.shapes.dataset import parse
+    from framebus.services.shapes.detect import detect
+
+    with errors_exit(), tempfile.TemporaryDirectory() as scratch:
+        path = Path(source)
+        if source.startswith(("http://", "https://")):
+            import httpx
+
+            path = Path(scratch) / "video.mp4"
+            with httpx.stream("GET", source, timeout=60, follow_redirects=True) as response:
+                response.raise_for_status()
+                with open(path, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        elif not path.is_file():
+            raise typer.BadParameter(f"`source` must be a video file or an http(s) URL but is {source!r}")
+        found = detect(decode_video(path))
+        console.print(found.describe())
+        if expect is not None:
+            wanted = parse(expect)
+            if wanted is None:
+                raise typer.BadParameter(f"`--expect` must name one colour, shape, direction and background, "
+                                         f"as wan-shapes prompts do, but is {expect!r}")
+            wrong = [name for name, ok in found.matches(wanted).items() if not ok]
+            if wrong:
+                console.print(f"[red]not what was asked[/]: {', '.join(wrong)} differ from {wanted.prompt()!r}")
+                raise typer.Exit(1)

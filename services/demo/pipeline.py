@@ -14,7 +14,7 @@ import base64
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from framebus.client import FramebusClient
@@ -43,6 +43,8 @@ class DemoResult:
     tier: str
     prompt: str
     status: StatusChanged | None
+    drew: str | None = None  # what the quality gate's detector reads in the delivered video
+    as_asked: bool | None = None  # whether that is what the prompt asked for
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
             receiver = VerifyingReceiver(ensure_demo_tenant(client))
             run = uuid.uuid4().hex[:6]
             ids = [(f"demo-{run}-{n}", tier, prompt) for n, (tier, prompt) in enumerate(PROMPTS)]
+            # Fixed seeds: every demo run shows the same four videos.
             client.submit_many([{"request_id": rid, "tier": tier, "prompt": prompt, "webhook_url": receiver.url,
-                                 **SHAPE} for rid, tier, prompt in ids])
+                                 "seed": seed, **SHAPE} for seed, (rid, tier, prompt) in enumerate(ids, start=1)])
             finals: dict[str, StatusChanged] = {}
             deadline = time.monotonic() + timeout_s
             while len(finals) < len(ids) and time.monotonic() < deadline:
@@ -107,7 +110,7 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
             if len(finals) < len(ids):
                 raise FramebusError(f"only {len(finals)} of {len(ids)} demo requests finished in {timeout_s:g}s; "
                                     f"see the logs in {logs}")
-            results = [DemoResult(rid, tier, prompt, finals.get(rid)) for rid, tier, prompt in ids]
+            results = [look_at(DemoResult(rid, tier, prompt, finals.get(rid)), logs) for rid, tier, prompt in ids]
             balance = settled_balance(settings, [rid for rid, _, _ in ids])
             wanted = {rid for rid, _, _ in ids}
             deadline = time.monotonic() + 30
@@ -118,6 +121,25 @@ def run_demo(settings: Settings, logs: Path, *, on_progress=lambda done, total: 
     finally:
         for process in processes:
             terminate(process.pid, timeout_s=15)
+
+
+def look_at(result: DemoResult, scratch: Path) -> DemoResult:
+    """Download a completed video by its link and read it with the quality gate's detector."""
+    import httpx
+
+    from framebus.services.generator.encode import decode_video
+    from framebus.services.shapes.dataset import parse
+    from framebus.services.shapes.detect import detect
+
+    output = result.status.output if result.status is not None else None
+    if output is None:
+        return result
+    path = scratch / f"{result.request_id}.mp4"
+    path.write_bytes(httpx.get(output.url, timeout=30).raise_for_status().content)
+    found = detect(decode_video(path))
+    wanted = parse(result.prompt)
+    as_asked = all(found.matches(wanted).values()) if wanted is not None else None
+    return replace(result, drew=found.describe(), as_asked=as_asked)
 
 
 def settled_balance(settings: Settings, request_ids: list[str], *, timeout_s: float = 60.0) -> DemoBalance:

@@ -75,6 +75,14 @@ class PromptCache:
             self._entries.popitem(last=False)
 
 
+def engine_options(settings: Settings) -> EngineOptions:
+    """The switches a worker starts with: FRAMEBUS_ENGINE_* settings, ``auto`` resolved for this machine."""
+    return EngineOptions(device=settings.engine_device, precision=settings.engine_precision,
+                         quantize=settings.engine_quantize, cache=settings.engine_cache,
+                         cache_threshold=settings.engine_cache_threshold, prompt_cache=settings.engine_prompt_cache,
+                         compile=settings.engine_compile).resolve()
+
+
 class DiffusionEngine:
     name = "diffusers"
 
@@ -104,12 +112,7 @@ class DiffusionEngine:
     def from_settings(cls, settings: Settings, model) -> DiffusionEngine:
         if settings.engine_threads:
             torch.set_num_threads(settings.engine_threads)
-        options = EngineOptions(device=settings.engine_device, precision=settings.engine_precision,
-                                quantize=settings.engine_quantize, cache=settings.engine_cache,
-                                cache_threshold=settings.engine_cache_threshold,
-                                prompt_cache=settings.engine_prompt_cache,
-                                compile=settings.engine_compile).resolve()
-        return cls.load(REGISTRY[model], options, models_dir=settings.models_dir)
+        return cls.load(REGISTRY[model], engine_options(settings), models_dir=settings.models_dir)
 
     @classmethod
     def load(cls, spec: ModelSpec, options: EngineOptions, *, models_dir=None) -> DiffusionEngine:

@@ -189,3 +189,16 @@ def verify(video: EncodedVideo, ffprobe_bin: str = "ffprobe") -> Probe:
         raise EncodeError(f"{video.path.name} failed its ffprobe check: {', '.join(problems)}")
     return found
 
+
+
+def decode_video(path: Path, *, ffmpeg_bin: str = "ffmpeg", ffprobe_bin: str = "ffprobe") -> np.ndarray:
+    """Every frame of a video as uint8 RGB (frames, height, width, 3): what a viewer sees after
+    the encoder's yuv420p round trip (the quality gate reads delivered videos this way)."""
+    found = probe(path, ffprobe_bin)
+    try:
+        raw, _ = (ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
+                  .run(cmd=ffmpeg_bin, capture_stdout=True, capture_stderr=True))
+    except ffmpeg.Error as exc:
+        lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise EncodeError(f"ffmpeg cannot decode {path.name}: {lines[-1] if lines else 'no output'}") from exc
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, found.height, found.width, 3)

@@ -106,6 +106,19 @@ def phrase(attributes: Attributes, rng: np.random.Generator) -> str:
                                   background_lead=_LEADS[attributes.background])
 
 
+def parse(prompt: str) -> Attributes | None:
+    """The attributes a prompt names, in any of the data set's phrasings; None unless it names
+    exactly one of each (shape colours and background colours never overlap, so word order is free)."""
+    text = " " + " ".join(prompt.lower().replace(",", " ").replace("grey", "gray").split()) + " "
+    found = []
+    for table in (COLOUR_WORDS, SHAPE_WORDS, MOTION_WORDS, {name: (name,) for name in BACKGROUNDS}):
+        named = [key for key, phrases in table.items() if any(f" {phrase} " in text for phrase in phrases)]
+        if len(named) != 1:
+            return None
+        found.append(named[0])
+    return Attributes(*found)
+
+
 def vocabulary() -> list[str]:
     """Every word any phrasing uses, sorted: the tokenizer's vocabulary."""
     words = set()

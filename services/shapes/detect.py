@@ -28,6 +28,11 @@ class Detected:
     direction: str | None
     background: str
 
+    def describe(self) -> str:
+        """What the clip shows, in the data set's plain phrasing (``?`` for what cannot be read)."""
+        motion = f"moving {self.direction}" if self.direction else "standing still"
+        return f"a {self.colour or '?'} {self.shape or '?'} {motion} on a {self.background} background"
+
     def matches(self, expected: Attributes) -> dict[str, bool]:
         return {"colour": self.colour == expected.colour, "shape": self.shape == expected.shape,
                 "direction": self.direction == expected.direction, "background": self.background == expected.background}

@@ -38,7 +38,7 @@ def pipeline(server_settings: Settings, tmp_path, request):
         client.publish(WebhookSecrets(tenant_id="acme", secrets=(SECRET,)), "framebus.webhooks.secrets").get(10)
     processes: list[subprocess.Popen] = [
         launch(settings, ["scheduler"], tmp_path / "scheduler.log"),
-        launch(settings, ["worker", "--engine", "null", "--worker-id", "bj-w", "--batch", "32", "--slots", "2",
+        launch(settings, ["worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", "bj-w", "--batch", "32", "--slots", "2",
                           "--heartbeat-s", "0.5", "--delay-ms", str(worker_delay_ms)], tmp_path / "worker.log"),
         launch(settings, ["notifier"], tmp_path / "notifier.log"),
         launch(settings, ["batch-tracker"], tmp_path / "tracker.log")]

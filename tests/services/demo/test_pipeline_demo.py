@@ -1,4 +1,5 @@
-"""The demo's pipeline run: four requests through scheduler and worker, each completed."""
+"""The demo's pipeline run: four requests through scheduler and worker, each completed, each video
+showing what its prompt asked for."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def test_demo_requests_complete_with_fetchable_videos(server_settings: Settings,
     local = tmp_path / "demo.mp4"
     local.write_bytes(video.content)
     found = probe(local)  # the diffusers worker's clip, as a viewer gets it
-    assert (found.codec, found.width, found.height, found.num_frames) == ("h264", 128, 128, 17)
-    assert (output.width, output.num_frames, output.sha256) == (128, 17, hashlib.sha256(video.content).hexdigest())
+    assert (found.codec, found.width, found.height, found.num_frames) == ("h264", 64, 64, 17)
+    assert (output.width, output.num_frames, output.sha256) == (64, 17, hashlib.sha256(video.content).hexdigest())
+    # wan-shapes draws what it is asked: the detector reads each delivered video back.
+    assert [r.as_asked for r in results] == [True] * 4, [(r.prompt, r.drew) for r in results]
     # Metering settled every reservation: the tokens charged are exactly the four quotes.
     assert run.balance.reserved == 0
     assert run.balance.charged == pytest.approx(sum(r.status.tokens for r in results))

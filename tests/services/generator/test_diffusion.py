@@ -10,7 +10,7 @@ from framebus.schemas.events import GenerationRequest
 from framebus.schemas.state import ModelName
 from framebus.services.common.errors import ConfigurationError
 from framebus.services.generator.diffusion import DiffusionEngine
-from framebus.services.generator.models import REGISTRY, TinyWanConfig, load_pipeline, save_tiny
+from framebus.services.generator.models import REGISTRY, TinyWanConfig, build_tiny_pipeline, load_pipeline, save_tiny
 from framebus.services.generator.optimize import EngineOptions
 
 TINY = REGISTRY[ModelName.WAN_TINY]
@@ -142,3 +142,16 @@ def test_the_fast_vae_norm_is_the_same_function(engine):
 def test_compile_with_a_cache_hook_is_refused_with_the_fix():
     with pytest.raises(ConfigurationError, match="FRAMEBUS_ENGINE_CACHE=none"):
         DiffusionEngine.load(TINY, EngineOptions(compile=True, cache="first-block"))
+
+
+def test_magcache_is_refused_without_ratios_and_rearms_for_each_step_count():
+    with pytest.raises(ConfigurationError, match="calibrated magnitude ratios"):
+        DiffusionEngine.load(TINY, EngineOptions(cache="magcache"))
+    # Ratios of exactly 1 say "nothing changes between steps": skip whenever MagCache may.
+    engine = DiffusionEngine(TINY, build_tiny_pipeline(TINY.tiny), EngineOptions(cache="magcache"),
+                             weights_id="test", mag_ratios=(1.0,) * 10)
+    for steps in (10, 5, 10):
+        [item] = engine.render([request(1, 7, num_inference_steps=steps)], never)
+        assert item.steps_run == steps, "the hook's step counter follows the batch's step count"
+        # retention keeps the first fifth; after that at most 3 skips in a row, then one computed step.
+        assert 0 < item.steps_skipped_by_cache < steps - 1

@@ -36,7 +36,7 @@ class Pipeline:
         return process
 
     def start_worker(self, worker_id: str, *, delay_ms: float = 0, batch: int = 4, slots: int = 2) -> subprocess.Popen:
-        process = launch(self.settings, ["worker", "--engine", "null", "--worker-id", worker_id, "--delay-ms", str(delay_ms), "--batch",
+        process = launch(self.settings, ["worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", worker_id, "--delay-ms", str(delay_ms), "--batch",
                                          str(batch), "--slots", str(slots), "--heartbeat-s", "0.5"],
                          self.logs / f"worker-{worker_id}.log")
         self.processes.append(process)

@@ -92,3 +92,12 @@ def test_psnr_is_infinite_for_equal_clips_and_refuses_different_shapes():
     assert psnr(clip, clip.copy()) == float("inf")
     with pytest.raises(ValueError, match="clips differ in shape"):
         psnr(clip, clip[:5])
+
+
+def test_parse_reads_every_phrasing_back_and_refuses_what_is_not_a_shapes_prompt():
+    rng = np.random.default_rng(3)
+    for attributes in dataset.all_attributes():
+        assert dataset.parse(dataset.phrase(attributes, rng)) == attributes
+        assert dataset.parse(attributes.prompt()) == attributes
+    assert dataset.parse("a red fox running through snow") is None
+    assert dataset.parse("a red and blue circle moving left on a white background") is None
