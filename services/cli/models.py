@@ -15,7 +15,7 @@ app = typer.Typer(help="Train the wan-shapes model and run its quality gate.", n
 def train(
     output: Path = typer.Option(Path("models/wan-shapes"), help="Where the diffusers checkpoint directory goes."),
     seed: int = typer.Option(20261201, help="Seeds the data set, the initial weights and the training order."),
-    vae_steps: int = typer.Option(2000, help="VAE training steps."),
+    vae_steps: int = typer.Option(2600, help="VAE training steps."),
     dit_steps: int = typer.Option(5000, help="Transformer and text-encoder training steps."),
     clips: int = typer.Option(4000, help="Clips rendered for training."),
     threads: int = typer.Option(0, help="torch threads (0: torch's default, one per core)."),

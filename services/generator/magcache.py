@@ -22,6 +22,7 @@ RATIOS_FILE = "magcache.json"
 def calibrate(pipe, prompts: Sequence[str], *, steps: int, guidance_scale: float, height: int, width: int,
               num_frames: int, max_sequence_length: int, seed: int = 0) -> list[float]:
     """The mean step-to-step magnitude ratio of the residual, one per step (the first is 1.0)."""
+    pipe.set_progress_bar_config(disable=True)
     blocks = pipe.transformer.blocks
     passes = 2 if guidance_scale > 1.0 else 1
     entry: list[torch.Tensor] = []

@@ -153,15 +153,18 @@ def _coverage(shape: str, cx: np.ndarray, cy: np.ndarray, radius: float, size: i
 
 
 def render(attributes: Attributes, rng: np.random.Generator, *, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
-    """The clip (frames, size, size, 3) uint8: size, travel and start drawn from ``rng``, the path
-    chosen so the whole shape stays in frame."""
-    radius = float(rng.uniform(0.13, 0.19) * size)
-    travel = float(rng.uniform(0.30, 0.45) * size)
-    margin = radius * 1.3
+    """The clip (frames, size, size, 3) uint8: the shape crosses the middle of the frame in the
+    named direction, its size, speed and path jittered a little by ``rng``.
+
+    Paths are centred rather than anywhere in the frame: the prompt then says almost everything
+    about the clip, which is what a model trained for under an hour on two cores can learn
+    (with paths anywhere, 5,000 steps gave incoherent motion)."""
+    radius = float(rng.uniform(0.15, 0.17) * size)
+    travel = float(rng.uniform(0.36, 0.42) * size)
     dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[attributes.direction]
-    lo_x, hi_x = margin + max(0.0, -dx * travel), size - margin - max(0.0, dx * travel)
-    lo_y, hi_y = margin + max(0.0, -dy * travel), size - margin - max(0.0, dy * travel)
-    x0, y0 = float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y))
+    jitter_x, jitter_y = (float(rng.uniform(-0.06, 0.06) * size) for _ in range(2))
+    x0 = size / 2 + jitter_x - dx * travel / 2
+    y0 = size / 2 + jitter_y - dy * travel / 2
     progress = np.linspace(0.0, 1.0, frames, dtype=np.float32) * travel
     coverage = _coverage(attributes.shape, x0 + dx * progress, y0 + dy * progress, radius, size)
     colour = np.array(COLOURS[attributes.colour], dtype=np.float32)

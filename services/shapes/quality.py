@@ -114,8 +114,10 @@ def pipeline_render(pipe, *, steps: int, guidance_scale: float = 5.0, batch: int
 
 
 def engine_render(engine, *, steps: int, guidance_scale: float = 5.0, batch: int = 8,
-                  frames: int = dataset.FRAMES, size: int = dataset.SIZE) -> Render:
-    """Render cases with framebus's DiffusionEngine, as the worker would (same seeds as above)."""
+                  frames: int = dataset.FRAMES, size: int = dataset.SIZE,
+                  tally: list | None = None) -> Render:
+    """Render cases with framebus's DiffusionEngine, as the worker would (same seeds as above).
+    ``tally`` collects each batch's (steps run, steps the cache skipped)."""
     from framebus.schemas.events import GenerationRequest
 
     def render(cases: Sequence[Case]) -> list[np.ndarray]:
@@ -125,7 +127,10 @@ def engine_render(engine, *, steps: int, guidance_scale: float = 5.0, batch: int
                     for index, case in enumerate(cases)]
         out = []
         for start in range(0, len(requests), batch):
-            out.extend(item.frames for item in engine.render(requests[start:start + batch], lambda _: False))
+            rendered = engine.render(requests[start:start + batch], lambda _: False)
+            if tally is not None:
+                tally.append((rendered[0].steps_run, rendered[0].steps_skipped_by_cache))
+            out.extend(item.frames for item in rendered)
         return out
 
     return render
