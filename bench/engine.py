@@ -42,6 +42,7 @@ from framebus.services.common.machine import machine
 from framebus.services.generator.diffusion import DiffusionEngine
 from framebus.services.generator.models import REGISTRY, build_tiny_pipeline
 from framebus.services.generator.optimize import EngineOptions
+from framebus.services.shapes.detect import psnr  # the quality gate's: one definition of PSNR
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 TINY = REGISTRY[ModelName.WAN_TINY]
@@ -64,11 +65,6 @@ class Workload:
                                   model="wan-tiny", width=self.width, height=self.height, num_frames=self.num_frames,
                                   num_inference_steps=self.steps, guidance_scale=5.0, seed=1000 + n)
                 for n in range(self.requests)]
-
-
-def psnr(reference: np.ndarray, other: np.ndarray) -> float:
-    mse = np.mean((reference.astype(np.float64) - other.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 # --- 1. speed ----------------------------------------------------------------------------------
