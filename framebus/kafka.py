@@ -4,6 +4,8 @@ record (or all of them) from a compacted topic."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -13,11 +15,15 @@ from kafka.partitioner.default import murmur2
 
 from framebus.errors import KafkaAdapterError
 
+# Reconnect attempts back off to at most 1 s, not kafka-python's 30 s: after a broker restart a
+# client reconnected up to 30 s late, past the scheduler's worker timeout (measured: 12 s).
+RECONNECT = {"reconnect_backoff_max_ms": 1000}
+
 
 def producer(bootstrap: str, **overrides) -> KafkaProducer:
     """A producer that never pretends: acks from all in-sync replicas, idempotent, bounded retries."""
     config = {"bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": True,
-              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000}
+              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000, **RECONNECT}
     config.update(overrides)
     try:
         return KafkaProducer(**config)
@@ -28,12 +34,41 @@ def producer(bootstrap: str, **overrides) -> KafkaProducer:
 def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) -> KafkaConsumer:
     # read_committed: records of transactions that were aborted (a fenced scheduler's) are never seen.
     config = {"bootstrap_servers": bootstrap, "group_id": group_id, "auto_offset_reset": "earliest",
-              "enable_auto_commit": False, "isolation_level": "read_committed"}
+              "enable_auto_commit": False, "isolation_level": "read_committed", **RECONNECT}
     config.update(overrides)
     try:
         return KafkaConsumer(*topics, **config)
     except KafkaError as exc:
         raise KafkaAdapterError(f"cannot create a consumer for {bootstrap}: {exc}") from exc
+
+
+def broker_answers(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
+    """True if a broker of ``bootstrap`` answers a Kafka request on a fresh connection.
+
+    A raw ApiVersions (v0) request, not a client library: the watchdog asks this when a
+    service's own clients have gone silent, and must not share their state or their bugs."""
+    for host_port in bootstrap.split(","):
+        host, _, port = host_port.strip().rpartition(":")
+        request = struct.pack(">hhih", 18, 0, 7, 15) + b"framebus-health"  # api key, version, correlation id, client id
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
+                sock.sendall(struct.pack(">i", len(request)) + request)
+                header = _read_exactly(sock, 8)
+        except (OSError, ValueError):
+            continue
+        if header is not None and struct.unpack(">ii", header)[1] == 7:
+            return True
+    return False
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 def partition_for(key: bytes, partitions: int) -> int:

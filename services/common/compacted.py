@@ -81,6 +81,13 @@ class TopicTable:
                 if not pending:
                     self.caught_up.set()
 
+    def heard_at(self) -> float:
+        """Wall-clock time of the latest fetch the broker answered for this table (0: none yet)."""
+        if self._consumer is None:
+            return 0.0
+        stamps = [self._consumer.last_poll_timestamp(tp) for tp in self._consumer.assignment()]
+        return max((stamp for stamp in stamps if stamp is not None), default=0) / 1000
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

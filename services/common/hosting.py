@@ -15,7 +15,9 @@ from typing import Protocol
 import faust
 
 from framebus.services.common.logs import logging_config
+from framebus.services.common.processor import Processor
 from framebus.services.common.settings import Settings
+from framebus.services.common.watchdog import ClientHealth
 
 
 def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
@@ -35,11 +37,19 @@ def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
 
 
 class Hosted(Protocol):
-    """A service as the host runs it: ``run`` until cancelled, ``is_ready`` for /readyz."""
+    """A service as the host runs it: ``run`` until cancelled, ``is_ready`` for /readyz, and its
+    processor (None until it runs) whose client watchdog /healthz and /readyz report."""
+
+    processor: Processor | None
 
     async def run(self) -> None: ...
 
     def is_ready(self) -> bool: ...
+
+
+def client_health(service: Hosted | None) -> ClientHealth:
+    processor = getattr(service, "processor", None)
+    return processor.watch.health if processor is not None else ClientHealth.LIVE
 
 
 def serve(name: str, settings: Settings, build: Callable[[], Hosted]) -> None:
@@ -56,12 +66,17 @@ def serve(name: str, settings: Settings, build: Callable[[], Hosted]) -> None:
 
     @app.page("/healthz")
     async def healthz(web, request):  # noqa: ARG001 - faust's view signature
-        return web.json({"service": name, "status": "alive"})
+        kafka = client_health(built[0] if built else None)
+        alive = kafka is not ClientHealth.WEDGED  # a wedged service exits; until then, say so
+        return web.json({"service": name, "status": "alive" if alive else "wedged", "kafka": kafka.value},
+                        status=200 if alive else 503)
 
     @app.page("/readyz")
     async def readyz(web, request):  # noqa: ARG001
-        ok = bool(built) and built[0].is_ready()
-        return web.json({"service": name, "status": "ready" if ok else "starting"}, status=200 if ok else 503)
+        kafka = client_health(built[0] if built else None)
+        ok = bool(built) and built[0].is_ready() and kafka is ClientHealth.LIVE
+        status = "ready" if ok else ("starting" if kafka is ClientHealth.LIVE else kafka.value)
+        return web.json({"service": name, "status": status, "kafka": kafka.value}, status=200 if ok else 503)
 
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, logging_config=logging_config(settings))
     worker.execute_from_commandline()

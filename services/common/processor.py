@@ -17,6 +17,9 @@ A service supplies pure handlers; the runtime owns the Kafka loop and its guaran
   (``internal_error``) and the lane goes on; a lane without a dead-letter topic stops
   the processor. A send the broker refuses always stops it: the service's memory
   would be ahead of Kafka, and the restart rebuilds it from Kafka.
+- **A watchdog on the clients** (``watchdog.py``): a processor whose consumer hears no fetch
+  response and whose producer gets no acknowledgement for ``client_stall_s`` while the broker
+  answers a fresh connection stops with ``ClientsWedged``, and its host exits non-zero.
 - **Topics from the catalogue only**, resolved when the processor is built: a name
   that is not in ``framebus.schemas.topics`` fails at start-up, not as an empty read.
 
@@ -37,11 +40,13 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from framebus.kafka import broker_answers
 from framebus.schemas.codec import KafkaRecord
 from framebus.schemas.state import ErrorCode
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
 from framebus.services.common.streams import BatchSender, commit_processed, next_offsets, still_owned
+from framebus.services.common.watchdog import ClientHealth, ClientWatch
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,10 @@ class ProcessorStopped(Exception):
     """The broker refused a record the processor sent; it stops rather than run ahead of Kafka."""
 
 
+class ClientsWedged(Exception):
+    """The processor's Kafka clients made no progress while the broker answered: restart the service."""
+
+
 class Processor:
     """Runs lanes and ticks over a producer and a consumer that ``app.py`` builds (the consumer
     through ``consumer_for(topics)``, for the lanes' topics).
@@ -114,7 +123,8 @@ class Processor:
                  consumer_for: Callable[[list[str]], AIOKafkaConsumer] | None = None,
                  lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
                  outputs: Sequence[str] = (), clock: Clock = time.time, transactional: bool = False,
-                 group_id: str | None = None) -> None:
+                 group_id: str | None = None, probe: Callable[[], bool] | None = None,
+                 followers: Callable[[], Sequence[float]] = tuple) -> None:
         self.name = name
         # Transactional: outputs and the input offsets they answer commit together (the producer
         # needs a transactional id; consumers of the outputs read with isolation read_committed).
@@ -137,6 +147,11 @@ class Processor:
         self.ready = asyncio.Event()
         self.handled = 0
         self.dead_lettered = 0
+        # Wall-clock seconds throughout: aiokafka stamps fetch responses with time.time().
+        self.watch = ClientWatch(settings.watchdog(), time.time())
+        self._probe = probe or (lambda: broker_answers(settings.bootstrap_servers))
+        self._followers = followers  # when each of the service's other consumers (its tables) last heard the broker
+        self._acked_at = 0.0
 
     def input_topics(self) -> list[str]:
         """Full names of every lane's topics: what the consumer subscribes to."""
@@ -152,6 +167,7 @@ class Processor:
         running = [asyncio.create_task(self._lane(lane), name=f"{self.name}:{lane.name}") for lane in self.lanes]
         running += [asyncio.create_task(self._tick(tick), name=f"{self.name}:{tick.name}") for tick in self.ticks]
         running += [asyncio.create_task(task(), name=f"{self.name}:task") for task in tasks]
+        running.append(asyncio.create_task(self._watch_clients(), name=f"{self.name}:watchdog"))
         stopping = asyncio.create_task(self._stop.wait(), name=f"{self.name}:stop")
         self.ready.set()
         try:
@@ -173,6 +189,35 @@ class Processor:
 
     def stop(self) -> None:
         self._stop.set()
+
+    # --- the watchdog ---------------------------------------------------------------------------
+    def broker_heard_at(self) -> float:
+        """When the broker last answered this processor (a fetch response or an acknowledged send)."""
+        heard = self._acked_at
+        if self.consumer is not None:
+            for tp in self.consumer.assignment():
+                polled = self.consumer.last_poll_timestamp(tp)
+                if polled is not None:
+                    heard = max(heard, polled / 1000)
+        return heard
+
+    async def _watch_clients(self) -> None:
+        """Stop with ClientsWedged once the clients are wedged (see watchdog.py); log each change of health.
+        Progress is that of the client heard from least recently: one wedged consumer is enough."""
+        while True:
+            await asyncio.sleep(1.0)
+            before = self.watch.health
+            self.watch.progressed(min(self.broker_heard_at(), *self._followers()))
+            if before is not ClientHealth.LIVE and self.watch.health is ClientHealth.LIVE:
+                log.warning("%s: Kafka clients live again", self.name)
+            if not self.watch.should_probe(time.time()):
+                continue
+            health = self.watch.probed(time.time(), await asyncio.to_thread(self._probe))
+            if health is ClientHealth.WEDGED:
+                log.critical("%s: %s; stopping for a restart", self.name, self.watch.describe(time.time()))
+                raise ClientsWedged(f"{self.name}: {self.watch.describe(time.time())}")
+            if health is not before:
+                log.warning("%s: %s", self.name, self.watch.describe(time.time()))
 
     async def _lane(self, lane: Lane) -> None:
         assert self.consumer is not None
@@ -218,6 +263,7 @@ class Processor:
             if offsets:
                 await self.producer.send_offsets_to_transaction(offsets, self.group_id)
             await self.producer.commit_transaction()
+            self._acked_at = time.time()
             await asyncio.gather(*futures)
         except BaseException as exc:
             self._fail(exc)
@@ -287,7 +333,9 @@ class Processor:
         return futures
 
     def _delivered(self, future: asyncio.Future) -> None:
-        if not future.cancelled() and future.exception() is not None and self._refused is None:
+        if not future.cancelled() and future.exception() is None:
+            self._acked_at = time.time()
+        elif not future.cancelled() and self._refused is None:
             log.critical("the broker refused a record of %s; stopping: %s", self.name, future.exception())
             self._fail(future.exception())
 

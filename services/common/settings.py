@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from framebus.config import LOCAL_HOST, ClientSettings, blank_is_unset
 from framebus.schemas.state import Tier
 from framebus.schemas.webhooks import RETRY_SCHEDULE_S
+from framebus.services.common.watchdog import WatchdogConfig
 
 __all__ = ["LOCAL_HOST", "Settings", "render_markdown"]
 
@@ -112,7 +113,13 @@ class Settings(ClientSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of every service's log.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line.")
     health_port: int | None = Field(
-        None, ge=1, le=65535, description="Port of a stream processor's /healthz and /readyz (faust's web server); unset: off.")
+        None, ge=1, le=65535, description="Port of a service's /healthz and /readyz (processors: faust's web server; workers: their own); unset: off.")
+    client_stall_s: float = Field(
+        30.0, gt=0, description="A service whose Kafka clients make no progress this long while the broker answers a "
+                                "fresh connection is wedged: /healthz fails and it exits non-zero for its supervisor to restart it.")
+
+    def watchdog(self) -> WatchdogConfig:
+        return WatchdogConfig(stall_s=self.client_stall_s, probe_interval_s=min(5.0, self.client_stall_s / 3))
 
     # --- Local runtime ---------------------------------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir,

@@ -3,6 +3,7 @@ its clock and its id source."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+from framebus.kafka import broker_answers
 from framebus.schemas.state import ModelName
 from framebus.services.common import kafka as kafka_adapter
 from framebus.services.common.ffmpeg import require_ffmpeg
@@ -19,6 +21,7 @@ from framebus.services.common.storage import ensure_bucket, s3_client
 from framebus.services.generator.clock import SystemClock
 from framebus.services.generator.encode import EncodeConfig, choose_encoder
 from framebus.services.generator.engine import Engine, NullEngine
+from framebus.services.generator.health import serve_health
 from framebus.services.generator.storage import RetryPolicy, StorageTarget, VideoStore
 from framebus.services.generator.tenants import TenantTargets
 from framebus.services.generator.worker import Worker, WorkerConfig
@@ -43,7 +46,8 @@ def assemble_worker(settings: Settings, *, engine: Engine, store: VideoStore, co
     producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=2)
     jobs_consumer = kafka_adapter.consumer(settings.bootstrap_servers, group_id=None)
     return Worker(settings=settings, engine=engine, store=store, config=config, spool_dir=spool_dir, encode=encode,
-                  producer=producer, jobs_consumer=jobs_consumer, clock=SystemClock(), new_id=new_id)
+                  producer=producer, jobs_consumer=jobs_consumer, clock=SystemClock(), new_id=new_id,
+                  probe=lambda: broker_answers(settings.bootstrap_servers))
 
 
 def build_engine(settings: Settings, kind: EngineKind, model: ModelName, *, delay_ms: float = 0.0,
@@ -92,7 +96,15 @@ def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, de
 
 
 def run(worker: Worker, *, max_seconds: float | None = None) -> None:
-    """Serve in the foreground; SIGTERM or Ctrl-C finishes the jobs in hand, then stops."""
+    """Serve in the foreground; SIGTERM or Ctrl-C finishes the jobs in hand, then stops. A worker
+    whose Kafka clients are wedged exits with status 1 at once, for its supervisor to restart it."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    # `kill -USR1 <pid>` prints every thread's stack to the log: what a stuck worker is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if worker.settings.health_port is not None:
+        serve_health(worker.settings.health_port, ready=worker.ready.is_set, kafka=lambda: worker.watch.health)
     worker.run(max_seconds=max_seconds)
+    if worker.failure is not None:
+        logging.shutdown()
+        os._exit(1)  # not sys.exit: the wedged client's threads may never let the interpreter finish

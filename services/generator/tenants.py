@@ -40,10 +40,15 @@ def credentials_for(ref: str, environ: Mapping[str, str] = os.environ) -> tuple[
 class TenantTargets:
     """``tenant id -> StorageTarget | None`` for VideoStore.target_for."""
 
-    def __init__(self, settings: Settings, *, ttl_s: float = 60.0,
-                 lookup: Callable[[str], TenantStorage | None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, ttl_s: float = 60.0, retry_for_s: float = 60.0,
+                 lookup: Callable[[str], TenantStorage | None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """A failed lookup (the broker briefly away) is retried for ``retry_for_s``; meanwhile a
+        tenant read before keeps its last known settings."""
         self.settings = settings
         self.ttl_s = ttl_s
+        self.retry_for_s = retry_for_s
+        self._sleep = sleep
         self._lookup = lookup or self._read_tenant
         self._cache: dict[str, tuple[float, StorageTarget | None]] = {}
         self._clients: dict[TenantStorage, StorageTarget] = {}
@@ -55,10 +60,19 @@ class TenantTargets:
             cached = self._cache.get(tenant_id)
             if cached is not None and now - cached[0] < self.ttl_s:
                 return cached[1]
-        try:
-            own = self._lookup(tenant_id)
-        except Exception as exc:  # noqa: BLE001 - never fall back to framebus's bucket for a tenant we cannot read
-            raise StorageError(f"cannot read the settings of tenant {tenant_id}: {exc}") from exc
+        deadline = now + self.retry_for_s
+        while True:
+            try:
+                own = self._lookup(tenant_id)
+                break
+            except Exception as exc:  # noqa: BLE001 - never fall back to framebus's bucket for a tenant we cannot read
+                if cached is not None:
+                    log.warning("using the last known settings of tenant %s: %s", tenant_id, exc)
+                    return cached[1]
+                if time.monotonic() >= deadline:
+                    raise StorageError(f"cannot read the settings of tenant {tenant_id}: {exc}") from exc
+                log.warning("reading the settings of tenant %s failed, retrying: %s", tenant_id, exc)
+                self._sleep(1.0)
         target = None if own is None else self._target(own)
         with self._lock:
             self._cache[tenant_id] = (now, target)

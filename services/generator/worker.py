@@ -8,6 +8,12 @@ every job with exactly one result (completed, failed or cancelled) and its statu
 job for another worker id is ignored; a job record it cannot read goes to
 framebus.jobs.dead with the reason, and the requests it still names fail.
 
+Kafka outages: a send the broker never acknowledged (a record expired in the producer while
+the broker was down) is sent again; a heartbeat or announcement that cannot be sent is
+skipped, never fatal to its thread; and a watchdog (``common/watchdog.py``) stops the worker
+with ``failure`` set when its producer stays silent while the broker answers, so ``app.run``
+exits non-zero and its supervisor restarts it (its jobs move to other workers).
+
 Two stages, so the engine is idle only when there is no work: the render thread (the
 caller of ``run``) denoises job N+1 while the output thread encodes, uploads and
 reports job N. The hand-off holds at most one rendered job, so memory stays flat.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from framebus.schemas import sources
 from framebus.schemas.codec import decode_event, encode_event
@@ -40,6 +48,7 @@ from framebus.schemas.workers import JobDispatched, WorkerAnnounced
 from framebus.services.common.compacted import partition_for
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
+from framebus.services.common.watchdog import ClientHealth, ClientWatch
 from framebus.services.generator.batching import RenderedRequests, render_job
 from framebus.services.generator.cancels import CancelBook
 from framebus.services.generator.clock import Clock
@@ -100,7 +109,9 @@ class Worker:
 
     def __init__(self, *, settings: Settings, engine: Engine, store: VideoStore, config: WorkerConfig,
                  spool_dir: Path, producer: KafkaProducer, jobs_consumer: KafkaConsumer, clock: Clock,
-                 new_id: Callable[[], str], encode: EncodeConfig = EncodeConfig()) -> None:
+                 new_id: Callable[[], str], encode: EncodeConfig = EncodeConfig(),
+                 probe: Callable[[], bool] = lambda: True) -> None:
+        """``probe`` asks the broker over a fresh connection whether it answers (the watchdog's question)."""
         self.settings = settings
         self.engine = engine
         self.store = store
@@ -124,6 +135,11 @@ class Worker:
         self.completed = 0
         self.utilisation = Utilisation(clock.monotonic)
         self.ready = threading.Event()  # set once warm, reading its partition and announced
+        self.watch = ClientWatch(settings.watchdog(), clock.monotonic())
+        self._probe = probe
+        self._told = ClientHealth.LIVE  # the health last logged
+        self._resend: queue.Queue[tuple[str, object, int]] = queue.Queue()  # (topic, record, attempts) the broker never acknowledged
+        self.failure: str | None = None  # why the worker stopped itself (its exit is then non-zero)
 
     # --- announcements ---------------------------------------------------------------------
     def announcement(self, *, stopping: bool = False) -> WorkerAnnounced:
@@ -136,11 +152,34 @@ class Worker:
                                    engine=self.engine.name, stopping=stopping)
 
     def announce(self, *, stopping: bool = False) -> None:
-        self._send(WORKERS_TOPIC, self.announcement(stopping=stopping))
+        """Send the announcement; one that cannot be sent now is skipped (the next heartbeat says it again)."""
+        try:
+            self._send(WORKERS_TOPIC, self.announcement(stopping=stopping), resend=False)
+        except KafkaError as exc:
+            log.warning("could not announce: %s", exc)
 
     def _heartbeat(self) -> None:
+        """Announce every interval; send again what the broker never acknowledged; watch the clients."""
         while not self._stop.wait(self.config.heartbeat_interval_s):
             self.announce()
+            self._send_again()
+            self._watch_clients()
+
+    def _watch_clients(self) -> None:
+        now = self.clock.monotonic()
+        if self.watch.health is ClientHealth.LIVE and self._told is not ClientHealth.LIVE:
+            log.warning("worker %s: Kafka clients live again", self.config.worker_id)
+        self._told = before = self.watch.health
+        if not self.watch.should_probe(now):
+            return
+        health = self.watch.probed(self.clock.monotonic(), self._probe())
+        if health is ClientHealth.WEDGED:
+            self.failure = self.watch.describe(self.clock.monotonic())
+            log.critical("worker %s: %s; stopping for a restart", self.config.worker_id, self.failure)
+            self._stop.set()
+        elif health is not before:
+            log.warning("worker %s: %s", self.config.worker_id, self.watch.describe(self.clock.monotonic()))
+        self._told = health
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, *, max_seconds: float | None = None) -> None:
@@ -170,12 +209,20 @@ class Worker:
                 self._outbox.put(self._render_job(job))
         finally:
             self._stop.set()
-            self._outbox.put(None)
-            output.join()
-            reader.join(timeout=5)
-            self.announce(stopping=True)
+            # Wedged: nothing can be sent, so leave at once; the process exits and its jobs move elsewhere.
+            if self.failure is None:
+                self._finish_and_leave(output, reader)
+
+    def _finish_and_leave(self, output: threading.Thread, reader: threading.Thread) -> None:
+        self._outbox.put(None)
+        output.join()
+        reader.join(timeout=5)
+        self.announce(stopping=True)
+        try:
             self._producer.flush(timeout=10)
-            self._consumer.close()
+        except KafkaError as exc:
+            log.error("records not acknowledged at shutdown: %s", exc)
+        self._consumer.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,9 +237,13 @@ class Worker:
         self._consumer.position(tp)  # resolve the end now, before announcing: no job can slip past
 
     def _read(self) -> None:
-        """Receive jobs and cancels while the render thread works."""
+        """Receive jobs and cancels while the render thread works (through broker outages)."""
         while not self._stop.is_set():
-            self._take(self._consumer.poll(timeout_ms=100))
+            try:
+                self._take(self._consumer.poll(timeout_ms=100))
+            except KafkaError as exc:
+                log.warning("reading jobs failed, retrying: %s", exc)
+                self._stop.wait(1.0)
 
     def _take(self, batches) -> None:
         changed = False
@@ -231,7 +282,10 @@ class Worker:
     # --- render stage ----------------------------------------------------------------------
     def _render_job(self, job: JobDispatched) -> RenderedJob:
         started = self.clock.now()
-        self._publish(running(request, started) for request in job.requests)
+        try:
+            self._publish(running(request, started) for request in job.requests)
+        except KafkaError as exc:  # progress only: the result that follows is what must land
+            log.warning("could not report job %s as running: %s", job.job_id, exc)
         rendered = render_job(job.requests, render=self._timed_render, engine_id=self.engine.engine_id,
                               cancels=self._cancels,
                               cached=lambda request, fingerprint: self.store.cached(request, fingerprint,
@@ -264,12 +318,13 @@ class Worker:
         outcome = self._finisher.finish(item, started=done.started, duplicate=done.rendered.is_duplicate(item.request),
                                         is_cancelled=self._cancels.is_cancelled)
         try:
-            self._publish(events_for(outcome))
+            publishes = list(events_for(outcome))
         except Exception as exc:  # noqa: BLE001 - every request ends in exactly one terminal state
             log.exception("could not report request %s", item.request.request_id)
-            self._publish(events_for(self._finisher.failed(item.request, ErrorCode.INTERNAL_ERROR,
-                                                           f"{type(exc).__name__}: {exc}", done.started)))
-            return
+            publishes = list(events_for(self._finisher.failed(item.request, ErrorCode.INTERNAL_ERROR,
+                                                              f"{type(exc).__name__}: {exc}", done.started)))
+            outcome = None
+        self._publish_until_handed_over(publishes)
         if isinstance(outcome, Completed):
             self.completed += 1
 
@@ -278,10 +333,50 @@ class Worker:
         return encode_video(item.frames, item.request.fps, self.spool_dir / f"{self._new_id()}.mp4",
                             self.encode_config)
 
+    def _publish_until_handed_over(self, publishes: list[Publish]) -> None:
+        """Hand every record to the producer, waiting out a broker outage (the producer blocks, then
+        refuses, while it has no metadata); give up only when the worker stops itself as wedged."""
+        for publish in publishes:
+            while True:
+                try:
+                    self._send(publish.topic, publish.event)
+                    break
+                except KafkaError as exc:
+                    if self.failure is not None:
+                        return  # the process exits; the scheduler re-runs the request elsewhere
+                    log.warning("could not send a %s record (%s); retrying", publish.topic, exc)
+                    time.sleep(1.0)
+
     def _publish(self, publishes: Iterable[Publish]) -> None:
         for publish in publishes:
             self._send(publish.topic, publish.event)
 
-    def _send(self, topic: str, event: Event) -> None:
-        record = encode_event(event, source=SOURCE, event_id=self._new_id())
-        self._producer.send(self.settings.topic(topic), key=record.key, value=record.value, headers=record.headers)
+    def _send(self, topic: str, event: Event, *, resend: bool = True) -> None:
+        """Hand a record to the producer. ``resend``: if the broker never acknowledges it (expired
+        while the broker was down), send it again (a result must not vanish)."""
+        self._send_record(self.settings.topic(topic), encode_event(event, source=SOURCE, event_id=self._new_id()),
+                          0 if resend else None)
+
+    def _send_record(self, topic: str, record, attempts: int | None) -> None:
+        future = self._producer.send(topic, key=record.key, value=record.value, headers=record.headers)
+        future.add_callback(lambda _: self.watch.progressed(self.clock.monotonic()))
+        if attempts is not None:
+            future.add_errback(lambda exc: self._unacknowledged(topic, record, attempts, exc))
+
+    def _unacknowledged(self, topic: str, record, attempts: int, exc: Exception) -> None:
+        # On the producer's I/O thread: queue it; the heartbeat thread sends it again.
+        log.warning("a record to %s was not acknowledged (%s); sending it again", topic, exc)
+        self._resend.put((topic, record, attempts + 1))
+
+    def _send_again(self) -> None:
+        while True:
+            try:
+                topic, record, attempts = self._resend.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._send_record(topic, record, attempts)
+            except KafkaError as exc:
+                log.warning("sending again failed (%s); will retry", exc)
+                self._resend.put((topic, record, attempts))
+                return

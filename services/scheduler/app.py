@@ -66,15 +66,20 @@ class Scheduler:
         self.processor = Processor("scheduler", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers),
                                    ticks=[Tick("step", STEP_INTERVAL_S, self._step)], outputs=OUTPUTS, clock=clock,
-                                   transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}")
+                                   transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}",
+                                   followers=lambda: [table.heard_at() for table in self._tables])
         self._tables: list[TopicTable] = []
+        self._heartbeats: TopicTable | None = None
         self._swept_at = clock()
 
     def _step(self, now: float):
         if now - self._swept_at > 60.0:  # bound the finished index to the dedupe window
             self.handlers.finished.expire(now)
             self._swept_at = now
-        return self.handlers.step(now)
+        # Liveness counts only time in which heartbeats could reach us: when the broker last answered
+        # the heartbeats' consumer (wall clock, as aiokafka stamps fetches), in this clock.
+        heard = self._heartbeats.heard_at() if self._heartbeats is not None else time.time()
+        return self.handlers.step(now, heard_at=now - (time.time() - heard))
 
     def is_ready(self) -> bool:
         return self.processor.ready.is_set()
@@ -94,14 +99,15 @@ class Scheduler:
         bootstrap, topic = self.settings.bootstrap_servers, self.settings.topic
         backlog = await asyncio.to_thread(read_all, bootstrap, topic(BACKLOG_TOPIC), timeout_s=60)
         handlers = self.handlers
+        # Announcements free slots: a consumer of their own, so they never queue behind
+        # thousands of buffered requests and results (measured: 1.5 s late).
+        self._heartbeats = TopicTable(bootstrap, topic("framebus.workers"),
+                                      lambda r: handlers.apply_worker(r, self.clock()), from_end=True)
         self._tables = [
             TopicTable(bootstrap, topic("framebus.tenants"), handlers.apply_tenant),
             TopicTable(bootstrap, topic("framebus.ledger"), handlers.apply_ledger),
             TopicTable(bootstrap, topic("framebus.status"), handlers.finished.apply_record),
-            # Announcements free slots: a consumer of their own, so they never queue behind
-            # thousands of buffered requests and results (measured: 1.5 s late).
-            TopicTable(bootstrap, topic("framebus.workers"), lambda r: handlers.apply_worker(r, self.clock()),
-                       from_end=True),
+            self._heartbeats,
         ]
         for table in self._tables:
             await table.start(catch_up_timeout_s=120)

@@ -170,7 +170,8 @@ class SchedulerCore:
         self.balances.apply(entry)
 
     # --- the step -------------------------------------------------------------------------
-    def step(self, now: float) -> SchedulerOutput:
+    def step(self, now: float, heard_at: float | None = None) -> SchedulerOutput:
+        """``heard_at``: when the broker last answered the scheduler (None: assume it always does)."""
         out = SchedulerOutput()
         if now - self._dedupe_swept_at > 60.0:  # bound the dedupe index to its window
             self.dedupe.expire(now)
@@ -179,7 +180,7 @@ class SchedulerCore:
             self._end(out, entry, RequestState.FAILED, ErrorCode.EXPIRED,
                       f"still queued after the {entry.tier.value} tier's "
                       f"{self.config.policy(entry.tier).ttl_s:g}s time to live")
-        for worker in self.workers.lapsed(now):
+        for worker in self.workers.lapsed(now, heard_at):
             for job in worker.jobs.values():
                 out.requeued.extend(self._requeue(job, now))
         if now - self._unserved_checked_at >= 1.0:

@@ -112,8 +112,8 @@ class SchedulerHandlers:
         self.core.request_finished(tenant_id, request_id)
         return Outputs().add(*records.tombstone(tenant_id, request_id))
 
-    def step(self, now: float) -> Outputs:
-        return self.publish(self.core.step(now))
+    def step(self, now: float, heard_at: float | None = None) -> Outputs:
+        return self.publish(self.core.step(now, heard_at))
 
     # --- errors ----------------------------------------------------------------------------------
     def refuse_after_bug(self, exc: Exception, record, now: float) -> Outputs:  # noqa: ARG002

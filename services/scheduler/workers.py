@@ -35,9 +35,13 @@ class WorkerState:
         return max(0, self.announcement.slots - self.held())
 
 
+DEAF_AFTER_S = 2.0  # no fetch answered for this long: the scheduler itself cannot hear Kafka
+
+
 class WorkerRegistry:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
+        self.deaf_since: float | None = None  # when the scheduler last heard Kafka, while it cannot
         self._workers: dict[str, WorkerState] = {}
         self.first_heard_at: float | None = None  # the first announcement since this scheduler started
         self.model_seen_at: dict[str, float] = {}  # model -> when a worker last announced it
@@ -87,8 +91,21 @@ class WorkerRegistry:
     def holder_of(self, job_id: str) -> WorkerState | None:
         return next((w for w in self._workers.values() if job_id in w.jobs), None)
 
-    def lapsed(self, now: float) -> list[WorkerState]:
-        """Remove and return workers silent for longer than the timeout (their jobs need a new home)."""
+    def lapsed(self, now: float, heard_at: float | None = None) -> list[WorkerState]:
+        """Remove and return workers silent for longer than the timeout (their jobs need a new home).
+
+        ``heard_at``: when the broker last answered the scheduler. While the scheduler cannot hear
+        Kafka no heartbeat can reach it, so no worker lapses; once it hears again, the deaf time
+        is not counted against anyone (a broker outage is not every worker dying at once)."""
+        if heard_at is not None and now - heard_at > DEAF_AFTER_S:
+            if self.deaf_since is None:
+                self.deaf_since = heard_at
+            return []
+        if self.deaf_since is not None:
+            deaf_for = now - self.deaf_since
+            for state in self._workers.values():
+                state.last_seen += deaf_for
+            self.deaf_since = None
         dead = [w for w in self._workers.values() if now - w.last_seen > self.timeout_s]
         for state in dead:
             del self._workers[state.worker_id]

@@ -47,3 +47,4 @@ def test_a_decision_module_reaches_no_transport(name: str) -> None:
     assert not {m for m in imported if m.split(".")[0] in TRANSPORT} | (imported & ADAPTERS)
     assert not {m for m in imported if m.startswith("framebus.services.generator.")} - {
         f"framebus.services.generator.{pure}" for pure in PURE}, "a decision module imports an adapter"
+

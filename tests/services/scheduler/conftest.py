@@ -29,18 +29,31 @@ class Pipeline:
     client: FramebusClient
     admin: TenantAdmin
     processes: list[subprocess.Popen] = field(default_factory=list)
+    launched: dict[int, tuple[list[str], Path]] = field(default_factory=dict)  # pid -> (args, log)
+    restarted: list[str] = field(default_factory=list)  # logs of processes relaunched after exiting
+
+    def start(self, args: list[str], log_name: str) -> subprocess.Popen:
+        process = launch(self.settings, args, self.logs / log_name)
+        self.processes.append(process)
+        self.launched[process.pid] = (args, self.logs / log_name)
+        return process
+
+    def relaunch_exited(self) -> None:
+        """Play the supervisor (Kubernetes, compose): start again whatever exited on its own."""
+        for process in list(self.processes):
+            if process.poll() is not None and process.pid in self.launched:
+                args, log_path = self.launched.pop(process.pid)
+                self.processes.remove(process)
+                self.restarted.append(log_path.name)
+                self.start(args, log_path.name)
 
     def start_scheduler(self) -> subprocess.Popen:
-        process = launch(self.settings, ["scheduler"], self.logs / "scheduler.log")
-        self.processes.append(process)
-        return process
+        return self.start(["scheduler"], "scheduler.log")
 
     def start_worker(self, worker_id: str, *, delay_ms: float = 0, batch: int = 4, slots: int = 2) -> subprocess.Popen:
-        process = launch(self.settings, ["worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", worker_id, "--delay-ms", str(delay_ms), "--batch",
-                                         str(batch), "--slots", str(slots), "--heartbeat-s", "0.5"],
-                         self.logs / f"worker-{worker_id}.log")
-        self.processes.append(process)
-        return process
+        return self.start(["worker", "--engine", "null", "--model", "wan-tiny", "--worker-id", worker_id,
+                           "--delay-ms", str(delay_ms), "--batch", str(batch), "--slots", str(slots),
+                           "--heartbeat-s", "0.5"], f"worker-{worker_id}.log")
 
     def kill(self, process: subprocess.Popen) -> None:
         process.send_signal(signal.SIGKILL)
@@ -70,9 +83,14 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline(server_settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
+    yield from running_pipeline(server_settings, tmp_path)
+
+
+def running_pipeline(server_settings: Settings, tmp_path: Path, **changes) -> Iterator[Pipeline]:
+    """Topics under a fresh prefix, a bucket, tenants acme (in credit) and poor; processes stopped at the end."""
     settings = server_settings.model_copy(update={
         "topic_prefix": f"p.{uuid.uuid4().hex[:8]}.", "s3_bucket": f"p-{uuid.uuid4().hex[:8]}",
-        "scheduler_worker_timeout_s": 3.0, "tenant": "acme"})
+        "scheduler_worker_timeout_s": 3.0, "tenant": "acme", **changes})
     Stack(settings).up()
     client = FramebusClient(settings=settings, source="/tests")
     admin = TenantAdmin(client)

@@ -128,6 +128,35 @@ def test_a_lost_workers_jobs_go_to_another_worker_with_the_same_seeds() -> None:
     assert first.requests[0].seed is None, "the request goes as its producer sent it"
 
 
+def test_a_broker_outage_is_not_counted_against_workers() -> None:
+    """While the scheduler hears nothing from Kafka no heartbeat can reach it; once it hears again,
+    each worker still has the time it had left when the outage began (no job runs twice)."""
+    made = core(config=SchedulerConfig(worker_timeout_s=5.0))
+    made.submit(req(tier="interactive"), now=0.0)
+    made.worker_announced(worker("w1", batch=1), now=0.0)
+    [job] = made.step(now=0.1, heard_at=0.1).jobs
+    # The broker goes at t=1: the scheduler last heard it then; 20 s of outage.
+    for t in (2.0, 6.0, 12.0, 21.0):
+        assert made.step(now=t, heard_at=1.0).requeued == [], f"nobody lapses while deaf (t={t})"
+    # Heard again at t=21.5: w1 has its 4 s left (last seen at 0, deaf from 1), then lapses.
+    assert made.step(now=23.0, heard_at=23.0).requeued == []
+    made.worker_announced(worker("w1", batch=1, running=(job.job_id,), last_seq=job.seq), now=24.0)
+    assert made.step(now=28.0, heard_at=28.0).requeued == [], "it announced in time"
+    [requeued] = made.step(now=34.0, heard_at=34.0).requeued  # silent since 24 s: 10 s > 5 s
+    assert requeued.attempt == 2
+
+
+def test_a_worker_that_stays_silent_after_an_outage_still_lapses() -> None:
+    made = core(config=SchedulerConfig(worker_timeout_s=5.0))
+    made.submit(req(tier="interactive"), now=0.0)
+    made.worker_announced(worker("w1", batch=1), now=0.0)
+    made.step(now=0.1, heard_at=0.1)
+    made.step(now=10.0, heard_at=1.0)  # deaf from 1
+    assert made.step(now=12.0, heard_at=12.0).requeued == []  # deaf 11 s: w1's last sight moves to 11
+    [requeued] = made.step(now=16.5, heard_at=16.5).requeued  # 5.5 s after that, with no heartbeat
+    assert requeued.request.request_id
+
+
 def test_expired_requests_fail_and_release_their_tokens() -> None:
     made = core()
     request = req(tier="interactive")
