@@ -207,7 +207,7 @@ class Processor:
         while True:
             await asyncio.sleep(1.0)
             before = self.watch.health
-            self.watch.progressed(min(self.broker_heard_at(), *self._followers()))
+            self.watch.progressed(min([self.broker_heard_at(), *self._followers()]))
             if before is not ClientHealth.LIVE and self.watch.health is ClientHealth.LIVE:
                 log.warning("%s: Kafka clients live again", self.name)
             if not self.watch.should_probe(time.time()):

@@ -12,8 +12,9 @@ from framebus.errors import ConfigurationError
 from framebus.kafka import producer as sync_producer
 from framebus.schemas.codec import KafkaRecord
 from framebus.services.common.kafka import admin_client, group_consumer, stream_producer
-from framebus.services.common.processor import Lane, Outputs, Processor, Tick
+from framebus.services.common.processor import ClientsWedged, Lane, Outputs, Processor, Tick
 from framebus.services.common.settings import Settings
+from framebus.services.common.watchdog import ClientHealth
 
 
 def _publish(settings: Settings, topic: str, values: list[bytes]) -> None:
@@ -200,3 +201,26 @@ def test_a_transactional_processor_commits_outputs_and_offsets_together_and_a_ne
     asyncio.run(scenario())
     usage = [r.value for r in _all(settings, "framebus.usage", committed_only=True)]
     assert sorted(usage) == sorted(f"T{n}".encode() for n in range(30)), "each output once, none from the zombie"
+
+
+def test_a_processor_whose_consumer_stops_hearing_the_broker_stops_as_wedged(provisioned_settings: Settings) -> None:
+    """The wedge seen after broker restarts (a consumer that never fetched again while the broker
+    answered) made here by pausing every partition: the runtime stops with ClientsWedged, for the
+    host to exit non-zero and the supervisor to start a fresh service."""
+    settings = provisioned_settings.model_copy(update={"client_stall_s": 2.0})
+
+    async def scenario() -> float:
+        processor = _processor(settings, Lane("results", ("framebus.results",), _echo))
+        task = asyncio.create_task(processor.run())
+        async with asyncio.timeout(60):
+            while not processor.consumer.assignment() or processor.broker_heard_at() == 0:
+                await asyncio.sleep(0.2)
+        assert processor.watch.health is ClientHealth.LIVE
+        processor.consumer.pause(*processor.consumer.assignment())
+        paused_at = asyncio.get_running_loop().time()
+        with pytest.raises(ClientsWedged, match="wedged"):
+            await asyncio.wait_for(task, timeout=30)
+        return asyncio.get_running_loop().time() - paused_at
+
+    took = asyncio.run(scenario())
+    assert took < 2.0 + 2.0 + 3.0, f"stopped {took:.1f}s after going silent (stall 2 s, probes every 0.67 s)"

@@ -267,3 +267,45 @@ def test_a_tenant_with_its_own_bucket_gets_its_videos_there_and_credentials_neve
     assert time.monotonic() - started < 50, "a missing credential fails at once, it is not retried to the deadline"
     for event in results.values():
         assert secret not in event.model_dump_json()
+
+
+class _NeverAcknowledged:
+    """What a wedged kafka-python producer gives back: sends accepted, never acknowledged."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def send(self, *args, **kwargs):
+        class Pending:
+            def add_callback(self, *a, **k):
+                return self
+
+            def add_errback(self, *a, **k):
+                return self
+
+        return Pending()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_worker_whose_producer_is_wedged_while_the_broker_answers_stops_itself(provisioned_settings, tmp_path):
+    """Seen after broker restarts: a worker whose heartbeats never reached the broker again while
+    the process ran on. The watchdog asks the broker on a fresh connection, finds it answering,
+    and stops the worker with `failure` set (app.run then exits 1 for its supervisor)."""
+    from framebus.services.generator.engine import NullEngine
+
+    settings = provisioned_settings.model_copy(update={"client_stall_s": 2.0})
+    client = storage.s3_client(settings)
+    store = VideoStore(StorageTarget(client, settings.s3_bucket), 600)
+    harness = Harness(settings, NullEngine(tmp_path / "clips"), store, tmp_path / "spool", "w-wedged")
+    harness.start()
+    assert harness.worker.failure is None
+    harness.worker._producer = _NeverAcknowledged(harness.worker._producer)  # noqa: SLF001 - the wedge
+    began = time.monotonic()
+    harness.thread.join(timeout=30)
+    assert not harness.thread.is_alive(), "the worker stopped itself"
+    assert "wedged" in (harness.worker.failure or "")
+    assert time.monotonic() - began < 2.0 + 2.0 + 3.0
+    harness.results.close()
+    harness.producer.close()
