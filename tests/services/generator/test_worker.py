@@ -307,5 +307,5 @@ def test_a_worker_whose_producer_is_wedged_while_the_broker_answers_stops_itself
     assert not harness.thread.is_alive(), "the worker stopped itself"
     assert "wedged" in (harness.worker.failure or "")
     assert time.monotonic() - began < 2.0 + 2.0 + 3.0
-    harness.results.close()
-    harness.producer.close()
+    for client in (harness.results, harness.producer, harness.worker._consumer, harness.worker._producer.real):  # noqa: SLF001
+        client.close()
