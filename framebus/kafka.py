@@ -137,3 +137,28 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[byt
         return table
     finally:
         consumer.close()
+
+
+def read_since(bootstrap: str, topic: str, since_s: float, *, timeout_s: float = 60.0) -> list:
+    """Every record of ``topic`` with a timestamp at or after ``since_s`` (epoch seconds), in
+    partition order, up to the end offsets seen at the start."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", **RECONNECT)
+    try:
+        tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        starts = consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps})
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

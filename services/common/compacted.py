@@ -16,9 +16,9 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from framebus.errors import KafkaAdapterError
-from framebus.kafka import partition_for, partitions_of, read_all, read_latest
+from framebus.kafka import partition_for, partitions_of, read_all, read_latest, read_since
 
-__all__ = ["TopicTable", "partition_for", "partitions_of", "read_all", "read_latest"]
+__all__ = ["TopicTable", "partition_for", "partitions_of", "read_all", "read_latest", "read_since"]
 
 log = logging.getLogger(__name__)
 

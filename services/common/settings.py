@@ -63,6 +63,8 @@ class Settings(ClientSettings):
         description="Delay before each retry of a failed webhook (JSON list); after the last, the dead-letter topic.")
     webhook_concurrency_per_endpoint: int = Field(4, ge=1, description="Deliveries in flight to one host at once.")
     webhook_timeout_s: float = Field(15.0, gt=0, le=60, description="How long one webhook attempt may take.")
+    webhook_dedupe_window_s: float = Field(
+        3600.0, gt=0, description="A request gets one webhook: a second terminal result within this long (a superseded attempt's) sends none.")
     gateway_host: str = Field(LOCAL_HOST, description="Address the HTTP gateway binds.")
     gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP gateway.")
     gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")

@@ -38,6 +38,38 @@ def delivery_id(tenant_id: str, subject: str, webhook_type: str) -> str:
     return f"msg_{digest}"
 
 
+def subject_of(tenant_id: str, request_id: str | None, delivery_id: str) -> str:
+    """What gets one webhook: a request (whatever its outcome), else the delivery itself (a batch)."""
+    return f"request:{tenant_id}/{request_id}" if request_id else f"delivery:{delivery_id}"
+
+
+class Notified:
+    """Subjects that already have a webhook, for ``window_s``: a request's first terminal result
+    gets the webhook; a second one (a superseded attempt's, landing late) gets none. Kept in
+    memory, rebuilt at start from the pending deliveries and the window's attempts."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._since: dict[str, float] = {}  # subject -> when first notified (insertion order = time order)
+
+    def __contains__(self, subject: str) -> bool:
+        return subject in self._since
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def add(self, subject: str, at: float) -> None:
+        self._since.setdefault(subject, at)
+
+    def expire(self, now: float, keep: set[str]) -> None:
+        """Forget subjects older than the window, except ``keep`` (deliveries still pending)."""
+        for subject, at in list(self._since.items()):
+            if now - at < self.window_s:
+                break
+            if subject not in keep:
+                del self._since[subject]
+
+
 def delivery_for(result: Result, now: datetime) -> WebhookDelivery | None:
     """The webhook a result asks for (None when its request named no webhook)."""
     if not result.webhook_url:

@@ -42,7 +42,7 @@ from framebus.schemas.webhooks import (
     WebhookDelivery,
     WebhookSecrets,
 )
-from framebus.services.common.compacted import TopicTable, partitions_of, read_all
+from framebus.services.common.compacted import TopicTable, partitions_of, read_all, read_since
 from framebus.services.common.hosting import serve
 from framebus.services.common.kafka import group_consumer, stream_producer
 from framebus.services.common.processor import Lane, Outputs, Processor
@@ -50,6 +50,7 @@ from framebus.services.common.settings import Settings
 from framebus.services.notifier.core import (
     Delivered,
     GiveUp,
+    Notified,
     Refused,
     RetryAt,
     RetryPolicy,
@@ -58,6 +59,7 @@ from framebus.services.notifier.core import (
     delivery_for_batch,
     judge,
     signed_headers,
+    subject_of,
 )
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class Notifier:
         self.secrets: dict[str, tuple[str, ...]] = {}  # tenant -> signing secrets, newest first
         self._schedule: list[tuple[float, str]] = []  # (due, delivery id)
         self._pending: dict[str, WebhookDelivery] = {}
+        self.notified = Notified(settings.webhook_dedupe_window_s)
+        self._expired_at = clock()
         self._in_flight: set[str] = set()
         self._gates: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.webhook_concurrency_per_endpoint))
@@ -104,6 +108,7 @@ class Notifier:
             pending.seek(tp, end)
         for record in (await asyncio.to_thread(read_all, bootstrap, self.settings.topic(PENDING))).values():
             self._schedule_delivery(decode_event(record.headers, record.value).event)
+        await asyncio.to_thread(self._recall_notified)
         tenants = TopicTable(bootstrap, self.settings.topic("framebus.tenants"), self._apply_tenant)
         await tenants.start(catch_up_timeout_s=120)
         secrets = TopicTable(bootstrap, self.settings.topic(SECRETS), self._apply_secrets)
@@ -130,6 +135,18 @@ class Notifier:
             await tenants.stop()
             await secrets.stop()
             await self.http.aclose()
+
+    def _recall_notified(self) -> None:
+        """Rebuild what was notified within the window from its attempts (each names its subject)."""
+        since = self.clock() - self.notified.window_s
+        for record in read_since(self.settings.bootstrap_servers, self.settings.topic(ATTEMPTS), since):
+            try:
+                attempt = decode_event(record.headers, record.value).event
+            except CodecError:
+                continue
+            if isinstance(attempt, WebhookAttempted):
+                self.notified.add(subject_of(attempt.tenant_id, attempt.request_id, attempt.delivery_id),
+                                  record.timestamp / 1000)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -187,8 +204,17 @@ class Notifier:
             delivery = delivery_for(result, at)
         else:
             return Outputs()
-        if delivery is None or delivery.delivery_id in self._pending:
+        if delivery is None:
             return Outputs()
+        subject = subject_of(delivery.tenant_id, delivery.request_id, delivery.delivery_id)
+        if delivery.delivery_id in self._pending or subject in self.notified:
+            # A replay, or a second terminal result for a request that already has its webhook
+            # (a superseded attempt's): the first result in the partition's order is the one notified.
+            return Outputs()
+        if now - self._expired_at > 60.0:
+            self.notified.expire(now, keep={subject_of(d.tenant_id, d.request_id, d.delivery_id)
+                                            for d in self._pending.values()})
+            self._expired_at = now
         self._schedule_delivery(delivery)
         return Outputs().add(PENDING, encode_event(delivery, source=SOURCE))
 
@@ -215,6 +241,7 @@ class Notifier:
 
     def _schedule_delivery(self, delivery: WebhookDelivery) -> None:
         self._pending[delivery.delivery_id] = delivery
+        self.notified.add(subject_of(delivery.tenant_id, delivery.request_id, delivery.delivery_id), self.clock())
         heapq.heappush(self._schedule, (delivery.due_at.timestamp(), delivery.delivery_id))
 
     # --- attempts -------------------------------------------------------------------------------

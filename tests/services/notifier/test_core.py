@@ -103,3 +103,17 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date():
     assert (later.due_at - NOW).total_seconds() == 120
     dated = judge(429, None, "Sun, 22 Nov 2026 18:10:00 GMT", 1, RetryPolicy(), NOW, rng)
     assert (dated.due_at - NOW).total_seconds() == 600
+
+
+def test_notified_subjects_are_forgotten_after_the_window_unless_still_pending() -> None:
+    from framebus.services.notifier.core import Notified, subject_of
+
+    notified = Notified(window_s=60.0)
+    old, pending, fresh = (subject_of("acme", f"r-{n}", f"msg_{n}") for n in range(3))
+    notified.add(old, at=0.0)
+    notified.add(pending, at=1.0)
+    notified.add(fresh, at=50.0)
+    notified.expire(now=100.0, keep={pending})
+    assert old not in notified and pending in notified and fresh in notified
+    assert subject_of("acme", None, "msg_b1") == "delivery:msg_b1", "a batch webhook is its own subject"
+    assert subject_of("acme", "r-1", "msg_x") == subject_of("acme", "r-1", "msg_y"), "one webhook per request"

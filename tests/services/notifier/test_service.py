@@ -200,3 +200,38 @@ def test_an_unreachable_receiver_is_retried_and_a_restart_loses_nothing(notifier
     finally:
         second.stop()
         second.thread.join(timeout=30)
+
+
+def test_a_second_terminal_result_for_a_request_sends_no_second_webhook_even_after_a_restart(notifier_settings):
+    """A worker declared dead (silent past the timeout) can still report later, after its requests
+    ran elsewhere: the request's first result in the partition's order gets the webhook; a late
+    one, whatever its outcome, gets none, also when it lands after the notifier restarted."""
+    receiver = Receiver([200])
+
+    def run_notifier() -> tuple[Notifier, threading.Thread]:
+        notifier = Notifier(notifier_settings)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_until_complete, args=(notifier.run(max_seconds=120),), daemon=True)
+        thread.start()
+        return notifier, thread
+
+    notifier, thread = run_notifier()
+    first = with_hook(completed(request(90)), receiver.url)
+    publish(notifier_settings, first, first, with_hook(failed(request(90)), receiver.url))
+    assert eventually(lambda: notifier.delivered == 1, timeout_s=60)
+    time.sleep(2)  # the two later results would be delivered by now
+    notifier.stop()
+    thread.join(timeout=30)
+    # Restarted, the notifier remembers from the attempts topic; a third late result sends nothing.
+    notifier, thread = run_notifier()
+    try:
+        assert eventually(lambda: notifier.is_ready(), timeout_s=60)
+        publish(notifier_settings, with_hook(completed(request(90)), receiver.url),
+                with_hook(completed(request(91)), receiver.url))
+        assert eventually(lambda: notifier.delivered == 1, timeout_s=60), "request 91 still gets its webhook"
+        time.sleep(2)
+    finally:
+        notifier.stop()
+        thread.join(timeout=30)
+    assert sorted(v["data"]["request_id"] for v in receiver.verified()) == ["r-90", "r-91"]
+    assert receiver.verified()[0]["type"] == "generation.completed", "the first result's outcome"
