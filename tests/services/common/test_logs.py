@@ -32,3 +32,24 @@ def test_the_configured_level_and_format_reach_every_service_logger(capsys) -> N
         assert [line["message"] for line in lines] == ["shown"]
     finally:
         logging.config.dictConfig(logging_config(Settings()))
+
+
+def test_a_client_repeating_itself_during_an_outage_is_held_to_one_line_per_interval() -> None:
+    import logging
+
+    from framebus.services.common.logs import RepeatLimiter
+
+    limiter = RepeatLimiter(every_s=10.0)
+
+    def record(name: str, at: float, msg: str = "Unable connect to node with id %s: %s") -> logging.LogRecord:
+        made = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (1, "refused"), None)
+        made.created = at
+        return made
+
+    passed = [limiter.filter(record("aiokafka", t / 100)) for t in range(0, 3000)]  # 30 s at 100 lines/s
+    assert sum(passed) == 3
+    late = record("aiokafka", 31.0)
+    assert limiter.filter(late) and "more like it" in late.getMessage()
+    assert limiter.filter(record("aiokafka", 31.1, "another message")), "other messages pass"
+    assert all(limiter.filter(record("framebus.services.scheduler", t / 100)) for t in range(100)), \
+        "our own lines are never held back"
