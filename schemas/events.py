@@ -30,7 +30,7 @@ from framebus.schemas import limits
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 

@@ -52,6 +52,9 @@ class WorkerAnnounced(Event):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     engine: str = Field("diffusers", description="`null` marks the test engine that renders solid colours.")
     announced_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime | None = Field(
+        None, description="When this worker process started. A new value under the same worker id is a restart: "
+                          "the jobs the earlier process held are re-queued at once (since schema 1.3).")
     stopping: bool = False
 
     def partition_key(self) -> str:

@@ -9,6 +9,9 @@ per-event machinery cost a third of the scheduler's CPU and capped metering at a
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,6 +21,8 @@ from framebus.services.common.logs import logging_config
 from framebus.services.common.processor import Processor
 from framebus.services.common.settings import Settings
 from framebus.services.common.watchdog import ClientHealth
+
+log = logging.getLogger(__name__)
 
 
 def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
@@ -52,12 +57,30 @@ def client_health(service: Hosted | None) -> ClientHealth:
     return processor.watch.health if processor is not None else ClientHealth.LIVE
 
 
+EXIT_GRACE_S = 20.0  # a failed service's clean shutdown gets this long; then the process exits anyway
+
+
+def exit_soon(reason: BaseException, grace_s: float = EXIT_GRACE_S) -> None:
+    """A failed processor's process must end, so its supervisor restarts it (and a standby
+    scheduler takes over), even when a client's shutdown hangs on an unreachable broker:
+    seen after a broker restart, a scheduler whose processor had stopped ran on for minutes."""
+    def leave() -> None:
+        log.critical("still running %.0fs after %r; exiting", grace_s, reason)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(grace_s, leave)
+    timer.daemon = True
+    timer.start()
+
+
 def serve(name: str, settings: Settings, build: Callable[[], Hosted]) -> None:
     """Build the service (inside the event loop: aiokafka clients bind to it) and run it in the
     foreground as the one task of a faust worker, until SIGTERM or SIGINT (the task is
     cancelled: the service's cleanup flushes and leaves its groups) or until it fails."""
     app = stream_app(name, settings)
     built: list[Hosted] = []
+    Processor.failure_hooks.append(exit_soon)
 
     @app.task
     async def _main() -> None:

@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -119,6 +120,10 @@ class Processor:
     scheduler's lease, the notifier's webhook dispatch); one that fails stops the processor.
     """
 
+    # What a failure means for the process, set by its host (hosting.py: exit, even if a client's
+    # shutdown hangs). Empty in tests, where processors run inside the test process.
+    failure_hooks: ClassVar[list[Callable[[BaseException], None]]] = []
+
     def __init__(self, name: str, *, settings: Settings, producer: AIOKafkaProducer,
                  consumer_for: Callable[[list[str]], AIOKafkaConsumer] | None = None,
                  lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
@@ -178,6 +183,10 @@ class Processor:
                     task.result()  # a lane, tick or task failed: raise it (the host stops the service)
             if self._refused is not None:  # a send or transaction failed while the lanes were idle
                 raise ProcessorStopped(f"{self.name}: the broker refused its output") from self._refused
+        except Exception as exc:
+            for hook in self.failure_hooks:
+                hook(exc)
+            raise
         finally:
             for task in [*running, stopping]:
                 task.cancel()

@@ -140,6 +140,7 @@ class Worker:
         self._told = ClientHealth.LIVE  # the health last logged
         self._resend: queue.Queue[tuple[str, object, int]] = queue.Queue()  # (topic, record, attempts) the broker never acknowledged
         self.failure: str | None = None  # why the worker stopped itself (its exit is then non-zero)
+        self.started_at = clock.now()  # tells the scheduler a restart under the same id from a late heartbeat
 
     # --- announcements ---------------------------------------------------------------------
     def announcement(self, *, stopping: bool = False) -> WorkerAnnounced:
@@ -149,7 +150,7 @@ class Worker:
                                    max_batch_size=self.config.max_batch_size, slots=self.config.slots,
                                    running_job_ids=running_ids, last_job_seq=self._last_seq,
                                    heartbeat_interval_s=self.config.heartbeat_interval_s,
-                                   engine=self.engine.name, stopping=stopping)
+                                   engine=self.engine.name, started_at=self.started_at, stopping=stopping)
 
     def announce(self, *, stopping: bool = False) -> None:
         """Send the announcement; one that cannot be sent now is skipped (the next heartbeat says it again)."""

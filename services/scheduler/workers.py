@@ -42,6 +42,7 @@ class WorkerRegistry:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.deaf_since: float | None = None  # when the scheduler last heard Kafka, while it cannot
+        self._replaced: list[WorkerState] = []  # earlier processes of restarted workers: their jobs need a home
         self._workers: dict[str, WorkerState] = {}
         self.first_heard_at: float | None = None  # the first announcement since this scheduler started
         self.model_seen_at: dict[str, float] = {}  # model -> when a worker last announced it
@@ -52,6 +53,13 @@ class WorkerRegistry:
         self.model_seen_at[announcement.model] = now
         state = self._workers.get(announcement.worker_id)
         if state is None:
+            self._workers[announcement.worker_id] = WorkerState(announcement, now)
+            return
+        started = state.announcement.started_at
+        if started is not None and announcement.started_at is not None and announcement.started_at != started:
+            # The same worker id from a new process (a supervisor restarted it): the earlier one's
+            # jobs are gone with it, and the new one reads its partition from the end.
+            self._replaced.append(state)
             self._workers[announcement.worker_id] = WorkerState(announcement, now)
             return
         state.announcement, state.last_seen = announcement, now
@@ -97,10 +105,11 @@ class WorkerRegistry:
         ``heard_at``: when the broker last answered the scheduler. While the scheduler cannot hear
         Kafka no heartbeat can reach it, so no worker lapses; once it hears again, the deaf time
         is not counted against anyone (a broker outage is not every worker dying at once)."""
+        replaced, self._replaced = self._replaced, []
         if heard_at is not None and now - heard_at > DEAF_AFTER_S:
             if self.deaf_since is None:
                 self.deaf_since = heard_at
-            return []
+            return replaced
         if self.deaf_since is not None:
             deaf_for = now - self.deaf_since
             for state in self._workers.values():
@@ -109,7 +118,7 @@ class WorkerRegistry:
         dead = [w for w in self._workers.values() if now - w.last_seen > self.timeout_s]
         for state in dead:
             del self._workers[state.worker_id]
-        return dead
+        return replaced + dead
 
     def accepts_any(self, shape: Shape) -> bool:
         return any(w.announcement.accepts(shape) for w in self._workers.values())

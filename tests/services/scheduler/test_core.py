@@ -157,6 +157,23 @@ def test_a_worker_that_stays_silent_after_an_outage_still_lapses() -> None:
     assert requeued.request.request_id
 
 
+def test_a_worker_restarted_under_the_same_id_gets_its_lost_jobs_again_at_once() -> None:
+    """A supervisor restarts a wedged worker with the same id (a StatefulSet pod name): the new
+    process reads its partition from the end and never sees the jobs the earlier one held."""
+    from datetime import UTC, datetime
+
+    first_run, second_run = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    made = core(config=SchedulerConfig(worker_timeout_s=60.0))
+    made.submit(req(tier="interactive"), now=0.0)
+    made.worker_announced(worker("w1", batch=1).model_copy(update={"started_at": first_run}), now=0.0)
+    [lost] = made.step(now=0.1).jobs
+    made.worker_announced(worker("w1", batch=1).model_copy(update={"started_at": second_run}), now=5.0)
+    out = made.step(now=5.1)
+    assert [entry.attempt for entry in out.requeued] == [2], "not after the 60 s timeout: at once"
+    [again] = out.jobs
+    assert again.worker_id == "w1" and again.requests[0].request_id == lost.requests[0].request_id
+
+
 def test_expired_requests_fail_and_release_their_tokens() -> None:
     made = core()
     request = req(tier="interactive")
