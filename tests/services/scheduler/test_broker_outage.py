@@ -68,7 +68,7 @@ def test_workers_serve_again_after_three_broker_restarts_and_nothing_ends_twice(
     pipeline.start_scheduler()
     for worker_id in WORKERS:
         pipeline.start_worker(worker_id, delay_ms=1500, batch=2, slots=2)
-    submitted = 0
+    submitted, back_after = 0, []
     for restart in range(RESTARTS):
         pipeline.client.submit_many([request(n) for n in range(submitted, submitted + 24)])
         submitted += 24
@@ -83,6 +83,7 @@ def test_workers_serve_again_after_three_broker_restarts_and_nothing_ends_twice(
                           interval_s=1.0), (
             f"after restart {restart + 1}, heard only from {sorted(_announced_since(pipeline, back))}: "
             + "".join(pipeline.log(f"worker-{w}.log")[-1500:] for w in WORKERS))
+        back_after.append(time.time() - back)
     # Every worker takes new work after the last restart, and everything ends exactly once.
     last_back = time.time()
     pipeline.client.submit_many([request(n) for n in range(submitted, submitted + 24)])
@@ -99,4 +100,6 @@ def test_workers_serve_again_after_three_broker_restarts_and_nothing_ends_twice(
     twice = {rid: [type(r).__name__ for r in results] for rid, results in outcomes.items() if len(results) != 1}
     assert twice == {}, "each request ends exactly once"
     assert all(isinstance(results[0], GenerationCompleted) for results in outcomes.values())
-    print(f"services restarted by the supervisor: {pipeline.restarted or 'none'}")
+    print(f"every worker announced again within {', '.join(f'{s:.0f}' for s in back_after)} s of each restart "
+          f"(bound {BACK_WITHIN_S:.0f} s); restarted by the supervisor: {pipeline.restarted or 'none'}; "
+          f"{submitted} requests, each ended once")
