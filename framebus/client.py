@@ -84,7 +84,7 @@ class FramebusClient:
         if isinstance(request, GenerationRequest):
             request = request.model_dump()
         fields = {"tenant_id": self.tenant_id, **request}
-        return GenerationRequest.model_validate(fields, context={"webhook_http_hosts": self.settings.webhook_http_hosts})
+        return GenerationRequest.model_validate(fields, context=self.settings.request_context())
 
     def submit(self, request: GenerationRequest | Mapping[str, Any], *, traceparent: str | None = None) -> Receipt:
         return self.submit_many([request], traceparent=traceparent)[0]

@@ -11,6 +11,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from framebus.errors import ConfigurationError
+from framebus.schemas.models import DEFAULT_MODEL
+from framebus.schemas.state import ModelName
 from framebus.schemas.topics import BY_NAME
 
 LOCAL_HOST = "127.0.0.1"
@@ -34,6 +36,9 @@ class ClientSettings(BaseSettings):
     submit_deadline_s: float = Field(30.0, gt=0, le=600,
                                      description="How long a submit may retry before it reports the broker unavailable.")
     webhook_http_hosts: frozenset[str] = Field(frozenset(), description="Hosts allowed plain-http webhook URLs (JSON list).")
+    default_model: ModelName = Field(
+        DEFAULT_MODEL, description="Model of a request that names none, and the one `framebus worker` serves unless "
+                                   "told otherwise; a request's unset size, frames and steps are that model's own.")
 
     _blank_bootstrap_is_unset = field_validator("kafka_bootstrap", mode="before")(blank_is_unset)
 
@@ -44,6 +49,11 @@ class ClientSettings(BaseSettings):
     @cached_property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{LOCAL_HOST}:{self.kafka_port}"
+
+    def request_context(self) -> dict:
+        """The validation context for requests built or read here: the stack's default model and
+        the hosts allowed plain-http webhooks."""
+        return {"default_model": self.default_model, "webhook_http_hosts": self.webhook_http_hosts}
 
     def topic(self, name: str) -> str:
         """The full name of catalogue topic ``name`` under this deployment's prefix.

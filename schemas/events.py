@@ -24,9 +24,11 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from framebus.schemas import limits
+from framebus.schemas.models import DEFAULT_MODEL, MODEL_DEFAULTS
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
@@ -72,16 +74,18 @@ class GenerationFields(BaseModel):
     tier: Tier = Tier.STANDARD
     prompt: str = Field(min_length=1, description=f"At most {limits.PROMPT_MAX_BYTES} UTF-8 bytes.")
     negative_prompt: str = Field("", description=f"At most {limits.NEGATIVE_PROMPT_MAX_BYTES} UTF-8 bytes.")
-    model: ModelName = ModelName.WAN21_T2V_1_3B
-    width: int = Field(832, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
-                       description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.",
+    model: ModelName | None = Field(None, description="Unset: the stack's default model (FRAMEBUS_DEFAULT_MODEL).")
+    width: int | None = Field(None, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
+                       description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}. Unset: the model's default.",
                        json_schema_extra={"multipleOf": limits.DIMENSION_MULTIPLE})
-    height: int = Field(480, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
-                        description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}.",
+    height: int | None = Field(None, ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION,
+                        description=f"Pixels; a multiple of {limits.DIMENSION_MULTIPLE}. Unset: the model's default.",
                         json_schema_extra={"multipleOf": limits.DIMENSION_MULTIPLE})
-    num_frames: int = Field(81, ge=1, le=limits.MAX_NUM_FRAMES, description="Frames; 4k+1 (1, 5, 9, ... 81, ...).")
-    fps: int = Field(16, ge=limits.MIN_FPS, le=limits.MAX_FPS)
-    num_inference_steps: int = Field(50, ge=limits.MIN_STEPS, le=limits.MAX_STEPS)
+    num_frames: int | None = Field(None, ge=1, le=limits.MAX_NUM_FRAMES,
+                            description="Frames; 4k+1 (1, 5, 9, ... 81, ...). Unset: the model's default.")
+    fps: int | None = Field(None, ge=limits.MIN_FPS, le=limits.MAX_FPS, description="Unset: the model's default.")
+    num_inference_steps: int | None = Field(None, ge=limits.MIN_STEPS, le=limits.MAX_STEPS,
+                                     description="Unset: the model's default.")
     guidance_scale: float = Field(5.0, ge=limits.MIN_GUIDANCE, le=limits.MAX_GUIDANCE, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, le=limits.MAX_SEED, description="Unset: the scheduler picks one and reports it.")
     webhook_url: str | None = Field(None, max_length=limits.WEBHOOK_URL_MAX_CHARS,
@@ -89,6 +93,18 @@ class GenerationFields(BaseModel):
     batch_id: BatchId | None = None
     custom_id: str | None = Field(None, pattern=limits.CUSTOM_ID_PATTERN)
     metadata: dict[str, str] = Field(default_factory=dict, description="Small free-form map echoed on every event.")
+
+    @model_validator(mode="after")
+    def _defaults_from_the_model(self, info: ValidationInfo) -> GenerationFields:
+        """Fill what was left out (or None): the model from the validation context's
+        ``default_model`` (the stack's), else ``DEFAULT_MODEL``; size, frames, fps and steps from
+        that model's ``MODEL_DEFAULTS``. (After validation, so JSON input keeps JSON's rules.)"""
+        if self.model is None:
+            object.__setattr__(self, "model", ModelName((info.context or {}).get("default_model") or DEFAULT_MODEL))
+        for key, value in MODEL_DEFAULTS[self.model].fields().items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # frozen model: filling in once, while it is built
+        return self
 
     @field_validator("prompt")
     @classmethod
@@ -106,15 +122,15 @@ class GenerationFields(BaseModel):
 
     @field_validator("width", "height")
     @classmethod
-    def _multiple_of_16(cls, value: int, info: ValidationInfo) -> int:
-        if value % limits.DIMENSION_MULTIPLE:
+    def _multiple_of_16(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value % limits.DIMENSION_MULTIPLE:
             raise ValueError(f"`{info.field_name}` must be a multiple of {limits.DIMENSION_MULTIPLE} but is {value}")
         return value
 
     @field_validator("num_frames")
     @classmethod
-    def _four_k_plus_one(cls, value: int) -> int:
-        if (value - 1) % 4:
+    def _four_k_plus_one(cls, value: int | None) -> int | None:
+        if value is not None and (value - 1) % 4:
             raise ValueError(f"`num_frames` must be 4k+1 (e.g. {value - (value - 1) % 4} or "
                              f"{value + 4 - (value - 1) % 4}) but is {value}")
         return value

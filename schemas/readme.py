@@ -1,4 +1,4 @@
-"""Refresh the generated tables in README.md (topics, settings): ``python -m framebus.schemas.readme``.
+"""Refresh the generated tables in README.md (topics, settings, model defaults): ``python -m framebus.schemas.readme``.
 
 Tests fail while the README shows tables that differ from the code (`make readme` runs this).
 """
@@ -13,10 +13,11 @@ README = Path(__file__).parents[1] / "README.md"
 
 
 def tables() -> dict[str, str]:
+    from framebus.schemas.models import render_markdown as models
     from framebus.schemas.topics import render_markdown as topics
     from framebus.services.common.settings import render_markdown as settings
 
-    return {"topics": topics(), "settings": settings()}
+    return {"topics": topics(), "settings": settings(), "models": models()}
 
 
 def refreshed(text: str) -> str:

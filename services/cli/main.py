@@ -185,7 +185,8 @@ for _name, (_module, _help) in PROCESSORS.items():
 def worker(
     engine: str = typer.Option("diffusers", help="`diffusers`: the Wan diffusion engine; `null`: the test engine "
                                                  "(solid colours through the real protocol, for tests and benchmarks)."),
-    model: str = typer.Option("wan-shapes", help="Model the worker serves (see the registry in the README)."),
+    model: str | None = typer.Option(None, help="Model the worker serves (see the registry in the README); "
+                                                "default: FRAMEBUS_DEFAULT_MODEL (wan-shapes), the model requests default to."),
     delay_ms: float = typer.Option(0.0, help="Null engine: time per job standing in for GPU work."),
     batch: int = typer.Option(4, min=1, help="Largest batch it accepts."),
     slots: int = typer.Option(3, min=1, help="Jobs it holds at once (one denoising, one uploading, one waiting)."),
@@ -201,6 +202,7 @@ def worker(
     if engine not in ("diffusers", "null"):
         raise typer.BadParameter(f"`--engine` must be 'diffusers' or 'null' but is {engine!r}")
     setup_logging(Settings())
+    model = model or Settings().default_model
     with errors_exit():
         with console.status(f"loading and warming {model} ({engine} engine)"):
             built = build_worker(Settings(), engine=engine, model=ModelName(model), delay_ms=delay_ms, batch=batch,

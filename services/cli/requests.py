@@ -24,13 +24,14 @@ def _client(tenant: str | None) -> FramebusClient:
 def submit(
     prompt: Annotated[str, typer.Argument(help="What the video should show.")],
     tier: Annotated[Tier, typer.Option(help="Priority tier.")] = Tier.STANDARD,
-    frames: Annotated[int, typer.Option("--frames", help="Number of frames (4k+1).")] = 81,
-    width: Annotated[int, typer.Option(help="Width in pixels (multiple of 16).")] = 832,
-    height: Annotated[int, typer.Option(help="Height in pixels (multiple of 16).")] = 480,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    frames: Annotated[int | None, typer.Option("--frames", help="Number of frames (4k+1); default: the model's.")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels (multiple of 16); default: the model's.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels (multiple of 16); default: the model's.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps; default: the model's.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
-    fps: Annotated[int, typer.Option(help="Frames per second of the video.")] = 16,
-    model: Annotated[ModelName, typer.Option(help="Model to render with.")] = ModelName.WAN21_T2V_1_3B,
+    fps: Annotated[int | None, typer.Option(help="Frames per second of the video; default: the model's.")] = None,
+    model: Annotated[ModelName | None, typer.Option(
+        help="Model to render with; default: FRAMEBUS_DEFAULT_MODEL (wan-shapes).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: chosen by framebus).")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     webhook: Annotated[str | None, typer.Option(help="https URL to notify when done.")] = None,
@@ -45,9 +46,12 @@ def submit(
               "guidance_scale": guidance, "fps": fps, "model": model, "seed": seed, "negative_prompt": negative,
               "webhook_url": webhook}
     with errors_exit(), _client(tenant) as client:
-        receipt = client.submit(fields)
+        request = client.build_request(fields)
+        receipt = client.submit(request)
         console.print(f"accepted [bold]{receipt.request_id}[/] for {receipt.tenant_id} ({receipt.tier.value}): "
-                      f"{receipt.tokens:g} tokens; {receipt.topic}[{receipt.partition}]@{receipt.offset}")
+                      f"{request.model} {request.width}x{request.height}, {request.num_frames} frames, "
+                      f"{request.num_inference_steps} steps: {receipt.tokens:g} tokens; "
+                      f"{receipt.topic}[{receipt.partition}]@{receipt.offset}")
         if wait:
             final = _follow(client, receipt.request_id, timeout)
             raise typer.Exit(0 if final.state is RequestState.COMPLETED else 1)
@@ -60,7 +64,8 @@ def _follow(client: FramebusClient, request_id: str, timeout_s: float) -> Status
         while time.monotonic() < deadline:
             last = client.status(request_id, timeout_s=5) or last
             if last is not None:
-                line.update(f"{request_id}: {last.state.value} ({time.monotonic() - deadline + timeout_s:.0f}s)")
+                why = f": {last.waiting_reason}" if last.waiting_reason and not last.state.is_terminal else ""
+                line.update(f"{request_id}: {last.state.value} ({time.monotonic() - deadline + timeout_s:.0f}s){why}")
                 if last.state.is_terminal:
                     break
             time.sleep(1.0)
@@ -79,6 +84,8 @@ def _print_status(status: StatusChanged) -> None:
         console.print(f"video: {status.output.url}", soft_wrap=True)
     if status.error is not None:
         console.print(f"error {status.error.code.value}: {status.error.message}")
+    if status.waiting_reason and not status.state.is_terminal:
+        console.print(f"waiting: {status.waiting_reason}")
 
 
 def _known(client: FramebusClient, request_id: str) -> StatusChanged:
@@ -109,13 +116,16 @@ def cancel(request_id: Annotated[str, typer.Argument()], tenant: TenantOption = 
 
 def quote(
     prompt: Annotated[str, typer.Argument()],
-    frames: Annotated[int, typer.Option("--frames")] = 81,
-    width: Annotated[int, typer.Option()] = 832,
-    height: Annotated[int, typer.Option()] = 480,
-    steps: Annotated[int, typer.Option()] = 50,
+    frames: Annotated[int | None, typer.Option("--frames", help="Default: the model's.")] = None,
+    width: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    height: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    model: Annotated[ModelName | None, typer.Option(help="Default: FRAMEBUS_DEFAULT_MODEL (wan-shapes).")] = None,
 ) -> None:
     """Tokens a request would cost, from the published formula (no broker needed)."""
     with errors_exit():
-        fields = GenerationFields(prompt=prompt, num_frames=frames, width=width, height=height,
-                                  num_inference_steps=steps)
-    console.print(f"{fields.quote():g} tokens")
+        fields = GenerationFields.model_validate(
+            {"prompt": prompt, "num_frames": frames, "width": width, "height": height, "num_inference_steps": steps,
+             "model": model}, context=Settings().request_context())
+    console.print(f"{fields.quote():g} tokens ({fields.model} {fields.width}x{fields.height}, "
+                  f"{fields.num_frames} frames, {fields.num_inference_steps} steps)")

@@ -148,9 +148,10 @@ class Settings(ClientSettings):
             raise ValueError(f"`{info.field_name}` names tiers {', '.join(tier.value for tier in Tier)}, not {', '.join(unknown)}")
         return value
 
-    def webhook_context(self) -> dict:
-        """The validation context that applies this deployment's webhook allowlists to a request."""
-        return {"webhook_http_hosts": self.webhook_http_hosts, "webhook_allowed_hosts": self.webhook_allowed_hosts}
+    def request_context(self) -> dict:
+        """The validation context for requests: the stack's default model and this deployment's
+        webhook allowlists."""
+        return {**super().request_context(), "webhook_allowed_hosts": self.webhook_allowed_hosts}
 
     def as_env(self) -> dict[str, str]:
         """These settings as FRAMEBUS_* variables, so a child process sees exactly them."""

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from framebus.schemas.events import ErrorInfo, GenerationFields, Output, RequestId, StatusChanged, Timings
-from framebus.schemas.state import RequestState, Tier
+from framebus.schemas.state import ModelName, RequestState, Tier
 
 
 class GenerationCreate(GenerationFields):
@@ -55,6 +55,11 @@ class CancelAccepted(BaseModel):
 class Quote(BaseModel):
     tokens: float = Field(description="Tokens this request will be billed, per the published formula.")
     standard_units: float = Field(description="tokens / 100: multiples of a 1024x1024, 81-frame, 50-step request.")
+    model: ModelName = Field(description="The model quoted for (the stack's default when none was named).")
+    width: int
+    height: int
+    num_frames: int
+    num_inference_steps: int
 
 
 class FieldProblem(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from framebus.client import Receipt
 from framebus.schemas import limits
 from framebus.schemas.events import GenerationFields, TenantUpdated
+from framebus.schemas.state import ModelName
 from framebus.services.gateway.api import (
     BatchCreated,
     BatchView,
@@ -64,15 +65,20 @@ def cancel_generation(request_id: RequestIdPath, caller: Tenant, request: Reques
 
 @router.get("/v1/quote", response_model=Quote, responses={422: {"model": ErrorResponse}},
             summary="Tokens a request would cost (no key needed)")
-async def quote(prompt: Annotated[str, Query(min_length=1, max_length=limits.PROMPT_MAX_BYTES)],
-          width: Annotated[int, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = 832,
-          height: Annotated[int, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = 480,
-          num_frames: Annotated[int, Query(ge=1, le=limits.MAX_NUM_FRAMES)] = 81,
-          num_inference_steps: Annotated[int, Query(ge=limits.MIN_STEPS, le=limits.MAX_STEPS)] = 50) -> Quote:
-    fields = GenerationFields(prompt=prompt, width=width, height=height, num_frames=num_frames,
-                              num_inference_steps=num_inference_steps)
+async def quote(request: Request, prompt: Annotated[str, Query(min_length=1, max_length=limits.PROMPT_MAX_BYTES)],
+          model: Annotated[ModelName | None, Query(description="Unset: the stack's default model.")] = None,
+          width: Annotated[int | None, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = None,
+          height: Annotated[int | None, Query(ge=limits.MIN_DIMENSION, le=limits.MAX_DIMENSION)] = None,
+          num_frames: Annotated[int | None, Query(ge=1, le=limits.MAX_NUM_FRAMES)] = None,
+          num_inference_steps: Annotated[int | None, Query(ge=limits.MIN_STEPS, le=limits.MAX_STEPS)] = None,
+          ) -> Quote:
+    """Unset size, frames and steps are the model's own (as for a submitted request)."""
+    fields = GenerationFields.model_validate(
+        {"prompt": prompt, "model": model, "width": width, "height": height, "num_frames": num_frames,
+         "num_inference_steps": num_inference_steps}, context=gateway(request).settings.request_context())
     tokens = fields.quote()
-    return Quote(tokens=tokens, standard_units=round(tokens / 100, 6))
+    return Quote(tokens=tokens, standard_units=round(tokens / 100, 6), model=fields.model, width=fields.width,
+                 height=fields.height, num_frames=fields.num_frames, num_inference_steps=fields.num_inference_steps)
 
 
 @router.get("/v1/usage", response_model=UsageResponse, response_model_by_alias=True, responses=ERRORS,

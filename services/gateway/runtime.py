@@ -90,7 +90,7 @@ class Gateway:
         fields = body.model_dump(exclude_unset=False)
         fields["request_id"] = fields["request_id"] or f"gw-{uuid.uuid4().hex}"
         request = GenerationRequest.model_validate(
-            {**fields, "tenant_id": tenant.tenant_id}, context=self.settings.webhook_context())
+            {**fields, "tenant_id": tenant.tenant_id}, context=self.settings.request_context())
         with self._locks[hash((tenant.tenant_id, request.request_id)) % len(self._locks)]:
             existing = self.statuses.get(tenant.tenant_id, request.request_id)
             if existing is not None:
@@ -131,7 +131,7 @@ class Gateway:
         if webhook_url is not None:  # the same rule as a request's webhook: https, or http to an allowlisted host
             GenerationRequest.model_validate({"request_id": "check", "tenant_id": tenant.tenant_id, "prompt": "x",
                                               "webhook_url": webhook_url},
-                                             context=self.settings.webhook_context())
+                                             context=self.settings.request_context())
         return submit_batch(self.settings, path, tenant.tenant_id, webhook_url=webhook_url,
                             completion_window_s=completion_window_s, strict=strict)
 

@@ -61,7 +61,7 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.handlers = SchedulerHandlers(config, topic_prefix=settings.topic_prefix,
-                                          admission_context=settings.webhook_context())
+                                          admission_context=settings.request_context())
         self.lease = lease
         self.processor = Processor("scheduler", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers),

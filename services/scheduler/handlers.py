@@ -39,7 +39,7 @@ class SchedulerHandlers:
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.prefix = topic_prefix
         self.control_topic = f"{topic_prefix}framebus.control"
-        # The deployment's webhook allowlists (Settings.webhook_context), applied as requests are decoded.
+        # The deployment's webhook allowlists (Settings.request_context), applied as requests are decoded.
         self.admission_context = admission_context or {}
         self.restored = False  # after restore, our own ledger entries were folded when made
         self.rejected = 0

@@ -31,8 +31,26 @@ def rejects(field: str, fragment: str, context=None, **changes) -> None:
 
 def test_defaults_make_a_valid_request() -> None:
     made = request()
-    assert (made.width, made.height, made.num_frames, made.tier.value) == (832, 480, 81, "standard")
-    assert made.schema_version == SCHEMA_VERSION == "1.2"
+    assert (made.model, made.width, made.height, made.num_frames, made.num_inference_steps, made.tier.value) == (
+        "wan-shapes", 64, 64, 17, 20, "standard"), "the stack's default model, at that model's own clip"
+    assert made.schema_version == SCHEMA_VERSION == "1.3"
+
+
+def test_what_a_request_leaves_out_comes_from_its_model_or_the_stacks_default() -> None:
+    big = request(model="wan2.1-t2v-14b")
+    assert (big.width, big.height, big.num_frames, big.num_inference_steps) == (1280, 720, 81, 50)
+    chosen = request(model="wan2.1-t2v-14b", width=832, height=480, num_frames=None)
+    assert (chosen.width, chosen.height, chosen.num_frames) == (832, 480, 81), "what is given wins; None is unset"
+    on_a_gpu_stack = GenerationRequest.model_validate(BASE, context={"default_model": "wan2.2-ti2v-5b"})
+    assert (on_a_gpu_stack.model, on_a_gpu_stack.width, on_a_gpu_stack.num_frames, on_a_gpu_stack.fps) == (
+        "wan2.2-ti2v-5b", 1280, 121, 24)
+    assert request(model="wan-tiny").num_frames == 5
+    from framebus.schemas.models import MODEL_DEFAULTS
+    from framebus.schemas.state import ModelName
+
+    assert set(MODEL_DEFAULTS) == set(ModelName), "every model has its defaults"
+    for defaults in MODEL_DEFAULTS.values():  # and each is a valid request
+        GenerationRequest.model_validate({**BASE, **defaults.fields()})
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
@@ -86,7 +104,7 @@ def test_quotes_round_up_to_a_thousandth_and_are_never_free() -> None:
     tiny = quote_tokens(width=16, height=16, num_frames=1, num_inference_steps=1, prompt="")
     assert tiny == 0.001
     # 832x480, 81 frames, 50 steps, 30 characters: 100 * 0.380859375 * sqrt(0.3) = 20.8602... -> 20.861
-    assert request().quote() == 20.861
+    assert request(model="wan2.1-t2v-1.3b").quote() == 20.861
 
 
 def test_prompt_length_counts_unicode_characters() -> None:
@@ -103,7 +121,8 @@ def test_quote_grows_with_every_dimension(frames, steps, chars) -> None:
 
 def test_digest_ignores_submission_time_but_not_content() -> None:
     assert request().digest() == request().digest()
-    assert request().digest() != request(num_frames=17).digest()
+    assert request().digest() != request(num_frames=21).digest()
+    assert request().digest() == request(num_frames=17).digest(), "the default spelt out is the same request"
 
 
 def test_terminal_states_are_exactly_completed_failed_cancelled() -> None:

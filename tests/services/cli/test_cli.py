@@ -86,8 +86,10 @@ def test_invalid_submit_names_each_field_and_exits_2(provisioned_settings: Setti
 
 
 def test_quote_prints_tokens_without_a_broker() -> None:
-    done = framebus("quote", "x" * 100, "--width", "1024", "--height", "1024", env={})
-    assert done.returncode == 0 and done.stdout.strip() == "100 tokens"
+    done = framebus("quote", "x" * 100, "--model", "wan2.1-t2v-1.3b", "--width", "1024", "--height", "1024", env={})
+    assert done.returncode == 0 and done.stdout.strip() == "100 tokens (wan2.1-t2v-1.3b 1024x1024, 81 frames, 50 steps)"
+    tiny = framebus("quote", "a red circle", env={"FRAMEBUS_DEFAULT_MODEL": "wan-tiny"})
+    assert tiny.stdout.strip().endswith("(wan-tiny 64x64, 5 frames, 4 steps)"), "the stack's model, its own clip"
 
 
 def test_tenants_create_issue_and_revoke_keys(provisioned_settings: Settings) -> None:

@@ -122,8 +122,12 @@ def test_cancel_and_quote(gateway: RunningGateway) -> None:
     cancel = httpx.post(f"{gateway.url}/v1/generations/{request_id}/cancel", headers=gateway.auth("acme"))
     assert cancel.status_code == 202 and cancel.json() == {"request_id": request_id, "state": "accepted",
                                                            "cancel_requested": True}
-    quote = httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "x" * 100, "width": 1024, "height": 1024})
+    quote = httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "x" * 100, "model": "wan2.1-t2v-1.3b",
+                                                          "width": 1024, "height": 1024})
     assert quote.status_code == 200 and quote.json()["tokens"] == 100.0
+    assert quote.json()["num_frames"] == 81, "what the request leaves out is its model's own"
+    default = httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "a red circle"}).json()
+    assert (default["model"], default["width"], default["num_frames"]) == ("wan-shapes", 64, 17)
     assert httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "x", "width": 100}).status_code == 422
 
 
