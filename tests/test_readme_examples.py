@@ -64,11 +64,16 @@ def options(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
     return positional, found
 
 
-def expected_quote(prompt: str, opts: dict[str, str | bool]) -> str:
-    """The tokens the contract quotes for these CLI options, printed as the CLI prints them."""
-    fields = GenerationFields(prompt=prompt, num_frames=int(opts.get("frames", 81)), width=int(opts.get("width", 832)),
-                              height=int(opts.get("height", 480)), num_inference_steps=int(opts.get("steps", 50)))
-    return f"{fields.quote():g} tokens"
+def resolved(prompt: str, opts: dict[str, str | bool], env: dict[str, str]) -> str:
+    """What these CLI options resolve to (the model's own defaults filling what is left out) and
+    the tokens the contract quotes for it, as the CLI prints them."""
+    given = {"model": opts.get("model"), "num_frames": opts.get("frames"), "width": opts.get("width"),
+             "height": opts.get("height"), "num_inference_steps": opts.get("steps")}
+    fields = GenerationFields.model_validate(
+        {"prompt": prompt, **{k: v for k, v in given.items() if v is not None}},
+        context={"default_model": env.get("FRAMEBUS_DEFAULT_MODEL")})
+    return (f"{fields.model} {fields.width}x{fields.height}, {fields.num_frames} frames, "
+            f"{fields.num_inference_steps} steps", f"{fields.quote():g} tokens")
 
 
 @dataclass
@@ -132,15 +137,16 @@ class Terminal:
 
     def _quote(self, line: str, argv: list[str], positional: list[str], opts: dict) -> None:
         out = self._ok(line, argv)
-        assert out.strip() == expected_quote(positional[1], opts), out
+        what, tokens = resolved(positional[1], opts, self.env)
+        assert out.strip() == f"{tokens} ({what})", out
 
     def _submit(self, line: str, argv: list[str], positional: list[str], opts: dict) -> None:
         out = self._ok(line, argv)
         request_id = opts.get("id") or re.search(r"accepted (\S+) for", out).group(1)
         tier = opts.get("tier", "standard")
-        tokens = expected_quote(positional[1], opts)
+        what, tokens = resolved(positional[1], opts, self.env)
         tenant = opts.get("tenant") or self.env.get("FRAMEBUS_TENANT", "demo")
-        assert f"accepted {request_id} for {tenant} ({tier}): {tokens}" in out, out
+        assert f"accepted {request_id} for {tenant} ({tier}): {what}: {tokens}" in out, out
         if opts.get("wait"):
             self._assert_completed(line, request_id, out)
             self.outcomes[request_id] = "completed"

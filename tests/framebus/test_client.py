@@ -16,7 +16,7 @@ from framebus.client import FramebusClient, SubmitError
 from framebus.infra.kafka import KafkaBroker
 from framebus.infra.process import free_port
 from framebus.schemas.codec import decode_event
-from framebus.schemas.events import CancelRequested
+from framebus.schemas.events import SCHEMA_VERSION, CancelRequested
 from framebus.schemas.state import RequestState
 from framebus.schemas.topics import CATALOGUE
 from framebus.services.common.kafka import admin_client, ensure_topics
@@ -62,7 +62,7 @@ def client(provisioned_settings: Settings):
 def test_submit_puts_a_cloudevent_on_the_tier_topic_keyed_by_tenant(client: FramebusClient) -> None:
     receipt = client.submit(FOX, traceparent=TRACEPARENT)
     topic = client.settings.topic("framebus.requests.interactive")
-    assert receipt.topic == topic and receipt.tokens == 0.719 and receipt.state is RequestState.ACCEPTED
+    assert receipt.topic == topic and receipt.tokens == 0.288 and receipt.state is RequestState.ACCEPTED
     [record] = raw_records(client.settings.bootstrap_servers, topic, expected=1)
     headers = dict(record.headers)
     assert record.key == b"acme" and (record.partition, record.offset) == (receipt.partition, receipt.offset)
@@ -71,7 +71,8 @@ def test_submit_puts_a_cloudevent_on_the_tier_topic_keyed_by_tenant(client: Fram
     assert headers["content-type"] == b"application/json" and headers["traceparent"] == TRACEPARENT.encode()
     assert headers["ce_id"].decode() == receipt.event_id
     payload = json.loads(record.value)
-    assert payload["schema_version"] == "1.2" and payload["tenant_id"] == "acme"
+    assert payload["schema_version"] == SCHEMA_VERSION and payload["tenant_id"] == "acme"
+    assert (payload["model"], payload["num_inference_steps"]) == ("wan-shapes", 20), "defaults are sent spelt out"
     assert {k: payload[k] for k in FOX} == FOX
 
 
@@ -95,7 +96,7 @@ def test_an_invalid_request_raises_and_nothing_reaches_kafka(client: FramebusCli
 def test_status_is_accepted_after_submit_and_private_to_the_tenant(client: FramebusClient) -> None:
     client.submit(FOX)
     status = client.status("fox-1")
-    assert status is not None and status.state is RequestState.ACCEPTED and status.tokens == 0.719
+    assert status is not None and status.state is RequestState.ACCEPTED and status.tokens == 0.288
     assert client.status("never-submitted") is None
     with FramebusClient(tenant_id="globex", settings=client.settings) as other:
         assert other.status("fox-1") is None

@@ -69,9 +69,9 @@ def test_submit_status_and_cancel_from_the_terminal(provisioned_settings: Settin
     submitted = framebus("submit", "a red fox running through snow", "--tier", "interactive", "--frames", "17",
                          "--width", "256", "--height", "256", "--id", "cli-fox-1", env=env)
     assert submitted.returncode == 0, submitted.stderr
-    assert "accepted cli-fox-1 for acme (interactive): 0.719 tokens" in submitted.stdout
+    assert "accepted cli-fox-1 for acme (interactive): wan-shapes 256x256, 17 frames, 20 steps: 0.288 tokens" in submitted.stdout
     status = framebus("status", "cli-fox-1", env=env)
-    assert status.returncode == 0 and "cli-fox-1: accepted (tier interactive, 0.719 tokens" in status.stdout
+    assert status.returncode == 0 and "cli-fox-1: accepted (tier interactive, 0.288 tokens" in status.stdout
     cancel = framebus("cancel", "cli-fox-1", env=env)
     assert cancel.returncode == 0 and "cancel requested for cli-fox-1 (was accepted)" in cancel.stdout
     other = framebus("status", "cli-fox-1", "--tenant", "globex", env=env)

@@ -30,7 +30,7 @@ def test_submit_returns_201_and_the_record_is_on_kafka(gateway: RunningGateway) 
     response = post(gateway, "acme", {**FOX, "request_id": request_id})
     assert response.status_code == 201, response.text
     receipt = response.json()
-    assert receipt["request_id"] == request_id and receipt["tenant_id"] == "acme" and receipt["tokens"] == 0.719
+    assert receipt["request_id"] == request_id and receipt["tenant_id"] == "acme" and receipt["tokens"] == 0.288
     records = raw_records(gateway.settings.bootstrap_servers, receipt["topic"], expected=100, timeout_s=3)
     [record] = [r for r in records if r.offset == receipt["offset"] and r.partition == receipt["partition"]]
     headers = dict(record.headers)
