@@ -20,12 +20,12 @@ from framebus.schemas.events import (
     UsageRecorded,
 )
 from framebus.schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
-from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
 
 EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
                   StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
                   BatchCompleted, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
-                  WebhookAttempted, WebhookDead, WebhookSecrets)
+                  WebhookAttempted, WebhookDead, WebhookSecrets, WorkReturned)
 }

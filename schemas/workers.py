@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from framebus.schemas.events import Event, GenerationRequest, utc_now
+from framebus.schemas.events import Event, GenerationRequest, RequestId, TenantId, utc_now
 from framebus.schemas.state import ModelName
 
 WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -85,3 +85,17 @@ class JobDispatched(Event):
 
     def subject(self) -> str:
         return self.worker_id
+
+
+class WorkReturned(Event):
+    """framebus.control.returned: a worker that stops hands a request of a job back unfinished (it
+    was interrupted between denoising steps, or never started); the scheduler queues it again at
+    once, in its place, instead of waiting for the worker's heartbeats to lapse."""
+
+    event_type: ClassVar[str] = "framebus.control.returned"
+
+    tenant_id: TenantId
+    request_id: RequestId
+    job_id: str = Field(max_length=128)
+    worker_id: str = Field(pattern=WORKER_ID_PATTERN)
+    reason: str = Field("the worker is stopping", max_length=512)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from framebus.schemas.events import GenerationRequest, Output
 from framebus.schemas.state import ErrorCode
 from framebus.services.generator.cancels import CancelBook
-from framebus.services.generator.errors import EngineOutOfMemory
+from framebus.services.generator.errors import EngineOutOfMemory, RenderInterrupted
 from framebus.services.generator.fingerprint import result_fingerprint
 from framebus.services.generator.rendered import IsCancelled, Item, Refused, Rendered, Served
 
@@ -105,6 +105,8 @@ def render_in_halves(render: Render, requests: Sequence[GenerationRequest],
         log.warning("batch of %d is out of memory; retrying as %d + %d", len(requests), half, len(requests) - half)
         return render_in_halves(render, requests[:half], cancelled) + render_in_halves(render, requests[half:],
                                                                                        cancelled)
+    except RenderInterrupted:
+        raise  # the worker is stopping: its requests go back to the scheduler, not to a result
     except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the worker
         log.exception("engine failed on %d requests", len(requests))
         return [Refused(r, ErrorCode.GENERATION_ERROR, f"{type(exc).__name__}: {exc}") for r in requests]

@@ -67,8 +67,9 @@ class NullEngine:
 
     def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
         started = time.perf_counter()
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        while time.perf_counter() - started < self.delay_s:  # "denoising": looks at `cancelled` between steps
+            cancelled(requests[0])
+            time.sleep(min(0.05, self.delay_s))
         share = (time.perf_counter() - started) / len(requests)
         out = []
         for request in requests:

@@ -18,6 +18,10 @@ class EngineOutOfMemory(GeneratorError):
     """Raised by an engine when a batch does not fit; the worker splits the batch and retries."""
 
 
+class RenderInterrupted(GeneratorError):
+    """Raised between denoising steps when the worker is stopping: its requests are handed back."""
+
+
 class EncodeError(GeneratorError):
     """ffmpeg refused the frames, or the file it wrote failed verification; the message says which."""
 

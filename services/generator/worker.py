@@ -44,7 +44,7 @@ from framebus.schemas.codec import decode_event, encode_event
 from framebus.schemas.errors import CodecError
 from framebus.schemas.events import ADMITTED, CancelRequested, Event, GenerationRequest
 from framebus.schemas.state import ErrorCode
-from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
 from framebus.services.common.compacted import partition_for
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
@@ -54,7 +54,7 @@ from framebus.services.generator.cancels import CancelBook
 from framebus.services.generator.clock import Clock
 from framebus.services.generator.encode import EncodeConfig, EncodedVideo, encode_video
 from framebus.services.generator.engine import Engine
-from framebus.services.generator.errors import EngineOutOfMemory
+from framebus.services.generator.errors import EngineOutOfMemory, RenderInterrupted
 from framebus.services.generator.finishing import Finisher
 from framebus.services.generator.outcomes import Completed, Publish, events_for, running, unreadable_outcomes
 from framebus.services.generator.rendered import IsCancelled, Item, Rendered
@@ -66,6 +66,7 @@ SOURCE = sources.WORKER
 WORKERS_TOPIC = "framebus.workers"
 JOBS_TOPIC = "framebus.jobs"
 DEAD_JOBS_TOPIC = "framebus.jobs.dead"
+CONTROL_TOPIC = "framebus.control"
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,14 @@ class Worker:
             log.warning("could not announce: %s", exc)
 
     def _heartbeat(self) -> None:
-        """Announce every interval; send again what the broker never acknowledged; watch the clients."""
+        """Announce every interval; send again what the broker never acknowledged; watch the clients.
+        Once stopping, say so at once, so the scheduler sends nothing more."""
         while not self._stop.wait(self.config.heartbeat_interval_s):
             self.announce()
             self._send_again()
             self._watch_clients()
+        if self.failure is None:
+            self.announce(stopping=True)
 
     def _watch_clients(self) -> None:
         now = self.clock.monotonic()
@@ -207,7 +211,13 @@ class Worker:
                         continue
                     job = self._jobs.popleft()
                     self._running.add(job.job_id)
-                self._outbox.put(self._render_job(job))
+                rendered = self._render_job(job)
+                if rendered is None:  # interrupted between denoising steps: the worker is stopping
+                    self._hand_back(job, "interrupted between denoising steps: the worker is stopping")
+                    with self._lock:
+                        self._running.discard(job.job_id)
+                    break
+                self._outbox.put(rendered)
         finally:
             self._stop.set()
             # Wedged: nothing can be sent, so leave at once; the process exits and its jobs move elsewhere.
@@ -215,9 +225,14 @@ class Worker:
                 self._finish_and_leave(output, reader)
 
     def _finish_and_leave(self, output: threading.Thread, reader: threading.Thread) -> None:
+        """Deliver what is rendered, hand back what is not, say so, and flush."""
         self._outbox.put(None)
         output.join()
         reader.join(timeout=5)
+        with self._lock:
+            never_started, self._jobs = list(self._jobs), deque()
+        for job in never_started:
+            self._hand_back(job, "received but never started: the worker is stopping")
         self.announce(stopping=True)
         try:
             self._producer.flush(timeout=10)
@@ -281,23 +296,42 @@ class Worker:
             self._publish(events_for(outcome))
 
     # --- render stage ----------------------------------------------------------------------
-    def _render_job(self, job: JobDispatched) -> RenderedJob:
+    def _render_job(self, job: JobDispatched) -> RenderedJob | None:
+        """Render a job; None when the worker started stopping during it (between denoising steps)."""
         started = self.clock.now()
         try:
             self._publish(running(request, started) for request in job.requests)
         except KafkaError as exc:  # progress only: the result that follows is what must land
             log.warning("could not report job %s as running: %s", job.job_id, exc)
-        rendered = render_job(job.requests, render=self._timed_render, engine_id=self.engine.engine_id,
-                              cancels=self._cancels,
-                              cached=lambda request, fingerprint: self.store.cached(request, fingerprint,
-                                                                                    self.clock.now()))
+        try:
+            rendered = render_job(job.requests, render=self._timed_render, engine_id=self.engine.engine_id,
+                                  cancels=self._cancels,
+                                  cached=lambda request, fingerprint: self.store.cached(request, fingerprint,
+                                                                                        self.clock.now()))
+        except RenderInterrupted:
+            return None
         return RenderedJob(job, started, rendered)
 
+    def _hand_back(self, job: JobDispatched, reason: str) -> None:
+        """Give a job's requests back to the scheduler, which queues them again at once."""
+        if self.failure is not None:
+            return  # wedged: nothing can be sent; the scheduler re-queues them when the heartbeats lapse
+        log.info("handing back job %s (%d requests): %s", job.job_id, len(job.requests), reason)
+        for request in job.requests:
+            self._send(CONTROL_TOPIC, WorkReturned(tenant_id=request.tenant_id, request_id=request.request_id,
+                                                   job_id=job.job_id, worker_id=self.config.worker_id, reason=reason))
+
     def _timed_render(self, requests: list[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
-        """The engine's render, its time counted in ``utilisation``."""
+        """The engine's render, its time counted in ``utilisation``. Engines ask ``cancelled`` between
+        denoising steps; once the worker is stopping, that question raises RenderInterrupted."""
+        def cancelled_or_stopping(request: GenerationRequest) -> bool:
+            if self._stop.is_set():
+                raise RenderInterrupted("the worker is stopping")
+            return cancelled(request)
+
         began = self.clock.monotonic()
         try:
-            return self.engine.render(requests, cancelled)
+            return self.engine.render(requests, cancelled_or_stopping)
         finally:
             self.utilisation.engine_s += self.clock.monotonic() - began
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from framebus.schemas.events import CancelRequested, GenerationRequest, LedgerReleased, LedgerReserved, TenantUpdated
 from framebus.schemas.state import ErrorCode, RequestState
-from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
 from framebus.services.common.ledger import Balances, LedgerEntry, release_id, reserve_id
 from framebus.services.scheduler.admission import Admit, DedupeIndex, Duplicate, Refuse, decide
 from framebus.services.scheduler.config import SchedulerConfig
@@ -133,6 +133,22 @@ class SchedulerCore:
             worker = self.workers.holder_of(job_id)
             if worker is not None:
                 out.cancels.append(ForwardedCancel(worker.worker_id, job_id, event))
+        return out
+
+    def returned(self, event: WorkReturned, now: float) -> SchedulerOutput:
+        """A stopping worker handed a request back unfinished: queue it again at once, in its place
+        (unless it has finished meanwhile, or already moved to another job)."""
+        out = SchedulerOutput()
+        key = (event.tenant_id, event.request_id)
+        flying = self._in_flight.get(key)
+        if flying is None or flying[0] != event.job_id:
+            return out
+        del self._in_flight[key]
+        if self._left_in(event.job_id) == 0:
+            self.workers.finish(event.job_id)
+        entry = flying[1]
+        out.requeued.append(self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1,
+                                            previous=entry))
         return out
 
     def worker_announced(self, announcement: WorkerAnnounced, now: float) -> None:

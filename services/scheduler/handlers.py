@@ -17,7 +17,7 @@ from framebus.schemas.errors import CodecError
 from framebus.schemas.events import CancelRequested, GenerationRequest, TenantUpdated
 from framebus.schemas.state import ErrorCode, Tier
 from framebus.schemas.topics import REQUEST_TIERS, request_topic
-from framebus.schemas.workers import JobDispatched, WorkerAnnounced
+from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.processor import Outputs
 from framebus.services.scheduler import records
@@ -98,6 +98,8 @@ class SchedulerHandlers:
             return Outputs()
         if isinstance(decoded, CancelRequested):
             return self.publish(self.core.cancel(decoded, now))
+        if isinstance(decoded, WorkReturned):
+            return self.publish(self.core.returned(decoded, now))
         return Outputs()
 
     def on_result(self, record, now: float) -> Outputs:  # noqa: ARG002 - the runtime's handler signature

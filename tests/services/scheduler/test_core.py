@@ -174,6 +174,30 @@ def test_a_worker_restarted_under_the_same_id_gets_its_lost_jobs_again_at_once()
     assert again.worker_id == "w1" and again.requests[0].request_id == lost.requests[0].request_id
 
 
+def test_requests_a_stopping_worker_hands_back_are_queued_again_at_once() -> None:
+    from framebus.schemas.workers import WorkReturned
+
+    made = core(config=SchedulerConfig(worker_timeout_s=60.0))
+    first, second = req(tier="interactive"), req(tier="interactive")
+    made.submit(first, now=0.0)
+    made.submit(second, now=0.0)
+    made.worker_announced(worker("w1", batch=2), now=0.0)
+    [job] = made.step(now=0.1).jobs
+
+    def back(request, job_id=job.job_id):
+        return WorkReturned(tenant_id=request.tenant_id, request_id=request.request_id, job_id=job_id,
+                            worker_id="w1")
+
+    out = made.returned(back(first), now=1.0)
+    assert [(e.request.request_id, e.attempt) for e in out.requeued] == [(first.request_id, 2)]
+    assert made.returned(back(first), now=1.1).requeued == [], "a duplicate hand-back changes nothing"
+    assert made.returned(back(second, "job-other"), now=1.2).requeued == [], "only from the job that holds it"
+    made.returned(back(second), now=1.3)
+    made.worker_announced(worker("w2", batch=2), now=1.4)
+    [again] = made.step(now=1.5).jobs
+    assert {r.request_id for r in again.requests} == {first.request_id, second.request_id}
+
+
 def test_expired_requests_fail_and_release_their_tokens() -> None:
     made = core()
     request = req(tier="interactive")

@@ -126,3 +126,33 @@ def test_a_paused_active_scheduler_is_fenced_when_it_wakes_and_nothing_runs_twic
     consumer.close()
     twice = {rid: n for rid, n in dispatched.items() if n > 1}
     assert twice == {}, twice
+
+
+def test_sigterm_mid_render_hands_the_requests_back_and_the_worker_exits_in_seconds(
+        server_settings, tmp_path) -> None:
+    """A worker asked to stop in the middle of a long render stops between denoising steps, hands
+    its requests back (they run elsewhere at once, not after the worker timeout) and exits 0."""
+    import signal
+    import time
+
+    from tests.services.scheduler.conftest import running_pipeline
+
+    for pipeline in running_pipeline(server_settings, tmp_path, scheduler_worker_timeout_s=120.0):
+        pipeline.start_scheduler()
+        slow = pipeline.start_worker("slow", delay_ms=60_000, batch=2, slots=1)
+        pipeline.client.submit_many([request(n, tier="interactive") for n in range(2)])
+        assert eventually(lambda: (s := pipeline.client.status("req-0")) is not None and s.state.value == "running",
+                          timeout_s=60), pipeline.log("scheduler.log")
+        stopped_at = time.monotonic()
+        slow.send_signal(signal.SIGTERM)
+        assert slow.wait(timeout=15) == 0, pipeline.log("worker-slow.log")
+        took = time.monotonic() - stopped_at
+        assert took < 8.0, f"the worker took {took:.1f}s to stop"
+        assert "handing back job" in pipeline.log("worker-slow.log")
+        pipeline.start_worker("fresh", batch=2)
+        outcomes = _outcomes(pipeline, expected=2)
+        assert sorted(outcomes) == ["req-0", "req-1"]
+        assert all(len(r) == 1 and isinstance(r[0], GenerationCompleted) for r in outcomes.values())
+        assert time.monotonic() - stopped_at < 60, "handed back, not left until the 120 s worker timeout"
+        print(f"SIGTERM mid-render: the worker exited after {took:.1f}s; both requests done elsewhere "
+              f"{time.monotonic() - stopped_at:.0f}s after the signal")
