@@ -324,3 +324,4 @@ def test_a_job_still_running_is_never_failed_as_unreported() -> None:
     for now in range(5, 600, 5):
         made.worker_announced(worker("w1", running=(job.job_id,), last_seq=job.seq), now=float(now))
         assert not made.step(float(now)).terminal
+
