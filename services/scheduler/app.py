@@ -119,7 +119,8 @@ def build(settings: Settings, config: SchedulerConfig | None = None) -> Schedule
     config = config or SchedulerConfig.of(
         ttl_s=settings.scheduler_tier_ttl_s, max_queued=settings.scheduler_tier_max_queued,
         aging_s=settings.scheduler_aging_s, worker_timeout_s=settings.scheduler_worker_timeout_s,
-        unserved_grace_s=settings.scheduler_unserved_grace_s, unreported_grace_s=settings.scheduler_unreported_grace_s)
+        unserved_grace_s=settings.scheduler_unserved_grace_s, unreported_grace_s=settings.scheduler_unreported_grace_s,
+        reconnect_grace_s=settings.client_stall_s)
     # One transactional id for the role: the active scheduler's producer fences any earlier one
     # (paused, not dead), whose next transaction then fails and stops it.
     producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}")

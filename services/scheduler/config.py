@@ -35,6 +35,9 @@ class SchedulerConfig:
     worker_timeout_s: float = 10.0  # no heartbeat for this long: the worker is declared dead
     unserved_grace_s: float = 120.0  # no live worker takes a request's model this long: `model_unavailable`
     unreported_grace_s: float = 60.0  # a job its worker let go of, with requests still unreported: `worker_lost`
+    # After the scheduler could not hear Kafka, no worker lapses for this long: a worker's clients
+    # get as long to reconnect as its own watchdog gives them (client_stall_s) before it exits.
+    reconnect_grace_s: float = 30.0
 
     def policy(self, tier: Tier) -> TierPolicy:
         return self.tiers[tier]

@@ -77,7 +77,7 @@ class SchedulerCore:
         self.is_finished = is_finished
         self.balances = balances or Balances()
         self.queue = RequestQueue(config)
-        self.workers = WorkerRegistry(config.worker_timeout_s)
+        self.workers = WorkerRegistry(config.worker_timeout_s, config.reconnect_grace_s)
         self.dedupe = DedupeIndex(config.dedupe_window_s)
         self._in_flight: dict[tuple[str, str], tuple[str, QueuedRequest]] = {}  # request -> (job id, entry)
         self._unfinished: dict[str, int] = {}  # job id -> its requests still in flight

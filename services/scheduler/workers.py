@@ -39,9 +39,11 @@ DEAF_AFTER_S = 2.0  # no fetch answered for this long: the scheduler itself cann
 
 
 class WorkerRegistry:
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, reconnect_grace_s: float = 0.0) -> None:
         self.timeout_s = timeout_s
+        self.reconnect_grace_s = reconnect_grace_s
         self.deaf_since: float | None = None  # when the scheduler last heard Kafka, while it cannot
+        self._quiet_until = float("-inf")  # after hearing again: workers are reconnecting until then
         self._replaced: list[WorkerState] = []  # earlier processes of restarted workers: their jobs need a home
         self._workers: dict[str, WorkerState] = {}
         self.first_heard_at: float | None = None  # the first announcement since this scheduler started
@@ -104,7 +106,8 @@ class WorkerRegistry:
 
         ``heard_at``: when the broker last answered the scheduler. While the scheduler cannot hear
         Kafka no heartbeat can reach it, so no worker lapses; once it hears again, the deaf time
-        is not counted against anyone (a broker outage is not every worker dying at once)."""
+        is not counted against anyone (a broker outage is not every worker dying at once), and
+        for ``reconnect_grace_s`` after that nobody lapses while the workers reconnect."""
         replaced, self._replaced = self._replaced, []
         if heard_at is not None and now - heard_at > DEAF_AFTER_S:
             if self.deaf_since is None:
@@ -115,6 +118,11 @@ class WorkerRegistry:
             for state in self._workers.values():
                 state.last_seen += deaf_for
             self.deaf_since = None
+            # The workers' clients reconnect too, some slower than ours (measured: up to 13 s for
+            # kafka-python after an expired batch); one that cannot, exits by its own watchdog.
+            self._quiet_until = now + self.reconnect_grace_s
+        if now < self._quiet_until:
+            return replaced
         dead = [w for w in self._workers.values() if now - w.last_seen > self.timeout_s]
         for state in dead:
             del self._workers[state.worker_id]

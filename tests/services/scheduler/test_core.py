@@ -131,7 +131,7 @@ def test_a_lost_workers_jobs_go_to_another_worker_with_the_same_seeds() -> None:
 def test_a_broker_outage_is_not_counted_against_workers() -> None:
     """While the scheduler hears nothing from Kafka no heartbeat can reach it; once it hears again,
     each worker still has the time it had left when the outage began (no job runs twice)."""
-    made = core(config=SchedulerConfig(worker_timeout_s=5.0))
+    made = core(config=SchedulerConfig(worker_timeout_s=5.0, reconnect_grace_s=8.0))
     made.submit(req(tier="interactive"), now=0.0)
     made.worker_announced(worker("w1", batch=1), now=0.0)
     [job] = made.step(now=0.1, heard_at=0.1).jobs
@@ -146,14 +146,15 @@ def test_a_broker_outage_is_not_counted_against_workers() -> None:
     assert requeued.attempt == 2
 
 
-def test_a_worker_that_stays_silent_after_an_outage_still_lapses() -> None:
-    made = core(config=SchedulerConfig(worker_timeout_s=5.0))
+def test_a_worker_that_stays_silent_after_an_outage_lapses_once_the_reconnect_grace_is_over() -> None:
+    made = core(config=SchedulerConfig(worker_timeout_s=5.0, reconnect_grace_s=8.0))
     made.submit(req(tier="interactive"), now=0.0)
     made.worker_announced(worker("w1", batch=1), now=0.0)
     made.step(now=0.1, heard_at=0.1)
     made.step(now=10.0, heard_at=1.0)  # deaf from 1
-    assert made.step(now=12.0, heard_at=12.0).requeued == []  # deaf 11 s: w1's last sight moves to 11
-    [requeued] = made.step(now=16.5, heard_at=16.5).requeued  # 5.5 s after that, with no heartbeat
+    assert made.step(now=12.0, heard_at=12.0).requeued == []  # heard again: w1's last sight moves to 11
+    assert made.step(now=19.5, heard_at=19.5).requeued == [], "its clients may still be reconnecting"
+    [requeued] = made.step(now=20.5, heard_at=20.5).requeued  # grace over, silent 9.5 s > 5 s
     assert requeued.request.request_id
 
 
