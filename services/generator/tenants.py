@@ -40,11 +40,12 @@ def credentials_for(ref: str, environ: Mapping[str, str] = os.environ) -> tuple[
 class TenantTargets:
     """``tenant id -> StorageTarget | None`` for VideoStore.target_for."""
 
-    def __init__(self, settings: Settings, *, ttl_s: float = 60.0, retry_for_s: float = 60.0,
+    def __init__(self, settings: Settings, *, ttl_s: float = 60.0, retry_for_s: float = 300.0,
                  lookup: Callable[[str], TenantStorage | None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        """A failed lookup (the broker briefly away) is retried for ``retry_for_s``; meanwhile a
-        tenant read before keeps its last known settings."""
+        """A failed lookup (the broker away) is retried for ``retry_for_s`` (three broker restarts
+        in a row outlasted 60 s in the outage test); meanwhile a tenant read before keeps its last
+        known settings."""
         self.settings = settings
         self.ttl_s = ttl_s
         self.retry_for_s = retry_for_s
