@@ -5,8 +5,6 @@ The services' ``Settings`` extends these, so a variable means the same everywher
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,7 +44,7 @@ class ClientSettings(BaseSettings):
     def embedded_kafka(self) -> bool:
         return self.kafka_bootstrap is None
 
-    @cached_property
+    @property  # not cached: model_copy(update=...) would carry a stale value over
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{LOCAL_HOST}:{self.kafka_port}"
 

@@ -8,7 +8,6 @@ broker and S3 server on 127.0.0.1. Setting ``FRAMEBUS_KAFKA_BOOTSTRAP`` or
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -136,7 +135,7 @@ class Settings(ClientSettings):
     def embedded_s3(self) -> bool:
         return self.s3_endpoint is None
 
-    @cached_property
+    @property  # not cached: model_copy(update=...) would carry a stale value over
     def s3_endpoint_url(self) -> str:
         return self.s3_endpoint or f"http://{LOCAL_HOST}:{self.s3_port}"
 

@@ -58,3 +58,12 @@ def test_readme_documents_every_setting() -> None:
 
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     assert render_markdown() in readme, "README settings table is stale: paste services.common.settings.render_markdown()"
+
+
+def test_a_copy_with_another_broker_or_s3_endpoint_talks_to_that_one() -> None:
+    """Derived addresses are not cached: a copy made after they were read once (as the tests' own
+    broker fixture does) must not keep the first broker (it once created topics on the wrong one)."""
+    first = Settings(kafka_bootstrap="127.0.0.1:1", s3_endpoint="http://127.0.0.1:2")
+    assert (first.bootstrap_servers, first.s3_endpoint_url) == ("127.0.0.1:1", "http://127.0.0.1:2")
+    moved = first.model_copy(update={"kafka_bootstrap": "127.0.0.1:3", "s3_endpoint": "http://127.0.0.1:4"})
+    assert (moved.bootstrap_servers, moved.s3_endpoint_url) == ("127.0.0.1:3", "http://127.0.0.1:4")
