@@ -43,7 +43,9 @@ def assemble_worker(settings: Settings, *, engine: Engine, store: VideoStore, co
                     encode: EncodeConfig = EncodeConfig()) -> Worker:
     """A worker on the real broker, with the system clock and random ids. Its jobs consumer is
     unassigned here: the worker picks its partition once its engine is warm."""
-    producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=2)
+    # A send blocks at most 2 s waiting for metadata (kafka-python's default is 60 s): the heartbeat
+    # thread, which also runs the watchdog, must never stall behind an outage; results retry instead.
+    producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=2, max_block_ms=2000)
     jobs_consumer = kafka_adapter.consumer(settings.bootstrap_servers, group_id=None)
     return Worker(settings=settings, engine=engine, store=store, config=config, spool_dir=spool_dir, encode=encode,
                   producer=producer, jobs_consumer=jobs_consumer, clock=SystemClock(), new_id=new_id,

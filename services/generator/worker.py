@@ -290,8 +290,13 @@ class Worker:
         """Park an unreadable job record with its reason; fail the requests we can still name."""
         log.warning("unreadable jobs record at offset %s: %s", record.offset, detail)
         parked = dead_letter(record, reason, detail, worker=self.config.worker_id)
-        self._producer.send(self.settings.topic(DEAD_JOBS_TOPIC), key=parked.key, value=parked.value,
-                            headers=parked.headers)
+        while self.failure is None:  # through an outage: the records after it in the batch still count
+            try:
+                self._send_record(self.settings.topic(DEAD_JOBS_TOPIC), parked, 0)
+                break
+            except KafkaError as exc:
+                log.warning("could not park the unreadable job record (%s); retrying", exc)
+                time.sleep(1.0)
         for outcome in unreadable_outcomes(record.value, detail, self.clock.now()):
             self._publish(events_for(outcome))
 
