@@ -290,13 +290,9 @@ class Worker:
         """Park an unreadable job record with its reason; fail the requests we can still name."""
         log.warning("unreadable jobs record at offset %s: %s", record.offset, detail)
         parked = dead_letter(record, reason, detail, worker=self.config.worker_id)
-        while self.failure is None:  # through an outage: the records after it in the batch still count
-            try:
-                self._send_record(self.settings.topic(DEAD_JOBS_TOPIC), parked, 0)
-                break
-            except KafkaError as exc:
-                log.warning("could not park the unreadable job record (%s); retrying", exc)
-                time.sleep(1.0)
+        # Through an outage: the records after it in the batch still count.
+        self._until_handed_over(DEAD_JOBS_TOPIC, lambda: self._send_record(self.settings.topic(DEAD_JOBS_TOPIC),
+                                                                           parked, 0))
         for outcome in unreadable_outcomes(record.value, detail, self.clock.now()):
             self._publish(events_for(outcome))
 
@@ -377,15 +373,19 @@ class Worker:
         """Hand every record to the producer, waiting out a broker outage (the producer blocks, then
         refuses, while it has no metadata); give up only when the worker stops itself as wedged."""
         for publish in publishes:
-            while True:
-                try:
-                    self._send(publish.topic, publish.event)
-                    break
-                except KafkaError as exc:
-                    if self.failure is not None:
-                        return  # the process exits; the scheduler re-runs the request elsewhere
-                    log.warning("could not send a %s record (%s); retrying", publish.topic, exc)
-                    time.sleep(1.0)
+            if not self._until_handed_over(publish.topic, lambda p=publish: self._send(p.topic, p.event)):
+                return  # the process exits; the scheduler re-runs the request elsewhere
+
+    def _until_handed_over(self, topic: str, send: Callable[[], None]) -> bool:
+        """Call ``send`` until the producer takes the record; False if the worker stopped itself as wedged."""
+        while self.failure is None:
+            try:
+                send()
+                return True
+            except KafkaError as exc:
+                log.warning("could not send a %s record (%s); retrying", topic, exc)
+                time.sleep(1.0)
+        return False
 
     def _publish(self, publishes: Iterable[Publish]) -> None:
         for publish in publishes:
