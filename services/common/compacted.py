@@ -40,6 +40,7 @@ class TopicTable:
         self.skipped = 0  # records ``apply`` could not use
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
+        self._applied_through: dict[TopicPartition, int] = {}  # positions whose records are all applied
 
     async def start(self, *, catch_up_timeout_s: float = 60.0) -> None:
         # aiokafka learns partitions only for assigned topics, so ask once with the sync client.
@@ -81,12 +82,19 @@ class TopicTable:
                         self.skipped += 1
                         log.warning("skipped a record of %s at %s:%s", self.topic, tp.partition, record.offset,
                                     exc_info=True)
+            for tp in self._consumer.assignment():
+                self._applied_through[tp] = await self._consumer.position(tp)
             if pending:
-                for tp in list(pending):
-                    if await self._consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+                pending = {tp for tp in pending if self._applied_through[tp] < ends[tp]}
                 if not pending:
                     self.caught_up.set()
+
+    async def read_to_end(self, *, poll_s: float = 0.05) -> None:
+        """Return once every record committed to the topic when called has been applied."""
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        while any(self._applied_through.get(tp, -1) < end for tp, end in ends.items()):
+            await asyncio.sleep(poll_s)
 
     def heard_at(self) -> float:
         """Wall-clock time of the latest fetch the broker answered for this table (0: none yet)."""

@@ -37,6 +37,8 @@ def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
         consumer_auto_offset_reset="earliest", topic_partitions=6, topic_allow_declare=False,
         # A killed processor's group membership lapses after this; its successor waits that long.
         broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
+        # faust makes a data directory even for in-memory stores; by default in the working directory.
+        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
     )
     return faust.App(f"{settings.topic_prefix}{name}-app", **{**options, **overrides})
 

@@ -20,6 +20,10 @@ A service supplies pure handlers; the runtime owns the Kafka loop and its guaran
 - **A watchdog on the clients** (``watchdog.py``): a processor whose consumer hears no fetch
   response and whose producer gets no acknowledgement for ``client_stall_s`` while the broker
   answers a fresh connection stops with ``ClientsWedged``, and its host exits non-zero.
+- **Fencing per input partition** where it matters (metering's money): each input partition
+  commits through a transactional producer of its own, so the next owner of a partition fences
+  a paused previous one (``producer_per_partition``). A rebalance first lets the batch in hand
+  commit, so an ordinary rebalance fences nobody.
 - **Topics from the catalogue only**, resolved when the processor is built: a name
   that is not in ``framebus.schemas.topics`` fails at start-up, not as an empty read.
 
@@ -39,7 +43,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, ProducerFenced
 
 from framebus.kafka import broker_answers
 from framebus.schemas.codec import KafkaRecord
@@ -129,11 +134,23 @@ class Processor:
                  lanes: Sequence[Lane] = (), ticks: Sequence[Tick] = (),
                  outputs: Sequence[str] = (), clock: Clock = time.time, transactional: bool = False,
                  group_id: str | None = None, probe: Callable[[], bool] | None = None,
-                 followers: Callable[[], Sequence[float]] = tuple) -> None:
+                 followers: Callable[[], Sequence[float]] = tuple,
+                 producer_per_partition: Callable[[TopicPartition], AIOKafkaProducer] | None = None,
+                 on_assigned: Callable[[set[TopicPartition]], Awaitable[None]] | None = None) -> None:
         self.name = name
         # Transactional: outputs and the input offsets they answer commit together (the producer
         # needs a transactional id; consumers of the outputs read with isolation read_committed).
         self.transactional = transactional
+        # Fenced per input partition: each partition's batches commit in transactions of a producer
+        # whose transactional id names that partition. Whoever owns the partition next initialises
+        # that id, which fences whoever owned it before (a paused process whose partitions moved):
+        # its open transaction is aborted and its next one fails. aiokafka sends no group generation
+        # with its offsets (no KIP-447), so one id per process could not fence it. ``producer`` then
+        # serves only ticks and ``emit``.
+        self._producer_per_partition = producer_per_partition
+        self._partition_producers: dict[TopicPartition, tuple[AIOKafkaProducer, BatchSender]] = {}
+        self._on_assigned = on_assigned  # e.g. metering folds the ledger to its end before settling more
+        self._prepared: set[TopicPartition] = set()  # assigned, and ``_assigned`` has run for them
         self.group_id = group_id
         self.producer = producer
         self.lanes = tuple(lanes)
@@ -145,6 +162,8 @@ class Processor:
         self._lane_topics = {lane.name: {settings.topic(topic) for topic in lane.topics} for lane in self.lanes}
         # One consumer (one group) reads every lane; ``consumer_for`` builds it for their topics.
         self.consumer = consumer_for(self.input_topics()) if consumer_for is not None and self.lanes else None
+        if self.consumer is not None:
+            self.consumer.subscribe(topics=self.input_topics(), listener=_Rebalance(self))
         self._sender = BatchSender(producer)
         self._emit_lock = asyncio.Lock()
         self._refused: BaseException | None = None
@@ -157,6 +176,9 @@ class Processor:
         self._probe = probe or (lambda: broker_answers(settings.bootstrap_servers))
         self._followers = followers  # when each of the service's other consumers (its tables) last heard the broker
         self._acked_at = 0.0
+        # Per input partition: the offset up to which every record was handled (and its outputs sent).
+        # Past control records too (the consumer's position), so a transaction marker never holds it back.
+        self._handled_through: dict[TopicPartition, int] = {}
 
     def input_topics(self) -> list[str]:
         """Full names of every lane's topics: what the consumer subscribes to."""
@@ -193,6 +215,8 @@ class Processor:
             await asyncio.gather(*running, stopping, return_exceptions=True)
             if self.consumer is not None:
                 await self.consumer.stop()
+            for producer, _ in self._partition_producers.values():
+                await _stopped(producer)
             await self.producer.stop()  # flushes what was handed to it
             log.info("%s stopped: %d records handled, %d dead-lettered", self.name, self.handled, self.dead_lettered)
 
@@ -232,17 +256,40 @@ class Processor:
         assert self.consumer is not None
         topics = self._lane_topics[lane.name]
         while True:
-            mine = [tp for tp in self.consumer.assignment() if tp.topic in topics]
+            mine = [tp for tp in self.consumer.assignment() if tp.topic in topics and tp in self._prepared]
             if not mine:  # not assigned yet, or a rebalance moved them away
                 await asyncio.sleep(0.1)
                 continue
             batches = await self.consumer.getmany(*mine, timeout_ms=200, max_records=lane.max_records)
             if batches:
                 await self.process(lane, batches)
+            # Nothing read since this getmany is unhandled: the positions now are what is handled.
+            for tp in mine:
+                try:
+                    self._handled_through[tp] = await self.consumer.position(tp)
+                except IllegalStateError:  # moved away by a rebalance meanwhile
+                    self._handled_through.pop(tp, None)
+
+    async def read_to_end(self, lane_name: str, *, poll_s: float = 0.05) -> None:
+        """Return once ``lane_name`` has handled every record that was on its partitions when
+        called (for read_committed consumers, every committed one): a barrier for a decision
+        that must not be taken ahead of that input (the scheduler re-queues a lost worker's
+        requests only once the results it may have sent are read)."""
+        assert self.consumer is not None
+        topics = self._lane_topics[lane_name]
+        while not (mine := [tp for tp in self.consumer.assignment() if tp.topic in topics]):
+            await asyncio.sleep(poll_s)
+        ends = await self.consumer.end_offsets(mine)
+        while any(self._handled_through.get(tp, -1) < end for tp, end in ends.items()
+                  if tp in self.consumer.assignment()):
+            await asyncio.sleep(poll_s)
 
     async def process(self, lane: Lane, batches: dict[TopicPartition, list]) -> None:
         """Handle one batch, send its outputs, wait until the broker has them all, then commit it
         (in one transaction with the outputs when the processor is transactional)."""
+        if self._producer_per_partition is not None:
+            await self._in_partition_transactions(lane, batches)
+            return
         async with self._emit_lock:
             now = self.clock()
             out = Outputs()
@@ -259,24 +306,78 @@ class Processor:
         if self.consumer is not None:
             await commit_processed(self.consumer, next_offsets(batches), f"{self.name} {lane.name}")
 
-    async def _in_transaction(self, out: Outputs, offsets: dict[TopicPartition, int] | None = None) -> None:
+    async def _in_partition_transactions(self, lane: Lane, batches: dict[TopicPartition, list]) -> None:
+        """Handle a batch partition by partition; each partition's outputs and offset commit in a
+        transaction of its own producer, the partitions' transactions concurrently."""
+        async with self._emit_lock:
+            now = self.clock()
+            assert self.consumer is not None
+            owned = self.consumer.assignment()
+            commits = []
+            for tp, records in batches.items():
+                out = Outputs()
+                for record in records:
+                    out.extend(self.handle_record(lane, record, now))
+                if tp not in owned:
+                    log.warning("%s %s: %s moved away before its batch was committed; its new owner reads it "
+                                "again", self.name, lane.name, tp)
+                    continue
+                commits.append(self._in_transaction(out, {tp: records[-1].offset + 1},
+                                                    via=await self._partition_producer(tp)))
+            await asyncio.gather(*commits)
+
+    async def _partition_producer(self, tp: TopicPartition) -> tuple[AIOKafkaProducer, BatchSender]:
+        held = self._partition_producers.get(tp)
+        if held is None:
+            assert self._producer_per_partition is not None
+            producer = self._producer_per_partition(tp)
+            await producer.start()  # initialises the partition's transactional id: its previous owner is fenced
+            held = self._partition_producers[tp] = (producer, BatchSender(producer))
+        return held
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        """After a rebalance: fence the previous owners of our partitions at once (not at their next
+        record), let go of the producers of partitions now elsewhere, then the service's hook."""
+        async with self._emit_lock:  # a producer is made once per partition, never twice at a time
+            if self._producer_per_partition is not None:
+                for tp in [tp for tp in self._partition_producers if tp not in assigned]:
+                    await _stopped(self._partition_producers.pop(tp)[0])
+                for tp in sorted(assigned, key=lambda tp: (tp.topic, tp.partition)):
+                    await self._partition_producer(tp)
+            if self._on_assigned is not None:
+                await self._on_assigned(assigned)
+            self._prepared = set(assigned)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before a rebalance: the batch in hand finishes and commits first, so its partitions'
+        next owner neither reads it again nor fences a transaction that was about to commit."""
+        async with self._emit_lock:
+            self._prepared -= revoked
+            for tp in revoked:
+                self._handled_through.pop(tp, None)
+
+    async def _in_transaction(self, out: Outputs, offsets: dict[TopicPartition, int] | None = None,
+                              via: tuple[AIOKafkaProducer, BatchSender] | None = None) -> None:
         """Send ``out`` and commit ``offsets`` (input consumed, partitions still owned) as one transaction: all of it becomes
         visible to read_committed readers, or none. Any failure here (a broker refusal, or this
         producer fenced by a newer one with the same transactional id) stops the processor: its
-        memory holds decisions Kafka never committed, and the restart rebuilds from what it did."""
+        memory holds decisions Kafka never committed, and the restart rebuilds from what it did.
+        ``via``: a partition's own producer (and its sender) instead of the processor's."""
         if not out and not offsets:
             return
-        await self.producer.begin_transaction()
+        producer, sender = via or (self.producer, self._sender)
+        await producer.begin_transaction()
         try:
-            futures = await self._send(out)
+            futures = await self._send(out, producer, sender)
             if offsets:
-                await self.producer.send_offsets_to_transaction(offsets, self.group_id)
-            await self.producer.commit_transaction()
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
             self._acked_at = time.time()
             await asyncio.gather(*futures)
         except BaseException as exc:
             self._fail(exc)
-            log.critical("%s: a transaction did not commit; stopping: %r", self.name, exc)
+            if not isinstance(exc, asyncio.CancelledError):  # cancelled: stopping after another failure
+                log.critical("%s: a transaction did not commit; stopping: %s", self.name, _why(exc))
             raise ProcessorStopped(f"{self.name}: a transaction did not commit: {exc!r}") from exc
 
     def handle_record(self, lane: Lane, record, now: float) -> Outputs:
@@ -323,9 +424,11 @@ class Processor:
         if wait:
             await asyncio.gather(*futures)
 
-    async def _send(self, out: Outputs) -> list[asyncio.Future]:
+    async def _send(self, out: Outputs, producer: AIOKafkaProducer | None = None,
+                    sender: BatchSender | None = None) -> list[asyncio.Future]:
         if not out:
             return []
+        producer, sender = producer or self.producer, sender or self._sender
         try:
             pairs = [(self._topics[topic], record) for topic, record in out.records]
         except KeyError as exc:
@@ -333,10 +436,10 @@ class Processor:
         if len(pairs) < SMALL_OUTPUT:
             # One or two records (a webhook attempt's log line and its pending update): the producer's own
             # accumulator batches them with their neighbours; a produce batch each would cost more.
-            futures = [await self.producer.send(topic, record.value, record.key, headers=record.headers)
+            futures = [await producer.send(topic, record.value, record.key, headers=record.headers)
                        for topic, record in pairs]
         else:
-            futures = await self._sender.send(pairs)
+            futures = await sender.send(pairs)
         for future in futures:
             future.add_done_callback(self._delivered)
         return futures
@@ -345,10 +448,38 @@ class Processor:
         if not future.cancelled() and future.exception() is None:
             self._acked_at = time.time()
         elif not future.cancelled() and self._refused is None:
-            log.critical("the broker refused a record of %s; stopping: %s", self.name, future.exception())
+            log.critical("the broker refused a record of %s; stopping: %s", self.name, _why(future.exception()))
             self._fail(future.exception())
 
     def _fail(self, exc: BaseException) -> None:
         """Stop: this processor's memory holds decisions Kafka does not have."""
         self._refused = self._refused or exc
         self._stop.set()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """aiokafka awaits these before the group moves on (see ``_revoked`` and ``_assigned``)."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.processor._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.processor._assigned(set(assigned))
+
+
+async def _stopped(producer: AIOKafkaProducer) -> None:
+    """Stop a partition's producer that may have been fenced meanwhile (its partition moved on)."""
+    try:
+        await producer.stop()
+    except Exception as exc:  # noqa: BLE001 - it is being let go of either way
+        log.info("a partition producer stopped with %r", exc)
+
+
+def _why(exc: BaseException | None) -> str:
+    if isinstance(exc, ProducerFenced):
+        return ("fenced: another instance took over the input partitions while this one was paused "
+                f"(its work there is aborted and redone by the new owner) ({exc})")
+    return repr(exc)

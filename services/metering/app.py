@@ -6,10 +6,12 @@ Startup: fold framebus.ledger from the beginning until caught up (balances, and 
 requests are settled), then keep following it, then read framebus.results (consumer group
 ``framebus-metering``) on the processor runtime in batches of up to ``BATCH`` records. For
 each worker result not yet settled it writes the usage record and the ledger entry and
-applies the entry to its fold at once; when every send of the batch is acknowledged by the
-broker, the batch's offsets are committed. After a crash, results past the last commit are
-read again and skipped as already settled (the fold has their entries), so each request is
-charged or released exactly once.
+applies the entry to its fold at once. Each results partition's outputs and its input offset
+commit in one transaction of that partition's own producer (transactional id
+``framebus-metering:<topic>:<partition>``): after a crash nothing committed is read again, and
+a paused instance whose partitions moved on is fenced by their new owner. Before settling a
+partition it has just taken over, an instance folds the ledger to its end; the fold settles a
+request once whatever arrives twice, so each request is charged or released exactly once.
 
 A result record that does not decode, or that metering fails on, goes to
 framebus.results.dead with the reason; metering keeps going.
@@ -95,19 +97,27 @@ def lanes(handlers: MeteringHandlers) -> list[Lane]:
 
 class MeteringService:
     def __init__(self, settings: Settings, *, producer, consumer_for, instance: str, clock=time.time,
-                 transactional: bool = False) -> None:
+                 producer_per_partition=None) -> None:
         self.settings = settings
         self.handlers = MeteringHandlers(instance=instance)
+        self.ledger = TopicTable(settings.bootstrap_servers, settings.topic("framebus.ledger"),
+                                 self.handlers.apply_ledger)
         self.processor = Processor("metering", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers), outputs=OUTPUTS, clock=clock,
-                                   transactional=transactional, group_id=f"{settings.topic_prefix}{GROUP}")
+                                   group_id=f"{settings.topic_prefix}{GROUP}",
+                                   producer_per_partition=producer_per_partition, on_assigned=self._fold_to_end)
+
+    async def _fold_to_end(self, assigned) -> None:  # noqa: ARG002 - the runtime's hook signature
+        """Before settling a partition just taken over: fold every ledger entry its previous owner
+        committed (the partitions' producers are initialised by now, so its transactions are closed),
+        or a second result for a request it settled would be settled again."""
+        await self.ledger.read_to_end()
 
     def is_ready(self) -> bool:
         return self.processor.ready.is_set()
 
     async def run(self) -> None:
-        ledger = TopicTable(self.settings.bootstrap_servers, self.settings.topic("framebus.ledger"),
-                            self.handlers.apply_ledger)
+        ledger = self.ledger
         try:
             await ledger.start(catch_up_timeout_s=300)
             self.handlers.folded = True
@@ -119,12 +129,14 @@ class MeteringService:
 
 def build(settings: Settings) -> MeteringService:
     instance = uuid.uuid4().hex[:12]
-    # Usage and ledger entries commit in one transaction with the results they settle: a crash or a
-    # rebalance replays nothing that was written. (The id is per process: a paused instance whose
-    # partitions moved is not fenced by it; the ledger fold still settles each request once.)
-    producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}-{instance}")
+    # Usage and ledger entries commit in one transaction with the results they settle, through a
+    # producer per results partition whose transactional id names the partition: a crash or a
+    # rebalance replays nothing that was written, and an instance that was paused while its
+    # partitions moved on is fenced by their new owner (it stops; nothing it sends counts).
     return MeteringService(
-        settings, producer=producer, instance=instance, transactional=True,
+        settings, producer=stream_producer(settings.bootstrap_servers), instance=instance,
+        producer_per_partition=lambda tp: stream_producer(
+            settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}:{tp.topic}:{tp.partition}"),
         consumer_for=lambda topics: group_consumer(settings, *topics, group=GROUP,
                                                    max_partition_fetch_bytes=4 * 1024 * 1024))
 

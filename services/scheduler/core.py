@@ -84,6 +84,10 @@ class SchedulerCore:
         self._dedupe_swept_at = 0.0
         self._unserved_checked_at = 0.0
         self._unreported_since: dict[str, float] = {}  # job id -> when no worker held it any more
+        # Jobs of lost workers, with when they were lost: re-queued once every result sent before
+        # then has been read (their requests may have finished just before the worker went).
+        self._lost_jobs: list[tuple[float, JobDispatched]] = []
+        self._cancelled_in_flight: dict[tuple[str, str], CancelRequested] = {}
 
     # --- inputs ------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, now: float) -> SchedulerOutput:
@@ -133,6 +137,8 @@ class SchedulerCore:
             worker = self.workers.holder_of(job_id)
             if worker is not None:
                 out.cancels.append(ForwardedCancel(worker.worker_id, job_id, event))
+            # Should its worker be lost before it answers, the request ends cancelled, not re-queued.
+            self._cancelled_in_flight[(event.tenant_id, event.request_id)] = event
         return out
 
     def returned(self, event: WorkReturned, now: float) -> SchedulerOutput:
@@ -146,9 +152,7 @@ class SchedulerCore:
         del self._in_flight[key]
         if self._left_in(event.job_id) == 0:
             self.workers.finish(event.job_id)
-        entry = flying[1]
-        out.requeued.append(self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1,
-                                            previous=entry))
+        self._back_in_queue(out, flying[1], now)
         return out
 
     def worker_announced(self, announcement: WorkerAnnounced, now: float) -> None:
@@ -156,6 +160,7 @@ class SchedulerCore:
 
     def request_finished(self, tenant_id: str, request_id: str) -> None:
         """A result arrived: the request left the pipeline; finished jobs free their slot."""
+        self._cancelled_in_flight.pop((tenant_id, request_id), None)
         flying = self._in_flight.pop((tenant_id, request_id), None)
         if flying is not None and self._left_in(flying[0]) == 0:
             self.workers.finish(flying[0])
@@ -186,8 +191,10 @@ class SchedulerCore:
         self.balances.apply(entry)
 
     # --- the step -------------------------------------------------------------------------
-    def step(self, now: float, heard_at: float | None = None) -> SchedulerOutput:
-        """``heard_at``: when the broker last answered the scheduler (None: assume it always does)."""
+    def step(self, now: float, heard_at: float | None = None, results_read_at: float | None = None) -> SchedulerOutput:
+        """``heard_at``: when the broker last answered the scheduler (None: assume it always does).
+        ``results_read_at``: every result on Kafka at that time has been handed to ``request_finished``
+        (None: results are always read at once, as in tests that feed them by hand)."""
         out = SchedulerOutput()
         if now - self._dedupe_swept_at > 60.0:  # bound the dedupe index to its window
             self.dedupe.expire(now)
@@ -197,8 +204,13 @@ class SchedulerCore:
                       f"still queued after the {entry.tier.value} tier's "
                       f"{self.config.policy(entry.tier).ttl_s:g}s time to live")
         for worker in self.workers.lapsed(now, heard_at):
-            for job in worker.jobs.values():
-                out.requeued.extend(self._requeue(job, now))
+            self._lost_jobs.extend((now, job) for job in worker.jobs.values())
+        if self._lost_jobs:
+            read_at = now if results_read_at is None else results_read_at
+            ready = [job for lost_at, job in self._lost_jobs if lost_at <= read_at]
+            self._lost_jobs = [(lost_at, job) for lost_at, job in self._lost_jobs if lost_at > read_at]
+            for job in ready:
+                self._requeue(out, job, now)
         if now - self._unserved_checked_at >= 1.0:
             self._unserved_checked_at = now
             self._fail_unserved(out, now)
@@ -210,8 +222,9 @@ class SchedulerCore:
         """Requests of a job its (live) worker no longer holds, with no result after the grace, fail
         with `worker_lost`: the worker finished the job without reporting them (its job record was
         unreadable and named no request, say), so they are never left in flight forever."""
+        waiting = {job.job_id for _, job in self._lost_jobs}  # re-queued once results are read
         for job_id in list(self._unfinished):
-            if self.workers.holder_of(job_id) is not None:
+            if job_id in waiting or self.workers.holder_of(job_id) is not None:
                 self._unreported_since.pop(job_id, None)
                 continue
             since = self._unreported_since.setdefault(job_id, now)
@@ -275,16 +288,25 @@ class SchedulerCore:
         self._unfinished[job.job_id] = len(batch)
         return job
 
-    def _requeue(self, job: JobDispatched, now: float) -> list[QueuedRequest]:
-        back = []
+    def _requeue(self, out: SchedulerOutput, job: JobDispatched, now: float) -> None:
+        """Queue a lost job's unfinished requests again (a request cancelled meanwhile ends instead)."""
         for request in job.requests:
-            flying = self._in_flight.pop((request.tenant_id, request.request_id), None)
-            if flying is not None:
-                self._left_in(job.job_id)
-                entry = flying[1]
-                back.append(self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1,
+            key = (request.tenant_id, request.request_id)
+            flying = self._in_flight.get(key)
+            if flying is None or flying[0] != job.job_id:
+                continue  # finished, or already moved to another job
+            del self._in_flight[key]
+            self._left_in(job.job_id)
+            self._back_in_queue(out, flying[1], now)
+
+    def _back_in_queue(self, out: SchedulerOutput, entry: QueuedRequest, now: float) -> None:
+        """A request its worker did not finish runs again, unless it was cancelled meanwhile."""
+        cancel = self._cancelled_in_flight.pop(entry.key, None)
+        if cancel is not None:
+            self._end(out, entry, RequestState.CANCELLED, None, cancel.reason)
+            return
+        out.requeued.append(self.queue.push(entry.request, entry.tokens, now, attempt=entry.attempt + 1,
                                             previous=entry))
-        return back
 
     def restore(self, entries: list[QueuedRequest], jobs: list[JobDispatched], now: float) -> None:
         """Rebuild after a restart: queued entries back in the queue, dispatched ones in flight.
@@ -306,6 +328,7 @@ class SchedulerCore:
 
     def _end(self, out: SchedulerOutput, entry: QueuedRequest, state: RequestState, code: ErrorCode | None,
              message: str) -> None:
+        self._cancelled_in_flight.pop(entry.key, None)
         out.terminal.append(Terminal(entry.request, state, code, message))
         outcome = "expired" if code is ErrorCode.EXPIRED else state.value
         freed = release(entry.request, entry.tokens, state.value if code is None else code.value, outcome)

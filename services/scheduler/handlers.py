@@ -114,8 +114,8 @@ class SchedulerHandlers:
         self.core.request_finished(tenant_id, request_id)
         return Outputs().add(*records.tombstone(tenant_id, request_id))
 
-    def step(self, now: float, heard_at: float | None = None) -> Outputs:
-        return self.publish(self.core.step(now, heard_at))
+    def step(self, now: float, heard_at: float | None = None, results_read_at: float | None = None) -> Outputs:
+        return self.publish(self.core.step(now, heard_at, results_read_at))
 
     # --- errors ----------------------------------------------------------------------------------
     def refuse_after_bug(self, exc: Exception, record, now: float) -> Outputs:  # noqa: ARG002

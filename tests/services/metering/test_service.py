@@ -177,3 +177,100 @@ def test_two_instances_share_the_results_and_one_survives_the_others_kill(provis
     # A usage record may repeat after the kill, always under the same CloudEvents id (consumers dedupe on it).
     usage_ids = {dict(r.headers)["ce_id"] for r in read_all(settings, "framebus.usage")}
     assert len(usage_ids) == 1500
+
+
+class TransactionWatch:
+    """Whether a transaction writing to a topic is open: some partition's end offset for a
+    read_uncommitted reader (the high watermark) is past the last stable offset, where
+    read_committed readers stop."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.stable = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed")
+        self.latest = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+        self.tps = [TopicPartition(topic, p) for p in self.stable.partitions_for_topic(topic)]
+
+    def open(self) -> bool:
+        stable = self.stable.end_offsets(self.tps)
+        return any(end > stable[tp] for tp, end in self.latest.end_offsets(self.tps).items())
+
+    def close(self) -> None:
+        self.stable.close()
+        self.latest.close()
+
+
+def committed(settings: Settings, topic: str) -> list:
+    """What a read_committed reader (every framebus reader) sees on ``topic``."""
+    consumer = KafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", consumer_timeout_ms=3000)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def test_an_instance_paused_mid_transaction_is_fenced_by_the_one_that_takes_its_partitions(
+        provisioned_settings: Settings, start_metering):
+    """SIGSTOP an instance while its transaction is open; a second instance takes the partitions
+    and settles the rest; on SIGCONT the first finds itself fenced and stops, and nothing it sends
+    after the pause is seen by a read_committed reader: no usage record or settlement twice."""
+    settings = provisioned_settings
+    producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=20)
+    reqs = [request(number, tenant=TENANTS[number % 3]) for number in range(12000)]
+    for req in reqs:
+        record = encode_event(reservation(req, req.quote()), source="/framebus/scheduler")
+        producer.send(settings.topic("framebus.ledger"), key=record.key, value=record.value, headers=record.headers)
+    producer.flush()
+
+    def publish(chunk) -> None:
+        for req in chunk:
+            record = encode_event(completed(req), source="/framebus/worker")
+            producer.send(settings.topic("framebus.results"), key=record.key, value=record.value,
+                          headers=record.headers)
+        producer.flush()
+
+    first = start_metering()
+    publish(reqs[:1])
+    assert eventually(lambda: ledger_records(settings) > 12000, timeout_s=120, interval_s=0.2), "first is settling"
+    # A steady stream (about 1,500 a second for 8 s): one small transaction after another.
+    publisher = threading.Thread(target=lambda: [(publish(reqs[start:start + 150]), time.sleep(0.1))
+                                                 for start in range(1, len(reqs), 150)])
+    publisher.start()
+    watch = TransactionWatch(settings, settings.topic("framebus.usage"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # pause it with a transaction open (still open a moment later: not about to commit)
+            assert time.monotonic() < deadline, "never caught the first instance mid-transaction"
+            if watch.open():
+                first.send_signal(signal.SIGSTOP)
+                time.sleep(1.0)
+                if watch.open():
+                    break
+                first.send_signal(signal.SIGCONT)
+    finally:
+        watch.close()
+    try:
+        publisher.join()
+        second = start_metering()
+        assert eventually(lambda: len({(e.tenant_id, e.request_id) for e in settlements(settings)}) >= 12000,
+                          timeout_s=180, interval_s=1.0), "the second instance settled the rest"
+    finally:
+        first.send_signal(signal.SIGCONT)
+    try:
+        first_exit = first.wait(60)
+    except subprocess.TimeoutExpired:
+        first_exit = None  # still running: it was not fenced
+    time.sleep(2.0)  # whatever it sent after waking has landed
+
+    usage = [dict(r.headers)["ce_id"] for r in committed(settings, "framebus.usage")]
+    charges = [dict(r.headers)["ce_id"] for r in committed(settings, "framebus.ledger")
+               if dict(r.headers)["ce_type"].startswith(b"framebus.ledger.charged")]
+    assert (len(usage), len(charges)) == (12000, 12000), \
+        f"each usage record and charge once, as a reader sees them: {len(usage) - len(set(usage))} usage " \
+        f"and {len(charges) - len(set(charges))} charges twice"
+    assert first_exit not in (None, 0), "the woken instance was fenced and stopped"
+    assert second.poll() is None, "the instance that took over carries on"
+    for tenant in TENANTS:
+        held = balances(settings, tenant).of(tenant)
+        assert held.reserved == 0
+        assert held.charged == sum(Decimal(repr(r.quote())) for r in reqs if r.tenant_id == tenant)

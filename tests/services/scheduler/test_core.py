@@ -175,6 +175,48 @@ def test_a_worker_restarted_under_the_same_id_gets_its_lost_jobs_again_at_once()
     assert again.worker_id == "w1" and again.requests[0].request_id == lost.requests[0].request_id
 
 
+def test_a_lost_workers_requests_wait_for_the_results_it_may_have_sent_before_going_again() -> None:
+    """A restarted worker's earlier process may have finished a request just before it went: its
+    result is on Kafka, not yet read. Re-queuing it then ran it twice (seen after broker outages)."""
+    from datetime import UTC, datetime
+
+    made = core(config=SchedulerConfig(worker_timeout_s=60.0))
+    done, unfinished = req(tier="interactive"), req(tier="interactive")
+    made.submit(done, now=0.0)
+    made.submit(unfinished, now=0.0)
+    made.worker_announced(worker("w1", batch=2).model_copy(update={"started_at": datetime(2026, 1, 1, tzinfo=UTC)}),
+                          now=0.0)
+    [job] = made.step(now=0.1, results_read_at=0.1).jobs
+    made.worker_announced(worker("w1", batch=2).model_copy(
+        update={"started_at": datetime(2026, 1, 1, 0, 5, tzinfo=UTC)}), now=5.0)
+    for now, read_at in ((5.1, 4.9), (6.0, 5.0), (9.0, 5.05)):
+        out = made.step(now=now, results_read_at=read_at)
+        assert not out.requeued and not out.jobs, f"results not read up to the loss yet (t={now})"
+    made.request_finished(done.tenant_id, done.request_id)  # its result is read at last
+    out = made.step(now=9.5, results_read_at=9.4)
+    assert [(e.request.request_id, e.attempt) for e in out.requeued] == [(unfinished.request_id, 2)]
+    [again] = out.jobs
+    assert [r.request_id for r in again.requests] == [unfinished.request_id], "the finished one never runs twice"
+    assert job.job_id != again.job_id
+
+
+def test_a_request_cancelled_while_its_worker_is_lost_ends_cancelled_instead_of_running_again() -> None:
+    made = core(config=SchedulerConfig(worker_timeout_s=5.0, unreported_grace_s=1.0))
+    request = req(tier="interactive")
+    made.submit(request, now=0.0)
+    made.worker_announced(worker("w1", batch=1), now=0.0)
+    [job] = made.step(now=0.1).jobs
+    out = made.cancel(CancelRequested(request_id=request.request_id, tenant_id="acme"), now=1.0)
+    assert [c.job_id for c in out.cancels] == [job.job_id]  # w1 never answers: it is gone
+    assert made.step(now=7.0, results_read_at=5.0).terminal == [], "lost at 7: waits for the results"
+    made.worker_announced(worker("w2", batch=1), now=7.5)
+    assert made.step(now=8.5, results_read_at=6.9).terminal == [], "not failed as unreported while it waits"
+    out = made.step(now=9.0, results_read_at=8.9)
+    assert [(t.request.request_id, t.state) for t in out.terminal] == [(request.request_id, RequestState.CANCELLED)]
+    assert not out.requeued and not out.jobs
+    assert made.balances.of("acme").reserved == 0
+
+
 def test_requests_a_stopping_worker_hands_back_are_queued_again_at_once() -> None:
     from framebus.schemas.workers import WorkReturned
 
