@@ -32,7 +32,7 @@ from framebus.schemas.models import DEFAULT_MODEL, MODEL_DEFAULTS
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 
@@ -462,12 +462,22 @@ class LedgerReleased(_Settlement):
 # --- batches and tenants -------------------------------------------------------------------
 
 class BatchCounts(BaseModel):
+    """A batch's lines by outcome. ``total`` counts the valid lines (each a request); ``rejected``
+    the lines validation refused, so ``total + rejected`` is every non-blank line of the file."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     total: int = Field(ge=0)
     completed: int = Field(0, ge=0)
     failed: int = Field(0, ge=0)
     cancelled: int = Field(0, ge=0)
+    rejected: int = Field(0, ge=0, description="Lines refused by validation (1.4).")
+    queued: int = Field(0, ge=0, description="Lines not dispatched yet (progress only; 1.4).")
+    running: int = Field(0, ge=0, description="Lines dispatched or running (progress only; 1.4).")
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed + self.cancelled
 
 
 class BatchSubmitted(Event):
@@ -506,6 +516,22 @@ class BatchCompleted(Event):
     expired: bool = Field(False, description="The completion window ended first; unfinished lines were cancelled.")
     webhook_url: str | None = Field(None, max_length=limits.WEBHOOK_URL_MAX_CHARS)
     completed_at: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
+        return self.batch_id
+
+
+class BatchProgress(Event):
+    """framebus.batches.progress (compacted, one record per batch): the tracker's running count
+    of a batch's lines by state, so a progress query reads one record, not every status."""
+
+    event_type: ClassVar[str] = "framebus.batch.progress"
+
+    batch_id: BatchId
+    tenant_id: TenantId
+    counts: BatchCounts
+    finished: bool = Field(False, description="The batch is completed (the manifest is written).")
+    updated_at: datetime = Field(default_factory=utc_now)
 
     def partition_key(self) -> str:
         return self.batch_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from framebus.schemas.events import (
     BatchCompleted,
+    BatchProgress,
     BatchSubmitted,
     CancelRequested,
     Event,
@@ -26,6 +27,6 @@ EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
                   StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
-                  BatchCompleted, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
+                  BatchCompleted, BatchProgress, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
                   WebhookAttempted, WebhookDead, WebhookSecrets, WorkReturned)
 }

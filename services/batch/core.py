@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -38,6 +39,13 @@ class BatchLine:
 class ParsedBatch:
     lines: list[BatchLine] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, what is wrong)
+    error_ids: dict[int, str] = field(default_factory=dict)  # line number -> its custom id, where readable
+
+    def rejected(self) -> list[dict]:
+        """The refused lines as the error file reports them: the file's line number, the custom id
+        where one could be read (a repeated id is known), and what is wrong."""
+        return [{"line": number, "custom_id": self.error_ids.get(number), "error": error}
+                for number, error in self.errors]
 
     @property
     def ok(self) -> bool:
@@ -65,6 +73,9 @@ def parse_lines(raw_lines: Iterable[bytes], batch_id: str) -> ParsedBatch:
         problem = _line_problem(raw, seen, number)
         if isinstance(problem, str):
             parsed.errors.append((number, problem))
+            readable = _readable_custom_id(raw)
+            if readable is not None:
+                parsed.error_ids[number] = readable
             continue
         custom_id, fields = problem
         seen[custom_id] = number
@@ -77,6 +88,10 @@ def _line_problem(raw: bytes, seen: Mapping[str, int], number: int) -> str | tup
         return f"line is {len(raw):,} bytes; at most {MAX_LINE_BYTES:,}"
     try:
         data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        # Its own "line 1 column 5" would be about this line alone (and "line 2" past a stray
+        # carriage return); the file's line number is reported beside the message.
+        return f"not JSON: {exc.msg} at character {exc.pos + 1}"
     except (ValueError, UnicodeDecodeError) as exc:
         return f"not JSON: {exc}"
     if not isinstance(data, dict):
@@ -99,6 +114,18 @@ def _line_problem(raw: bytes, seen: Mapping[str, int], number: int) -> str | tup
     return custom_id, fields
 
 
+def _readable_custom_id(raw: bytes) -> str | None:
+    """The custom id of a refused line, if it has a well-formed one."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    if isinstance(custom_id, str) and re.match(limits.CUSTOM_ID_PATTERN, custom_id):
+        return custom_id
+    return None
+
+
 # --- the manifest --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Manifest:
@@ -114,11 +141,14 @@ class Manifest:
         return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in self.errors).encode()
 
 
-def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rejected: list[dict]) -> Manifest:
+def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rejected: list[dict], *,
+                   sign: Callable[[str], tuple[str, datetime]] | None = None) -> Manifest:
     """One line per custom id, in input order: outcome, output key and link, or error code; tokens.
 
     ``items`` are the input index entries ({"line", "custom_id", "request_id"}); ``rejected``
-    are the lines validation refused ({"line", "error"}), reported in the error file.
+    are the lines validation refused ({"line", "custom_id", "error"}), reported in the error file.
+    ``sign(output key)`` gives a link and its expiry, made now: a link from when the result
+    arrived may be dead by the time a long batch ends.
     """
     lines, errors = [], [{"line": r["line"], "custom_id": r.get("custom_id"), "outcome": "rejected",
                           "error": {"code": "invalid_request", "message": r["error"]}} for r in rejected]
@@ -132,8 +162,9 @@ def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rej
         if state is RequestState.COMPLETED and status.output is not None:
             completed += 1
             tokens += status.tokens or 0.0
-            line |= {"output_key": status.output.key, "url": status.output.url, "tokens": status.tokens,
-                     "sha256": status.output.sha256}
+            url, expires_at = sign(status.output.key) if sign else (status.output.url, status.output.url_expires_at)
+            line |= {"output_key": status.output.key, "url": url, "url_expires_at": expires_at.isoformat(),
+                     "tokens": status.tokens, "sha256": status.output.sha256}
         elif state is RequestState.FAILED:
             failed += 1
             error = status.error
@@ -144,5 +175,27 @@ def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rej
             if status is not None and status.error is not None:
                 line["error"] = {"code": str(status.error.code), "message": status.error.message}
         lines.append(line)
-    counts = BatchCounts(total=len(items), completed=completed, failed=failed, cancelled=cancelled)
+    counts = BatchCounts(total=len(items), completed=completed, failed=failed, cancelled=cancelled,
+                         rejected=len(rejected))
     return Manifest(lines, errors, counts, round(tokens, 3))
+
+
+# --- progress --------------------------------------------------------------------------------------
+LIVE_STATES = {RequestState.DISPATCHED: "running", RequestState.RUNNING: "running"}
+
+
+def count_lines(request_ids: Iterable[str], state_of: Callable[[str], RequestState | None], *,
+                rejected: int = 0) -> BatchCounts:
+    """A batch's lines by state; a line with no status yet is queued."""
+    tally = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
+    total = 0
+    for request_id in request_ids:
+        total += 1
+        state = state_of(request_id)
+        if state is None:
+            tally["queued"] += 1
+        elif state.is_terminal:
+            tally[state.value] += 1
+        else:
+            tally[LIVE_STATES.get(state, "queued")] += 1
+    return BatchCounts(total=total, rejected=rejected, **tally)

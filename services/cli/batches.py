@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from framebus.services.cli.output import console, err_console, errors_exit
+from framebus.services.cli.output import acting_tenant, console, err_console, errors_exit
 from framebus.services.common.settings import Settings
 
 app = typer.Typer(help="Bulk batch jobs: a JSONL file of prompts in, one result manifest out.", no_args_is_help=True)
@@ -41,7 +41,7 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
     with errors_exit(), Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), console=console,
                                  transient=True) as progress:
         task = progress.add_task("publish", total=None)
-        report = submit_batch(settings, file, tenant or settings.tenant, webhook_url=webhook,
+        report = submit_batch(settings, file, acting_tenant(tenant, settings), webhook_url=webhook,
                               completion_window_s=window, strict=strict,
                               on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     for number, problem in report.errors:
@@ -51,87 +51,59 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
         raise typer.Exit(2)
     console.print(f"batch [bold]{report.batch_id}[/]: {report.accepted} lines accepted, {len(report.errors)} "
                   f"rejected; published {report.published} now"
-                  + (f", {report.already_in} were already in (resumed)" if report.already_in else ""))
+                  + (f", {report.already_in} were already in (resumed)" if report.already_in else "")
+                  + ("; the batch keeps its first submission's start and deadline" if report.resumed else ""))
     console.print(f"follow it with: framebus batch status {report.batch_id}")
 
 
-def _batches(settings: Settings) -> tuple[dict, dict]:
-    from framebus.kafka import read_all
-    from framebus.schemas.codec import decode_event
-    from framebus.schemas.events import BatchCompleted, BatchSubmitted
+def _summary(settings: Settings, batch_id: str):
+    from framebus.services.batch.view import read_batches
 
-    submitted, completed = {}, {}
-    for record in read_all(settings.bootstrap_servers, settings.topic("framebus.batches"), timeout_s=60).values():
-        event = decode_event(record.headers, record.value).event
-        if isinstance(event, BatchSubmitted):
-            submitted[event.batch_id] = event
-        elif isinstance(event, BatchCompleted):
-            completed[event.batch_id] = event
-    return submitted, completed
+    summary = read_batches(settings).summary(batch_id)
+    if summary is None:
+        raise typer.BadParameter(f"no batch {batch_id!r}")
+    return summary
 
 
-def _counts(settings: Settings, batch) -> dict[str, int]:
-    from framebus.kafka import read_all
-    from framebus.schemas.codec import decode_event
-    from framebus.services.common import storage
-
-    body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=batch.input_key)["Body"].read()
-    ids = {json.loads(line)["request_id"] for line in body.splitlines() if line.strip()}
-    counts = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
-    seen = 0
-    for key, record in read_all(settings.bootstrap_servers, settings.topic("framebus.status"), timeout_s=60).items():
-        tenant, _, request_id = key.decode().partition("/")
-        if tenant == batch.tenant_id and request_id in ids:
-            state = decode_event(record.headers, record.value).event.state.value
-            counts[state if state in counts else "running" if state in ("dispatched", "running") else "queued"] += 1
-            seen += 1
-    counts["queued"] += len(ids) - seen
-    return counts
+def _detail(counts) -> str:
+    return " ".join(f"{name} {getattr(counts, name)}" for name in ("queued", "running", "completed", "failed",
+                                                                    "cancelled"))
 
 
 @app.command()
 def status(batch_id: str, follow: Annotated[bool, typer.Option(help="Keep the bar live until it ends.")] = True,
            timeout_s: Annotated[float, typer.Option(help="Stop following after this long.")] = 3600) -> None:
-    """A live progress bar: queued, running, completed, failed, cancelled, and an ETA."""
+    """A live progress bar: queued, running, completed, failed, cancelled, and an ETA (also once finished)."""
     settings = Settings()
     with errors_exit():
-        submitted, completed = _batches(settings)
-        batch = submitted.get(batch_id)
-        if batch is None:
-            raise typer.BadParameter(f"no batch {batch_id!r}")
+        summary = _summary(settings, batch_id)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[detail]}"))
         deadline = time.monotonic() + timeout_s
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task(batch_id, total=batch.accepted, detail="")
+            task = progress.add_task(batch_id, total=summary.counts.total, detail="")
             while True:
-                counts = _counts(settings, batch)
-                ended = counts["completed"] + counts["failed"] + counts["cancelled"]
-                progress.update(task, completed=ended, detail=" ".join(f"{k} {v}" for k, v in counts.items()))
-                if not follow or ended >= batch.accepted or batch_id in completed or time.monotonic() > deadline:
+                progress.update(task, completed=summary.counts.ended, detail=_detail(summary.counts))
+                if not follow or summary.completed is not None or time.monotonic() > deadline:
                     break
                 time.sleep(2)
-                completed = _batches(settings)[1]
-    done = _batches(settings)[1].get(batch_id)
+                summary = _summary(settings, batch_id)
+    done, counts = summary.completed, summary.counts
     if done is not None:
-        console.print(f"finished{' (window expired)' if done.expired else ''}: {done.counts.completed} completed, "
-                      f"{done.counts.failed} failed, {done.counts.cancelled} cancelled; manifest {done.manifest_url}",
-                      soft_wrap=True)
+        console.print(f"finished{' (window expired)' if done.expired else ''} at {done.completed_at:%Y-%m-%d %H:%M:%S}: "
+                      f"{counts.completed} completed, {counts.failed} failed, {counts.cancelled} cancelled, "
+                      f"{counts.rejected} rejected; manifest {done.manifest_url}", soft_wrap=True)
 
 
 @app.command()
 def cancel(batch_id: str) -> None:
     """Cancel every line of a batch that has not finished."""
     from framebus.client import FramebusClient
+    from framebus.services.common import storage
 
     settings = Settings()
     with errors_exit():
-        submitted, _ = _batches(settings)
-        batch = submitted.get(batch_id)
-        if batch is None:
-            raise typer.BadParameter(f"no batch {batch_id!r}")
-        from framebus.services.common import storage
-
+        batch = _summary(settings, batch_id).submitted
         body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=batch.input_key)["Body"].read()
         with FramebusClient(tenant_id=batch.tenant_id, settings=settings, source="/framebus/cli") as client:
             ids = [json.loads(line)["request_id"] for line in body.splitlines() if line.strip()]
@@ -142,18 +114,18 @@ def cancel(batch_id: str) -> None:
 
 @app.command("list")
 def list_batches(tenant: TenantOption = None) -> None:
-    """A tenant's batches, newest first."""
+    """A tenant's batches, newest first, finished ones included (for framebus.batches' retention)."""
+    from framebus.services.batch.view import read_batches
+
     settings = Settings()
-    tenant_id = tenant or settings.tenant
+    tenant_id = acting_tenant(tenant, settings)
     with errors_exit():
-        submitted, completed = _batches(settings)
+        batches = read_batches(settings).of_tenant(tenant_id)
     table = Table("batch", "submitted", "lines", "rejected", "state", "completed", "failed", "cancelled",
                   title=f"batches of {tenant_id}", title_justify="left")
-    for batch in sorted((b for b in submitted.values() if b.tenant_id == tenant_id), key=lambda b: b.submitted_at,
-                        reverse=True):
-        done = completed.get(batch.batch_id)
-        state = "expired" if done and done.expired else "finished" if done else "running"
-        counts = done.counts if done else None
-        table.add_row(batch.batch_id, f"{batch.submitted_at:%Y-%m-%d %H:%M}", str(batch.accepted), str(batch.rejected),
-                      state, *(str(getattr(counts, f)) if counts else "-" for f in ("completed", "failed", "cancelled")))
+    for summary in batches:
+        counts = summary.counts
+        table.add_row(summary.batch_id, f"{summary.submitted_at:%Y-%m-%d %H:%M}", str(counts.total),
+                      str(counts.rejected), summary.state, str(counts.completed), str(counts.failed),
+                      str(counts.cancelled))
     console.print(table)

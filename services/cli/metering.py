@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from framebus.services.cli.output import console, errors_exit
+from framebus.services.cli.output import acting_tenant, console, errors_exit
 from framebus.services.common.settings import Settings
 from framebus.services.metering.report import UsageReport
 
@@ -75,7 +75,7 @@ def usage(tenant: Annotated[str | None, typer.Option(help="Tenant (default FRAME
     if group_by not in ("tier", "model", "day", "hour"):
         raise typer.BadParameter(f"--group-by must be tier, model, day or hour, not {group_by!r}")
     settings = Settings()
-    tenant_id = tenant or settings.tenant
+    tenant_id = acting_tenant(tenant, settings)
     start, end = window(since, until)
     with errors_exit():
         report = usage_report(settings, tenant_id=tenant_id, start=start, end=end, group_by=group_by)  # type: ignore[arg-type]

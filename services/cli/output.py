@@ -33,3 +33,14 @@ def errors_exit() -> Iterator[None]:
     except (InfraError, FramebusError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
+
+
+def acting_tenant(explicit: str | None, settings) -> str:
+    """The tenant a command acts for: --tenant, else FRAMEBUS_TENANT, else the demo tenant, said
+    aloud (a newcomer's `tenants create acme` then `submit` otherwise ran as `demo` silently)."""
+    if explicit:
+        return explicit
+    if "tenant" not in settings.model_fields_set:
+        err_console.print(f"acting as tenant [bold]{settings.tenant}[/] (no --tenant, FRAMEBUS_TENANT not set)",
+                          highlight=False)
+    return settings.tenant

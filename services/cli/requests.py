@@ -11,14 +11,15 @@ import typer
 from framebus.client import FramebusClient
 from framebus.schemas.events import GenerationFields, StatusChanged
 from framebus.schemas.state import ModelName, RequestState, Tier
-from framebus.services.cli.output import console, err_console, errors_exit
+from framebus.services.cli.output import acting_tenant, console, err_console, errors_exit
 from framebus.services.common.settings import Settings
 
 TenantOption = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id (default: FRAMEBUS_TENANT).")]
 
 
 def _client(tenant: str | None) -> FramebusClient:
-    return FramebusClient(tenant_id=tenant, settings=Settings())
+    settings = Settings()
+    return FramebusClient(tenant_id=acting_tenant(tenant, settings), settings=settings)
 
 
 def submit(

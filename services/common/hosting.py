@@ -31,6 +31,8 @@ def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
 
     The app id is ``<name>-app``: faust's own (idle) consumer must never join a processor's
     input consumer group, which uses another assignment protocol."""
+    faust_dir = settings.state_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     options = dict(
         broker=[f"kafka://{host}" for host in settings.bootstrap_servers.split(",")], store="memory://",
         web_enabled=settings.health_port is not None, web_port=settings.health_port or 6066, web_bind="0.0.0.0",
@@ -38,7 +40,7 @@ def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
         # A killed processor's group membership lapses after this; its successor waits that long.
         broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
         # faust makes a data directory even for in-memory stores; by default in the working directory.
-        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
+        datadir=str(faust_dir / "{conf.name}-data"),
     )
     return faust.App(f"{settings.topic_prefix}{name}-app", **{**options, **overrides})
 

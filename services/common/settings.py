@@ -70,6 +70,10 @@ class Settings(ClientSettings):
     gateway_submissions_per_minute: int = Field(600, ge=1, description="Default per-tenant submission rate (429 above).")
 
     batch_max_bytes: int = Field(256 * 2**20, ge=1024, description="Largest batch file `framebus batch submit` reads.")
+    batch_link_expiry_s: int = Field(
+        7 * 86400, ge=60, le=604800,
+        description="Lifetime of the video links in a batch manifest, from when the manifest is written "
+                    "(at most 7 days, S3's limit for a presigned URL).")
 
     # --- Scheduler -------------------------------------------------------------------
     scheduler_aging_s: float = Field(60.0, gt=0, description="Waiting this long is worth one tier of priority.")

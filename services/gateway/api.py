@@ -103,7 +103,8 @@ class UsageResponse(BaseModel):
 
 
 class RejectedLine(BaseModel):
-    line: int
+    line: int = Field(description="The line's number in the file, counting from 1.")
+    custom_id: str | None = Field(None, description="Its custom id, where one could be read.")
     error: str
 
 
@@ -116,12 +117,16 @@ class BatchCreated(BaseModel):
     strict_refused: bool = Field(description="True: --strict and some line was invalid, so nothing was sent.")
 
 
+BATCH_STATES = ("queued", "running", "completed", "failed", "cancelled")
+
+
 class BatchView(BaseModel):
     batch_id: str
     state: Literal["running", "finished", "expired"]
     accepted: int
     rejected: int
-    counts: dict[str, int] = Field(description="Lines per state: queued, running, completed, failed, cancelled.")
+    counts: dict[str, int] = Field(description="Lines per state: queued, running, completed, failed, cancelled "
+                                               "(as the batch tracker last counted them).")
     submitted_at: datetime
     deadline: datetime
     manifest_url: str | None = None

@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          on_accepted=statuses.apply)
         tables = [TopicTable(settings.bootstrap_servers, settings.topic("framebus.status"), statuses.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record),
-                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches"), batches.apply_record)]
+                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches"), batches.apply_record),
+                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches.progress"),
+                             batches.apply_record)]
         for table in tables:
             await table.start()
         app.state.gateway = Gateway(settings=settings, client=client, statuses=statuses, tenants=tenants,

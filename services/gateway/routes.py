@@ -12,6 +12,7 @@ from framebus.schemas import limits
 from framebus.schemas.events import GenerationFields, TenantUpdated
 from framebus.schemas.state import ModelName
 from framebus.services.gateway.api import (
+    BATCH_STATES,
     BatchCreated,
     BatchView,
     CancelAccepted,
@@ -125,16 +126,17 @@ async def create_batch(caller: Tenant, request: Request,
                                          completion_window_s=completion_window_s, strict=strict)
     return BatchCreated(batch_id=report.batch_id, accepted=report.accepted, published=report.published,
                         already_in=report.already_in, strict_refused=report.strict_refused,
-                        rejected=[{"line": n, "error": e} for n, e in report.errors])
+                        rejected=report.rejected)
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchView, responses=ERRORS, summary="A bulk job's progress")
 def get_batch(batch_id: Annotated[str, Path(pattern=limits.BATCH_ID_PATTERN)], caller: Tenant,
               request: Request) -> BatchView:
-    submitted, done, counts = gateway(request).batch(caller, batch_id)
-    state = "expired" if done is not None and done.expired else "finished" if done is not None else "running"
-    return BatchView(batch_id=batch_id, state=state, accepted=submitted.accepted, rejected=submitted.rejected,
-                     counts=counts, submitted_at=submitted.submitted_at, deadline=submitted.deadline,
+    summary = gateway(request).batch(caller, batch_id)
+    submitted, done, counts = summary.submitted, summary.completed, summary.counts
+    return BatchView(batch_id=batch_id, state=summary.state, accepted=submitted.accepted, rejected=submitted.rejected,
+                     counts={name: getattr(counts, name) for name in BATCH_STATES},
+                     submitted_at=submitted.submitted_at, deadline=submitted.deadline,
                      manifest_url=done.manifest_url if done else None, errors_key=done.errors_key if done else None)
 
 

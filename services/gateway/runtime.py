@@ -6,7 +6,6 @@ raises GatewayError subclasses that app.py maps to status codes.
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from datetime import datetime
 from framebus.client import FramebusClient, Receipt, receipt_from_status
 from framebus.schemas.events import GenerationRequest, StatusChanged, TenantUpdated
 from framebus.schemas.state import ErrorCode
+from framebus.services.batch.view import BatchSummary
 from framebus.services.common.errors import FramebusError
 from framebus.services.common.settings import Settings
 from framebus.services.gateway.api import GenerationCreate
@@ -70,7 +70,6 @@ class Gateway:
         self.tenants = tenants
         self.limiter = limiter
         self.batches = batches or BatchTable()
-        self._batch_items: dict[str, list[dict]] = {}
         self._locks = [threading.Lock() for _ in range(64)]  # striped: one id never races itself
 
     def authenticate(self, authorization: str | None) -> TenantUpdated:
@@ -135,20 +134,9 @@ class Gateway:
         return submit_batch(self.settings, path, tenant.tenant_id, webhook_url=webhook_url,
                             completion_window_s=completion_window_s, strict=strict)
 
-    def batch(self, tenant: TenantUpdated, batch_id: str) -> tuple[object, object | None, dict[str, int]]:
-        """The batch as submitted, its completion (or None), and its lines per state."""
-        submitted = self.batches.submitted.get(batch_id)
-        if submitted is None or submitted.tenant_id != tenant.tenant_id:
+    def batch(self, tenant: TenantUpdated, batch_id: str) -> BatchSummary:
+        """The batch as submitted, its progress as the tracker last counted it, its completion."""
+        summary = self.batches.summary(batch_id)
+        if summary is None or summary.submitted.tenant_id != tenant.tenant_id:
             raise NotFound(f"no batch {batch_id!r}")
-        if batch_id not in self._batch_items:
-            from framebus.services.common import storage
-
-            client = storage.s3_client(self.settings)
-            body = client.get_object(Bucket=self.settings.s3_bucket, Key=submitted.input_key)["Body"].read()
-            self._batch_items[batch_id] = [json.loads(line) for line in body.splitlines() if line.strip()]
-        counts = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
-        for item in self._batch_items[batch_id]:
-            status = self.statuses.get(tenant.tenant_id, item["request_id"])
-            state = status.state.value if status is not None else "queued"
-            counts[state if state in counts else "running" if state in ("dispatched", "running") else "queued"] += 1
-        return submitted, self.batches.completed.get(batch_id), counts
+        return summary

@@ -10,25 +10,12 @@ from __future__ import annotations
 import threading
 
 from framebus.schemas.codec import decode_event
-from framebus.schemas.events import ApiKeyRecord, BatchCompleted, BatchSubmitted, TenantUpdated
+from framebus.schemas.events import ApiKeyRecord, TenantUpdated
+from framebus.services.batch.view import BatchTable
 from framebus.services.common.status import StatusTable
 
 __all__ = ["BatchTable", "StatusTable", "TenantTable"]
 
-
-class BatchTable:
-    """Bulk jobs from framebus.batches: what was submitted, and what finished."""
-
-    def __init__(self) -> None:
-        self.submitted: dict[str, BatchSubmitted] = {}
-        self.completed: dict[str, BatchCompleted] = {}
-
-    def apply_record(self, record) -> None:
-        event = decode_event(record.headers, record.value).event
-        if isinstance(event, BatchSubmitted):
-            self.submitted[event.batch_id] = event
-        elif isinstance(event, BatchCompleted):
-            self.completed[event.batch_id] = event
 
 class TenantTable:
     def __init__(self) -> None:

@@ -100,7 +100,7 @@ def delivery_for_batch(done: BatchCompleted, now: datetime) -> WebhookDelivery |
         return None
     data = {"batch_id": done.batch_id, "tenant_id": done.tenant_id, "counts": done.counts.model_dump(),
             "tokens": done.tokens, "manifest_url": done.manifest_url, "manifest_key": done.manifest_key,
-            "errors_key": done.errors_key, "expired": done.expired}
+            "errors_key": done.errors_key, "expired": done.expired, "completed_at": done.completed_at.isoformat()}
     body = json.dumps({"type": "batch.completed", "timestamp": now.isoformat(), "data": data}, separators=(",", ":"))
     return WebhookDelivery(delivery_id=delivery_id(done.tenant_id, done.batch_id, "batch.completed"),
                            tenant_id=done.tenant_id, batch_id=done.batch_id, url=done.webhook_url,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -14,8 +16,9 @@ from framebus.client import FramebusClient
 from framebus.infra.process import terminate
 from framebus.schemas.webhooks import WebhookSecrets
 from framebus.services.batch.submit import submit_batch
+from framebus.services.batch.view import read_batches
 from framebus.services.common import storage
-from framebus.services.common.children import launch
+from framebus.services.common.children import child_env, launch
 from framebus.services.common.settings import Settings
 from framebus.services.common.stack import Stack
 from framebus.services.gateway.tenants import TenantAdmin
@@ -29,7 +32,7 @@ def pipeline(server_settings: Settings, tmp_path, request):
     settings = server_settings.model_copy(update={
         "topic_prefix": f"bj.{uuid.uuid4().hex[:8]}.", "s3_bucket": f"bj-{uuid.uuid4().hex[:8]}",
         "webhook_http_hosts": frozenset({"127.0.0.1"}), "webhook_allowed_hosts": frozenset({"127.0.0.1"}),
-        "webhook_retry_schedule_s": (0.3, 0.3, 0.3)})
+        "webhook_retry_schedule_s": (0.3, 0.3, 0.3), "batch_link_expiry_s": 7200})
     Stack(settings).up()
     with FramebusClient(settings=settings, source="/tests") as client:
         admin = TenantAdmin(client)
@@ -64,8 +67,11 @@ def test_500_lines_with_bad_ones_and_a_flaky_receiver(pipeline: Settings, tmp_pa
 
     report = submit_batch(settings, path, "acme", webhook_url=receiver.url, completion_window_s=3600)
     assert report.accepted == 475 and sorted(n for n, _ in report.errors) == sorted(bad)
+    started = read_batches(settings).summary(report.batch_id).submitted_at
     again = submit_batch(settings, path, "acme", webhook_url=receiver.url, completion_window_s=3600)
     assert (again.batch_id, again.published, again.already_in) == (report.batch_id, 0, 475), "resumable"
+    assert again.resumed and read_batches(settings).summary(report.batch_id).submitted_at == started, \
+        "a resumed submission keeps the batch's start and deadline"
 
     def verified() -> dict[str, dict]:
         from standardwebhooks import Webhook
@@ -88,15 +94,29 @@ def test_500_lines_with_bad_ones_and_a_flaky_receiver(pipeline: Settings, tmp_pa
     per_request = [p for p in payloads if p["type"].startswith("generation.")]
     assert len(per_request) == 475 and len({p["data"]["request_id"] for p in per_request}) == 475
     [done] = [p for p in payloads if p["type"] == "batch.completed"]
-    assert done["data"]["counts"] == {"total": 475, "completed": 475, "failed": 0, "cancelled": 0}
+    counts = done["data"]["counts"]
+    assert (counts["total"], counts["completed"], counts["failed"], counts["cancelled"], counts["rejected"]) == \
+        (475, 475, 0, 0, 25), "the counts add up to the file's 500 lines"
     manifest = httpx.get(done["data"]["manifest_url"], timeout=10).text.splitlines()
     lines = [json.loads(line) for line in manifest]
     assert len(lines) == 475 and {line["outcome"] for line in lines} == {"completed"}
+    # Links are signed as the manifest is written, for FRAMEBUS_BATCH_LINK_EXPIRY_S (2 h here).
+    expiries = {datetime.fromisoformat(line["url_expires_at"]) for line in lines}
+    finished_at = datetime.fromisoformat(done["data"]["completed_at"])
+    assert all(abs((at - finished_at).total_seconds() - 7200) < 30 for at in expiries)
+    assert httpx.get(lines[0]["url"], timeout=10).status_code == 200
+    # Finished, the batch is still there for its owner, counted by the tracker.
+    summary = read_batches(settings).summary(report.batch_id)
+    assert summary.state == "finished" and summary.counts.completed == 475 and summary.counts.rejected == 25
+    listed = subprocess.run([sys.executable, "-m", "framebus.services.cli.main", "batch", "status", report.batch_id,
+                             "--no-follow"], env=child_env(settings), capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "475 completed" in listed.stdout and "25 rejected" in listed.stdout, listed
     assert {line["custom_id"] for line in lines} == {f"line-{n}" for n in range(1, 501)} - {f"line-{n}" for n in bad}
     s3 = storage.s3_client(settings)
     errors = s3.get_object(Bucket=settings.s3_bucket, Key=done["data"]["manifest_key"].replace(
         "manifest.jsonl", "errors.jsonl"))["Body"].read().decode().splitlines()
-    assert sorted(json.loads(e)["line"] for e in errors) == sorted(bad)
+    assert sorted((json.loads(e)["line"], json.loads(e)["custom_id"]) for e in errors) == \
+        sorted((n, f"line-{n}") for n in bad), "each refused line with its file line number and custom id"
     delivered_ids = [h["webhook-id"] for h, _ in receiver.calls]
     assert len(set(delivered_ids)) == 476, "one webhook-id per request, one for the batch"
 
