@@ -109,9 +109,11 @@ class BatchTracker:
                 del self.lines[batch_id]
             self.s3 = storage.s3_client(self.settings)
             # No input lanes: the tracker follows tables and checks its open batches every interval.
+            # Its tables' consumers are the clients the watchdog hears from (it has no lane of its own).
             self.processor = Processor("batch-tracker", settings=self.settings,
                                        producer=stream_producer(bootstrap), outputs=OUTPUTS,
-                                       ticks=[Tick("check", self.check_interval_s, self.check_all)], clock=self.clock)
+                                       ticks=[Tick("check", self.check_interval_s, self.check_all)], clock=self.clock,
+                                       followers=lambda: [table.heard_at() for table in tables])
             if self._stop_requested:
                 self.processor.stop()
             log.info("batch tracker ready: %d open batches, %d finished", len(self.open), len(self.completed))

@@ -176,6 +176,7 @@ class Processor:
         self._probe = probe or (lambda: broker_answers(settings.bootstrap_servers))
         self._followers = followers  # when each of the service's other consumers (its tables) last heard the broker
         self._acked_at = 0.0
+        self._unacked = 0  # records handed to a producer and not yet acknowledged (or refused)
         # Per input partition: the offset up to which every record was handled (and its outputs sent).
         # Past control records too (the consumer's position), so a transaction marker never holds it back.
         self._handled_through: dict[TopicPartition, int] = {}
@@ -225,7 +226,12 @@ class Processor:
 
     # --- the watchdog ---------------------------------------------------------------------------
     def broker_heard_at(self) -> float:
-        """When the broker last answered this processor (a fetch response or an acknowledged send)."""
+        """When the broker last answered this processor (a fetch response or an acknowledged send).
+        Without a consumer, a producer with nothing awaiting acknowledgement is idle, not silent:
+        it counts as heard now (the batch tracker, which has no lane, sent nothing for 30 s and was
+        called wedged); its tables' consumers, its ``followers``, are then what the watchdog hears."""
+        if self.consumer is None and self._unacked == 0:
+            return time.time()
         heard = self._acked_at
         if self.consumer is not None:
             for tp in self.consumer.assignment():
@@ -440,11 +446,13 @@ class Processor:
                        for topic, record in pairs]
         else:
             futures = await sender.send(pairs)
+        self._unacked += len(futures)
         for future in futures:
             future.add_done_callback(self._delivered)
         return futures
 
     def _delivered(self, future: asyncio.Future) -> None:
+        self._unacked -= 1
         if not future.cancelled() and future.exception() is None:
             self._acked_at = time.time()
         elif not future.cancelled() and self._refused is None:

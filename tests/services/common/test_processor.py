@@ -224,3 +224,17 @@ def test_a_processor_whose_consumer_stops_hearing_the_broker_stops_as_wedged(pro
 
     took = asyncio.run(scenario())
     assert took < 2.0 + 2.0 + 3.0, f"stopped {took:.1f}s after going silent (stall 2 s, probes every 0.67 s)"
+
+
+def test_a_processor_without_lanes_that_has_nothing_to_send_is_idle_not_wedged(provisioned_settings: Settings) -> None:
+    """The batch tracker has no lane: with no batch open it sends nothing. Its watchdog called that
+    silence a wedge after the stall time, and the tracker exited mid-way through a 20,000-line job."""
+    settings = provisioned_settings.model_copy(update={"client_stall_s": 1.0})
+
+    async def scenario() -> None:
+        processor = Processor("idle", settings=settings, producer=stream_producer(settings.bootstrap_servers),
+                              ticks=[Tick("check", 0.2, lambda now: Outputs())], outputs=("framebus.usage",))
+        await processor.run(max_seconds=5.0)  # five stall times of nothing to send
+        assert processor.watch.health is ClientHealth.LIVE
+
+    asyncio.run(scenario())
