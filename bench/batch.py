@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -63,6 +65,25 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid(settings) -> int | None:
+    """The private broker's JVM (its command line names this stack's state directory)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "java" in cmdline and str(settings.state_dir) in cmdline:
+                return int(proc.name)
+    return None
 
 
 def write_file(path: Path, n: int) -> tuple[set[str], dict[int, str]]:
@@ -133,6 +154,18 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
             tracker = procs.start("tracker", "batch-tracker")
             time.sleep(6)
             idle_rss = rss_mib(tracker.pid)
+            services = {"scheduler": procs.running[0].pid, "workers": [w.pid for w in workers.values()],
+                        "notifier": procs.running[3].pid, "tracker": tracker.pid, "broker": broker_pid(settings)}
+
+            def cpu_now() -> dict[str, float]:
+                taken = {"submitter": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                         + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime}
+                for name, pids in services.items():
+                    taken[name] = sum(cpu_s(pid) for pid in (pids if isinstance(pids, list) else [pids])
+                                      if pid is not None and Path(f"/proc/{pid}").exists())
+                return taken
+
+            cpu = [("submitted", time.time(), cpu_now())]
             started = time.time()
             first = subprocess.Popen(submit, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(2.5 if not quick else 1.5)
@@ -141,6 +174,7 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
             events.append((time.time() - started, "submitter killed"))
             resumed = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
             events.append((time.time() - started, "submission resumed and done"))
+            cpu.append(("submission done", time.time(), cpu_now()))
             resume_line = next((line for line in resumed.stdout.splitlines() if line.startswith("batch ")), "")
             killed_worker = False
             columns = (TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -160,14 +194,17 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
                     if summary is not None and summary.completed is not None:
                         break
                     if counts is not None and not killed_worker and counts.ended >= 0.4 * len(valid):
+                        cpu.append(("worker killed", time.time(), cpu_now()))
                         workers["w2"].send_signal(signal.SIGKILL)
                         events.append((time.time() - started, "worker w2 killed"))
                         killed_worker = True
                         time.sleep(5)
                         workers["w2"] = procs.start("w2-again", *worker_args, "--worker-id", "w2")
+                        services["workers"] = [w.pid for w in workers.values()]
                         events.append((time.time() - started, "worker w2 restarted"))
                     time.sleep(2)
             finished_at = time.time()
+            cpu.append(("finished", time.time(), cpu_now()))
             after = []
             for _ in range(5):  # the finished batch is still there, as fast
                 asked = time.perf_counter()
@@ -200,6 +237,12 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
     per_minute = collections.Counter(int((t - started) // 60) for t in times)
     expiries = [datetime.fromisoformat(line["url_expires_at"]).timestamp() - done.completed_at.timestamp()
                 for line in manifest if "url_expires_at" in line]
+    phases = []
+    for (name_a, at_a, cpu_a), (name_b, at_b, cpu_b) in zip(cpu, cpu[1:], strict=False):
+        span = at_b - at_a
+        phases.append({"phase": f"{name_a} to {name_b}", "seconds": span,
+                       "results": sum(at_a <= t < at_b for t in times),
+                       "cpu_cores_used": {k: max(0.0, cpu_b[k] - cpu_a.get(k, 0.0)) / span for k in cpu_b}})
     checks = {
         "manifest_one_line_per_valid_custom_id": sorted(line["custom_id"] for line in manifest) == sorted(valid),
         "errors_exact_line_numbers_and_ids": sorted((e["line"], e["custom_id"]) for e in errors
@@ -211,6 +254,7 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
     out = {
         "lines": n, "invalid": len(bad), "events": events, "resumed_submission": resume_line,
         "submit_to_batch_completed_s": finished_at - started,
+        "first_result_after_s": times[0] - started if times else None,
         "results_per_s_overall": len(times) / (times[-1] - started) if times else 0.0,
         "results_per_minute": {str(m): per_minute[m] for m in sorted(per_minute)},
         "results_per_s_per_10s": windows,
@@ -218,12 +262,14 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
         "progress_query_s": {"p50": statistics.median(queries), "max": max(queries), "after_finish_max": max(after)},
         "batch_status_command_s": command_s, "batch_status_command_ok": command.returncode == 0,
         "tracker_rss_mib": {"idle_before": idle_rss, "peak_during": peak_rss, "after_restart": restarted_rss},
-        "webhooks_received": receiver.count, "checks": checks,
+        "webhooks_received": receiver.count, "checks": checks, "phases": phases,
     }
     table = Table("measure", "value", title=f"a bulk job of {n:,} lines ({len(bad)} invalid), 2 null workers",
                   title_justify="left")
     table.add_row("submit to batch.completed", f"{out['submit_to_batch_completed_s']:.0f} s")
     table.add_row("results per second, overall", f"{out['results_per_s_overall']:.1f}")
+    table.add_row("first result after", f"{out['first_result_after_s']:.2f} s")
+    table.add_row("results per second per 10 s", ", ".join(f"{rate:.0f}" for _, rate in windows))
     table.add_row("results per minute", ", ".join(f"{v:,}" for v in out["results_per_minute"].values()))
     table.add_row("what went wrong on purpose", "; ".join(f"{what} at {at:.0f} s" for at, what in events))
     table.add_row("resumed submission said", resume_line)
@@ -237,6 +283,13 @@ def main(lines: int = typer.Option(20000), quick: bool = typer.Option(False)) ->
     for name, ok in checks.items():
         table.add_row(name.replace("_", " "), "yes" if ok else "[bold red]NO[/]")
     console.print(table)
+    names = list(phases[0]["cpu_cores_used"]) if phases else []
+    by_phase = Table("phase", "s", "results/s", *names, title="where the cores went (cores used per process)",
+                     title_justify="left")
+    for phase in phases:
+        by_phase.add_row(phase["phase"], f"{phase['seconds']:.0f}", f"{phase['results'] / phase['seconds']:.0f}",
+                         *(f"{phase['cpu_cores_used'][k]:.2f}" for k in names))
+    console.print(by_phase)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
     plot(windows, PLOT, f"{n:,}-line bulk job, 2 null workers (one killed), {machine()}")

@@ -93,6 +93,9 @@ class Notifier:
             lambda: asyncio.Semaphore(settings.webhook_concurrency_per_endpoint))
         self._tasks: set[asyncio.Task] = set()
         self.delivered = 0
+        self.given_up = 0
+        self._logged: tuple[int, int, int] = (0, 0, 0)
+        self._logged_at = 0.0
 
     # --- wiring -------------------------------------------------------------------------------
     async def run(self, *, max_seconds: float | None = None) -> None:
@@ -216,6 +219,9 @@ class Notifier:
                                             for d in self._pending.values()})
             self._expired_at = now
         self._schedule_delivery(delivery)
+        if isinstance(result, BatchCompleted):
+            log.info("batch %s of %s finished: batch.completed webhook queued for %s", result.batch_id,
+                     result.tenant_id, endpoint_of(delivery.url))
         return Outputs().add(PENDING, encode_event(delivery, source=SOURCE))
 
     @staticmethod
@@ -257,7 +263,15 @@ class Notifier:
                 task = asyncio.create_task(self._attempt(delivery))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            self._log_totals(now)
             await asyncio.sleep(0.02)
+
+    def _log_totals(self, now: float) -> None:
+        """Once a minute, when anything moved: what was delivered, what waits, what was given up."""
+        totals = (self.delivered, len(self._pending), self.given_up)
+        if now - self._logged_at >= 60.0 and totals != self._logged:
+            log.info("webhooks since start: %d delivered, %d given up; %d pending", totals[0], totals[2], totals[1])
+            self._logged, self._logged_at = totals, now
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
         try:
@@ -294,6 +308,8 @@ class Notifier:
         outcome = judge(status, error, retry_after, number, self.policy, self._now(), self.rng)
         if isinstance(outcome, Delivered):
             self.delivered += 1
+            if delivery.request_id is None and delivery.batch_id is not None:
+                log.info("batch %s: batch.completed webhook delivered (attempt %d)", delivery.batch_id, number)
             await self._send(ATTEMPTS, self._attempted(delivery, number, "delivered", status, None, elapsed_ms))
             await self._send(PENDING, delivery, key=delivery.delivery_id.encode(), tombstone=True)
             self._pending.pop(delivery.delivery_id, None)
@@ -312,6 +328,9 @@ class Notifier:
     async def _finish(self, delivery: WebhookDelivery, number: int, outcome: str, status: int | None, reason: str,
                       elapsed_ms: float, error: str | None = None) -> None:
         """No more attempts: the dead-letter topic keeps it for replay."""
+        self.given_up += 1
+        log.warning("webhook %s to %s given up after %d attempts (%s): %s", delivery.delivery_id,
+                    endpoint_of(delivery.url), number, outcome, reason)
         await self._send(ATTEMPTS, self._attempted(delivery, number, outcome, status, error or reason, elapsed_ms))
         await self._send(DEAD, WebhookDead(delivery=delivery.model_copy(update={"attempt": number}),
                                            tenant_id=delivery.tenant_id, reason=reason[:512]))
@@ -322,6 +341,8 @@ class Notifier:
         tenant = self.tenants.get(delivery.tenant_id)
         if tenant is None or delivery.url in tenant.disabled_webhook_urls:
             return
+        log.warning("tenant %s: webhook endpoint %s disabled (it answered 410 Gone)", tenant.tenant_id,
+                    endpoint_of(delivery.url))
         updated = tenant.model_copy(update={"disabled_webhook_urls": (*tenant.disabled_webhook_urls, delivery.url),
                                             "updated_at": self._now()})
         self.tenants[tenant.tenant_id] = updated
