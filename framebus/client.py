@@ -26,9 +26,11 @@ from datetime import datetime
 from typing import Any
 
 from kafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict
 
 from framebus import kafka as kafka_adapter
+from framebus import tracing
 from framebus.config import ClientSettings
 from framebus.errors import SubmitError
 from framebus.kafka import read_key
@@ -99,21 +101,28 @@ class FramebusClient:
         built = [self.build_request(r) for r in requests]
         pending = []
         for request in built:
-            record = encode_event(request, source=self.source, traceparent=traceparent)
             topic = self.settings.topic(request_topic(request.tier))
+            # The request's trace starts here (or continues the caller's): each hop after this hangs under it.
+            sent = tracing.start("publish", parent=traceparent, kind=SpanKind.PRODUCER, attributes={
+                "messaging.system": "kafka", "messaging.destination.name": topic, "framebus.tenant": request.tenant_id,
+                "framebus.request_id": request.request_id, "framebus.tier": request.tier.value})
+            record = encode_event(request, source=self.source, traceparent=tracing.traceparent_of(sent, traceparent))
             event_id = dict(record.headers)["ce_id"].decode()
             try:
                 future = self._producer.send(topic, key=record.key, value=record.value, headers=record.headers)
             except KafkaError as exc:
+                sent.end()
                 raise SubmitError(f"request {request.request_id!r} was not sent: {exc}") from exc
-            pending.append((request, topic, event_id, future))
+            pending.append((request, topic, event_id, future, sent))
         receipts = []
-        for request, topic, event_id, future in pending:
+        for request, topic, event_id, future, sent in pending:
             try:
                 metadata = future.get(timeout=self.settings.submit_deadline_s)
             except KafkaError as exc:
                 raise SubmitError(f"request {request.request_id!r} was not acknowledged by Kafka within "
                                   f"{self.settings.submit_deadline_s:g}s: {exc}") from exc
+            finally:
+                sent.end()
             receipts.append(Receipt(request_id=request.request_id, tenant_id=request.tenant_id, tier=request.tier,
                                     tokens=request.quote(), topic=topic, partition=metadata.partition,
                                     offset=metadata.offset, event_id=event_id, accepted_at=utc_now()))

@@ -34,6 +34,9 @@ class ClientSettings(BaseSettings):
     submit_deadline_s: float = Field(30.0, gt=0, le=600,
                                      description="How long a submit may retry before it reports the broker unavailable.")
     webhook_http_hosts: frozenset[str] = Field(frozenset(), description="Hosts allowed plain-http webhook URLs (JSON list).")
+    telemetry: str = Field(
+        "auto", description="Where spans go: auto (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else off), otlp, "
+                            "console, jsonl:DIR, or off. A producer's traceparent travels on either way.")
     default_model: ModelName = Field(
         DEFAULT_MODEL, description="Model of a request that names none, and the one `framebus worker` serves unless "
                                    "told otherwise; a request's unset size, frames and steps are that model's own.")

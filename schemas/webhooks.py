@@ -36,6 +36,8 @@ class WebhookDelivery(Event):
     attempt: int = Field(0, ge=0, description="Attempts made so far.")
     due_at: datetime = Field(default_factory=utc_now)
     created_at: datetime = Field(default_factory=utc_now)
+    traceparent: str | None = Field(None, max_length=128,
+                                    description="The request's trace, which each attempt continues (1.4).")
 
     def partition_key(self) -> str:
         return self.delivery_id

@@ -37,6 +37,11 @@ class Shape(BaseModel):
         return cls(model=request.model, width=request.width, height=request.height, num_frames=request.num_frames,
                    num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale)
 
+    def label(self) -> str:
+        """For people: "wan-tiny 64x64x5, 4 steps, cfg 5"."""
+        return (f"{self.model.value} {self.width}x{self.height}x{self.num_frames}, {self.num_inference_steps} steps, "
+                f"cfg {self.guidance_scale:g}")
+
 
 class WorkerAnnounced(Event):
     event_type: ClassVar[str] = "framebus.worker.announced"
@@ -79,6 +84,9 @@ class JobDispatched(Event):
     requests: tuple[GenerationRequest, ...] = Field(min_length=1)
     attempt: int = Field(1, ge=1, description="Above 1: re-dispatched after a worker was lost.")
     dispatched_at: datetime = Field(default_factory=utc_now)
+    traceparents: dict[str, str] = Field(
+        default_factory=dict, description="Request id -> W3C traceparent of its dispatch (1.4): each request's "
+                                          "own trace continues on the worker, though the job is one record.")
 
     def partition_key(self) -> str:
         return self.worker_id

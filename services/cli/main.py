@@ -13,6 +13,7 @@ from framebus.services.cli import metering as metering_commands
 from framebus.services.cli import models as model_commands
 from framebus.services.cli import requests as request_commands
 from framebus.services.cli import tenants as tenant_commands
+from framebus.services.cli import trace as trace_commands
 from framebus.services.cli import webhooks as webhook_commands
 from framebus.services.cli.output import console, errors_exit
 from framebus.services.common.settings import Settings
@@ -153,6 +154,7 @@ app.add_typer(webhook_commands.app, name="webhooks")
 app.add_typer(batch_commands.app, name="batch")
 app.add_typer(model_commands.app, name="model")
 app.command()(metering_commands.usage)
+app.command()(trace_commands.trace)
 app.command()(metering_commands.cost)
 tenant_commands.app.command()(metering_commands.balance)
 

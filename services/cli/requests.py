@@ -19,7 +19,17 @@ TenantOption = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant
 
 def _client(tenant: str | None) -> FramebusClient:
     settings = Settings()
+    _telemetry(settings)
     return FramebusClient(tenant_id=acting_tenant(tenant, settings), settings=settings)
+
+
+def _telemetry(settings: Settings) -> None:
+    """Spans of the CLI's own sends (a request's trace starts with its publish), where the SDK is installed."""
+    try:
+        from framebus.services.common.telemetry import configure
+    except ImportError:  # a producer-only install: its traceparent still travels, nothing is recorded here
+        return
+    configure("framebus-cli", settings.telemetry)
 
 
 def submit(

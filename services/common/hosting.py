@@ -20,6 +20,7 @@ import faust
 from framebus.services.common.logs import logging_config
 from framebus.services.common.processor import Processor
 from framebus.services.common.settings import Settings
+from framebus.services.common.telemetry import configure
 from framebus.services.common.watchdog import ClientHealth
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def serve(name: str, settings: Settings, build: Callable[[], Hosted]) -> None:
     """Build the service (inside the event loop: aiokafka clients bind to it) and run it in the
     foreground as the one task of a faust worker, until SIGTERM or SIGINT (the task is
     cancelled: the service's cleanup flushes and leaves its groups) or until it fails."""
+    configure(name, settings.telemetry)
     app = stream_app(name, settings)
     built: list[Hosted] = []
     Processor.failure_hooks.append(exit_soon)

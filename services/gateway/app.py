@@ -24,6 +24,7 @@ from framebus.services.batch.submit import BatchRefused
 from framebus.services.common.compacted import TopicTable
 from framebus.services.common.errors import KafkaAdapterError, StorageError
 from framebus.services.common.settings import Settings
+from framebus.services.common.telemetry import configure
 from framebus.services.gateway.limits import BodySizeLimit
 from framebus.services.gateway.ratelimit import RateLimiter, retry_after_header
 from framebus.services.gateway.routes import router
@@ -35,6 +36,7 @@ GATEWAY_SOURCE = "/framebus/gateway"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure("framebus-gateway", settings.telemetry)
     statuses, tenants, batches = StatusTable(), TenantTable(), BatchTable()
 
     @asynccontextmanager

@@ -44,8 +44,10 @@ Tenant = Annotated[TenantUpdated, Depends(tenant)]
 
 @router.post("/v1/generations", status_code=201, response_model=Receipt, responses=ERRORS,
              summary="Submit a generation (idempotent on request_id)")
-def create_generation(body: GenerationCreate, caller: Tenant, request: Request, response: Response) -> Receipt:
-    submitted = gateway(request).submit(caller, body)
+def create_generation(body: GenerationCreate, caller: Tenant, request: Request, response: Response,
+                      traceparent: Annotated[str | None, Header(include_in_schema=False)] = None) -> Receipt:
+    # A trace the caller started (W3C `traceparent`) is continued through every hop, not replaced.
+    submitted = gateway(request).submit(caller, body, traceparent=traceparent)
     if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return submitted.receipt

@@ -81,7 +81,7 @@ class Gateway:
             raise Unauthenticated("the API key is not valid")
         return found[0]
 
-    def submit(self, tenant: TenantUpdated, body: GenerationCreate) -> Submitted:
+    def submit(self, tenant: TenantUpdated, body: GenerationCreate, *, traceparent: str | None = None) -> Submitted:
         wait = self.limiter.try_acquire(tenant.tenant_id, tenant.submissions_per_minute
                                         or self.settings.gateway_submissions_per_minute)
         if wait > 0:
@@ -96,7 +96,7 @@ class Gateway:
                 if existing.request_digest == request.digest():
                     return Submitted(receipt_from_status(existing), replayed=True)
                 raise Conflict(f"request_id {request.request_id!r} was already used with a different body")
-            return Submitted(self.client.submit(request), replayed=False)
+            return Submitted(self.client.submit(request, traceparent=traceparent), replayed=False)
 
     def status(self, tenant: TenantUpdated, request_id: str) -> StatusChanged:
         found = self.statuses.get(tenant.tenant_id, request_id)

@@ -18,6 +18,7 @@ from framebus.services.common import kafka as kafka_adapter
 from framebus.services.common.ffmpeg import require_ffmpeg
 from framebus.services.common.settings import Settings
 from framebus.services.common.storage import ensure_bucket, s3_client
+from framebus.services.common.telemetry import configure
 from framebus.services.generator.clock import SystemClock
 from framebus.services.generator.encode import EncodeConfig, choose_encoder
 from framebus.services.generator.engine import Engine, NullEngine
@@ -104,6 +105,7 @@ def run(worker: Worker, *, max_seconds: float | None = None) -> None:
         signal.signal(sig, lambda *_: worker.stop())
     # `kill -USR1 <pid>` prints every thread's stack to the log: what a stuck worker is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    configure("framebus-worker", worker.settings.telemetry)
     if worker.settings.health_port is not None:
         serve_health(worker.settings.health_port, ready=worker.ready.is_set, kafka=lambda: worker.watch.health)
     worker.run(max_seconds=max_seconds)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from framebus import tracing
 from framebus.schemas.events import (
     ErrorInfo,
     Event,
@@ -74,10 +75,11 @@ Outcome = Completed | Failed | Cancelled | Unreadable
 
 @dataclass(frozen=True)
 class Publish:
-    """One event to send, and the catalogue name of the topic it goes to."""
+    """One event to send, the catalogue name of the topic it goes to, and the request's trace."""
 
     topic: str
     event: Event
+    traceparent: str | None = None
 
 
 def error_info(code: ErrorCode, message: str) -> ErrorInfo:
@@ -166,3 +168,30 @@ def _unreadable_events(outcome: Unreadable) -> list[Publish]:
                                                     timings=timings, updated_at=outcome.finished_at))]
     except ValidationError:  # ids too broken to report on; the dead letter keeps the record
         return []
+
+
+def trace_outcome(outcome: Outcome, parent: str | None, *, job_id: str, worker_id: str, batch_size: int,
+                  shape: str) -> str | None:
+    """The request's spans on this worker, from the times its stages measured: its time in the
+    batch, and within it denoising, VAE decode, encode and upload, one after another. Returns the
+    batch span's traceparent, which its result carries on (None: no trace to continue)."""
+    if parent is None or isinstance(outcome, Unreadable) or outcome.timings.started_at is None:
+        return parent
+    timings, usage = outcome.timings, outcome.usage
+    started = timings.started_at.timestamp()
+    finished = timings.finished_at.timestamp() if timings.finished_at else started
+    outcome_name = {Completed: "completed", Failed: "failed", Cancelled: "cancelled"}[type(outcome)]
+    batch = tracing.record("batch", parent=parent, start=started, end=finished, attributes={
+        "framebus.request_id": outcome.request.request_id, "framebus.job": job_id, "framebus.worker": worker_id,
+        "framebus.batch_size": batch_size, "framebus.shape": shape, "framebus.outcome": outcome_name,
+        "framebus.result_cache_hit": usage.result_cache_hit})
+    at = started
+    for stage, seconds, attributes in (
+            ("denoise", timings.denoise_s, {"framebus.steps_run": usage.steps_run,
+                                            "framebus.steps_skipped_by_cache": usage.steps_skipped_by_cache}),
+            ("vae decode", timings.decode_s, {}), ("encode", timings.encode_s, {}), ("upload", timings.upload_s, {})):
+        if seconds is None:
+            continue
+        tracing.record(stage, parent=batch, start=at, end=at + seconds, attributes=attributes)
+        at += seconds
+    return batch

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -56,7 +56,14 @@ from framebus.services.generator.encode import EncodeConfig, EncodedVideo, encod
 from framebus.services.generator.engine import Engine
 from framebus.services.generator.errors import EngineOutOfMemory, RenderInterrupted
 from framebus.services.generator.finishing import Finisher
-from framebus.services.generator.outcomes import Completed, Publish, events_for, running, unreadable_outcomes
+from framebus.services.generator.outcomes import (
+    Completed,
+    Publish,
+    events_for,
+    running,
+    trace_outcome,
+    unreadable_outcomes,
+)
 from framebus.services.generator.rendered import IsCancelled, Item, Rendered
 from framebus.services.generator.storage import VideoStore
 
@@ -360,6 +367,13 @@ class Worker:
             publishes = list(events_for(self._finisher.failed(item.request, ErrorCode.INTERNAL_ERROR,
                                                               f"{type(exc).__name__}: {exc}", done.started)))
             outcome = None
+        job = done.job
+        traceparent = job.traceparents.get(item.request.request_id)
+        if outcome is not None:
+            traceparent = trace_outcome(outcome, traceparent, job_id=job.job_id, worker_id=self.config.worker_id,
+                                        batch_size=len(job.requests), shape=job.shape.label())
+        if traceparent is not None:
+            publishes = [replace(p, traceparent=traceparent) for p in publishes]
         self._publish_until_handed_over(publishes)
         if isinstance(outcome, Completed):
             self.completed += 1
@@ -373,7 +387,8 @@ class Worker:
         """Hand every record to the producer, waiting out a broker outage (the producer blocks, then
         refuses, while it has no metadata); give up only when the worker stops itself as wedged."""
         for publish in publishes:
-            if not self._until_handed_over(publish.topic, lambda p=publish: self._send(p.topic, p.event)):
+            if not self._until_handed_over(publish.topic, lambda p=publish: self._send(p.topic, p.event,
+                                                                                        traceparent=p.traceparent)):
                 return  # the process exits; the scheduler re-runs the request elsewhere
 
     def _until_handed_over(self, topic: str, send: Callable[[], None]) -> bool:
@@ -391,10 +406,11 @@ class Worker:
         for publish in publishes:
             self._send(publish.topic, publish.event)
 
-    def _send(self, topic: str, event: Event, *, resend: bool = True) -> None:
+    def _send(self, topic: str, event: Event, *, resend: bool = True, traceparent: str | None = None) -> None:
         """Hand a record to the producer. ``resend``: if the broker never acknowledges it (expired
         while the broker was down), send it again (a result must not vanish)."""
-        self._send_record(self.settings.topic(topic), encode_event(event, source=SOURCE, event_id=self._new_id()),
+        self._send_record(self.settings.topic(topic), encode_event(event, source=SOURCE, event_id=self._new_id(),
+                                                                   traceparent=traceparent),
                           0 if resend else None)
 
     def _send_record(self, topic: str, record, attempts: int | None) -> None:

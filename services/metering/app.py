@@ -23,6 +23,9 @@ import logging
 import time
 import uuid
 
+from opentelemetry.trace import SpanKind
+
+from framebus import tracing
 from framebus.schemas import sources
 from framebus.schemas.codec import decode_event, encode_event, written_by
 from framebus.schemas.errors import CodecError
@@ -74,7 +77,15 @@ class MeteringHandlers:
         except CodecError as exc:
             self.dead += 1
             return Outputs().add(DEAD_RESULTS_TOPIC, dead_letter(record, str(exc.reason), exc.detail))
-        metered = self.core.result(result, decoded.envelope.source)
+        with tracing.span("settle", parent=decoded.envelope.traceparent, kind=SpanKind.CONSUMER, attributes={
+                "framebus.tenant": result.tenant_id, "framebus.request_id": result.request_id,
+                "framebus.outcome": result.outcome}) as settling:
+            metered = self.core.result(result, decoded.envelope.source)
+            settling.set_attribute("framebus.settled", bool(metered.ledger))
+            if metered.skipped:
+                settling.set_attribute("framebus.skipped", metered.skipped)
+            for entry in metered.ledger:
+                settling.set_attribute("framebus.tokens", entry.tokens)
         out = Outputs()
         for usage in metered.usage:
             out.add("framebus.usage", encode_event(usage, source=self.source,

@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry.trace import SpanKind
 
+from framebus import tracing
 from framebus.schemas import sources
 from framebus.schemas.codec import KafkaRecord, decode_event, encode_event, written_by
 from framebus.schemas.errors import CodecError
@@ -196,7 +198,8 @@ class Notifier:
         """A result or completed batch -> its webhook delivery on the pending topic (the runtime
         commits the result only once that record is on the broker), scheduled in memory."""
         try:
-            result = decode_event(record.headers, record.value).event
+            read = decode_event(record.headers, record.value)
+            result = read.event
         except CodecError as exc:  # metering dead-letters unreadable results; nothing to notify
             log.warning("skipped an unreadable result at offset %s: %s", record.offset, exc)
             return Outputs()
@@ -209,6 +212,8 @@ class Notifier:
             return Outputs()
         if delivery is None:
             return Outputs()
+        if read.envelope.traceparent:
+            delivery = delivery.model_copy(update={"traceparent": read.envelope.traceparent})
         subject = subject_of(delivery.tenant_id, delivery.request_id, delivery.delivery_id)
         if delivery.delivery_id in self._pending or subject in self.notified:
             # A replay, or a second terminal result for a request that already has its webhook
@@ -299,11 +304,16 @@ class Notifier:
             return
         started = time.perf_counter()
         status, error, retry_after = None, None, None
-        try:
-            answer = await self.http.post(delivery.url, content=delivery.payload.encode(), headers=headers)
-            status, retry_after = answer.status_code, answer.headers.get("retry-after")
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:512] or type(exc).__name__
+        with tracing.span("webhook attempt", parent=delivery.traceparent, kind=SpanKind.CLIENT, attributes={
+                "framebus.delivery_id": delivery.delivery_id, "framebus.attempt": number,
+                "framebus.webhook_type": str(delivery.type), "server.address": endpoint_of(delivery.url)}) as sent:
+            try:
+                answer = await self.http.post(delivery.url, content=delivery.payload.encode(), headers=headers)
+                status, retry_after = answer.status_code, answer.headers.get("retry-after")
+                sent.set_attribute("http.response.status_code", status)
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:512] or type(exc).__name__
+                sent.set_attribute("error.type", type(exc).__name__)
         elapsed_ms = (time.perf_counter() - started) * 1000
         outcome = judge(status, error, retry_after, number, self.policy, self._now(), self.rng)
         if isinstance(outcome, Delivered):

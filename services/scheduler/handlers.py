@@ -11,6 +11,9 @@ import json
 import logging
 import re
 
+from opentelemetry.trace import SpanKind
+
+from framebus import tracing
 from framebus.schemas import limits, sources
 from framebus.schemas.codec import KafkaRecord, decode, decode_event, written_by
 from framebus.schemas.errors import CodecError
@@ -43,6 +46,9 @@ class SchedulerHandlers:
         self.admission_context = admission_context or {}
         self.restored = False  # after restore, our own ledger entries were folded when made
         self.rejected = 0
+        # Each live request's trace (its admission span), carried on its job and its result. Not
+        # kept in the backlog: after a scheduler restart a request's later spans start a new trace.
+        self.traces: dict[tuple[str, str], str] = {}
 
     # --- inputs ----------------------------------------------------------------------------------
     def on_input(self, record, now: float) -> Outputs:
@@ -54,7 +60,8 @@ class SchedulerHandlers:
     def on_request(self, record, now: float) -> Outputs:
         headers = list(record.headers)
         try:
-            decoded = decode_event(headers, record.value, context=self.admission_context).event
+            read = decode_event(headers, record.value, context=self.admission_context)
+            decoded = read.event
             if not isinstance(decoded, GenerationRequest):
                 raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
                                  f"request topics carry framebus.generation.requested, not {decoded.event_type}")
@@ -72,7 +79,21 @@ class SchedulerHandlers:
             return Outputs().add(REJECTED_TOPIC, dead_letter(
                 record, ErrorCode.INVALID_REQUEST.value,
                 f"the record key must be the tenant id {decoded.tenant_id!r}, but the record has {shown}"))
-        out = self.core.submit(decoded, now)
+        key = (decoded.tenant_id, decoded.request_id)
+        with tracing.span("admit", parent=read.envelope.traceparent, kind=SpanKind.CONSUMER, attributes={
+                "framebus.tenant": decoded.tenant_id, "framebus.request_id": decoded.request_id,
+                "framebus.tier": decoded.tier.value}) as admitted:
+            out = self.core.submit(decoded, now)
+            decision = ("queued" if out.queued else "duplicate" if out.duplicates else
+                        str(out.terminal[0].code) if out.terminal else "none")
+            admitted.set_attribute("framebus.decision", decision)
+            if out.queued:
+                admitted.set_attribute("framebus.queue_depth", self.core.queue.depth(decoded.tier))
+                traceparent = tracing.traceparent_of(admitted, read.envelope.traceparent)
+                if traceparent:
+                    self.traces[key] = traceparent
+            elif out.terminal:
+                self.traces.pop(key, None)
         refused = Outputs()
         if any(t.code is ErrorCode.UNKNOWN_TENANT for t in out.terminal):  # a bad record, not just a refusal
             refused.add(REJECTED_TOPIC, dead_letter(record, ErrorCode.UNKNOWN_TENANT.value, out.terminal[0].message))
@@ -112,6 +133,7 @@ class SchedulerHandlers:
             log.warning("skipped an unreadable result: %s", exc)
             return Outputs()
         self.core.request_finished(tenant_id, request_id)
+        self.traces.pop((tenant_id, request_id), None)
         return Outputs().add(*records.tombstone(tenant_id, request_id))
 
     def step(self, now: float, heard_at: float | None = None, results_read_at: float | None = None) -> Outputs:
@@ -142,7 +164,11 @@ class SchedulerHandlers:
     def publish(self, out: SchedulerOutput) -> Outputs:
         if not out:
             return Outputs()
-        published = Outputs(records.for_output(out))
+        if out.jobs and self.traces:
+            out.jobs = [self._traced(job, out.job_entries[job.job_id]) for job in out.jobs]
+        published = Outputs(records.for_output(out, lambda tenant, request: self.traces.get((tenant, request))))
+        for ended in out.terminal:
+            self.traces.pop((ended.request.tenant_id, ended.request.request_id), None)
         for duplicate in out.duplicates:  # re-publish its state, so whoever resubmitted sees it
             known = self.finished.record(duplicate.tenant_id, duplicate.request_id)
             if known is not None:
@@ -150,6 +176,24 @@ class SchedulerHandlers:
             else:
                 published.add(*records.status(duplicate, self.core.state_of(duplicate)))
         return published
+
+    def _traced(self, job: JobDispatched, entries) -> JobDispatched:
+        """The job with each request's trace continued: its queue wait and its dispatch as spans."""
+        dispatched_at = job.dispatched_at.timestamp()
+        traceparents = {}
+        for entry in entries:
+            parent = self.traces.get(entry.key)
+            if parent is None:
+                continue
+            attributes = {"framebus.request_id": entry.request.request_id, "framebus.tier": entry.tier.value,
+                          "framebus.attempt": entry.attempt}
+            tracing.record("queue wait", parent=parent, start=entry.enqueued_at, end=dispatched_at,
+                           attributes=attributes)
+            traceparents[entry.request.request_id] = tracing.record(
+                "dispatch", parent=parent, start=dispatched_at, end=dispatched_at, kind=SpanKind.PRODUCER,
+                attributes={**attributes, "framebus.worker": job.worker_id, "framebus.job": job.job_id,
+                            "framebus.batch_size": len(job.requests), "framebus.shape": job.shape.label()}) or parent
+        return job.model_copy(update={"traceparents": traceparents}) if traceparents else job
 
     # --- followed tables -------------------------------------------------------------------------
     def apply_tenant(self, record) -> None:

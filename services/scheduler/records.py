@@ -6,6 +6,7 @@ this apart lets tests check exactly what a decision publishes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from framebus.schemas import sources
@@ -75,7 +76,7 @@ def dispatched(job: JobDispatched, entries: list[QueuedRequest]) -> Out:
     return out
 
 
-def terminal(ended: Terminal) -> Out:
+def terminal(ended: Terminal, traceparent: str | None = None) -> Out:
     request = ended.request
     common = request.result_fields(Timings(accepted_at=request.submitted_at, finished_at=datetime.now(UTC)))
     error = None
@@ -84,7 +85,7 @@ def terminal(ended: Terminal) -> Out:
     else:
         error = ErrorInfo(code=ended.code or ErrorCode.INTERNAL_ERROR, message=ended.message)
         result = GenerationFailed(**common, error=error)
-    return [event("framebus.results", result), status(request, ended.state, error=error),
+    return [event("framebus.results", result, traceparent), status(request, ended.state, error=error),
             tombstone(request.tenant_id, request.request_id)]
 
 
@@ -94,7 +95,8 @@ def forwarded_cancel(forward: ForwardedCancel) -> tuple[str, KafkaRecord]:
     return topic, KafkaRecord(forward.worker_id.encode(), record.value, record.headers)
 
 
-def for_output(out: SchedulerOutput) -> Out:
+def for_output(out: SchedulerOutput, trace_of: Callable[[str, str], str | None] = lambda tenant, request: None) -> Out:
+    """``trace_of(tenant, request id)``: the request's traceparent, carried on its result."""
     records: Out = []
     for entry in out.queued + out.requeued:
         records.extend(queued(entry, out.waiting.get(entry.key)))
@@ -103,7 +105,7 @@ def for_output(out: SchedulerOutput) -> Out:
     for job in out.jobs:
         records.extend(dispatched(job, out.job_entries[job.job_id]))
     for ended in out.terminal:
-        records.extend(terminal(ended))
+        records.extend(terminal(ended, trace_of(ended.request.tenant_id, ended.request.request_id)))
     for forward in out.cancels:
         records.append(forwarded_cancel(forward))
     return records

@@ -1,0 +1,84 @@
+"""One trace per request, across every Kafka hop: W3C trace context in the `traceparent` header.
+
+Only the OpenTelemetry API is used here, so a producer that installs the SDK alone gets
+propagation for free: with no tracer provider configured, spans record nothing, but a
+`traceparent` the producer passes is carried on unchanged, and every framebus service that
+has telemetry on continues that trace instead of starting another. Services configure the
+SDK in ``framebus.services.common.telemetry``.
+
+Each hop calls ``span(name, parent=<the record's traceparent>)`` and writes
+``traceparent_of(span)`` on what it sends next. A stage whose timing is measured elsewhere
+(a worker's denoising inside a batch) is recorded afterwards with ``record``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+Attributes = Mapping[str, str | int | float | bool]
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("framebus")
+
+
+def context_of(traceparent: str | None) -> Context | None:
+    """The context a `traceparent` names (None: none given, or not a valid one)."""
+    if not traceparent:
+        return None
+    context = _PROPAGATOR.extract({"traceparent": traceparent})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def traceparent_of(span: Span, fallback: str | None = None) -> str | None:
+    """``span``'s W3C `traceparent`, to put on the next record. A span that records nothing (no
+    SDK configured) has no context of its own: the parent's `traceparent` travels on."""
+    if not span.get_span_context().is_valid:
+        return fallback
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", fallback)
+
+
+@contextmanager
+def span(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTERNAL,
+         attributes: Attributes | None = None, links: tuple[str | None, ...] = ()) -> Iterator[Span]:
+    """A span that is a child of ``parent`` (a `traceparent`), or a new trace's root without one."""
+    linked = [Link(ctx) for tp in links if (ctx := _span_context(tp)) is not None]
+    with tracer().start_as_current_span(name, context=context_of(parent) or Context(), kind=kind,
+                                        attributes=dict(attributes or {}), links=linked) as current:
+        yield current
+
+
+def start(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTERNAL,
+          attributes: Attributes | None = None) -> Span:
+    """A span the caller ends (``span.end()``): for a send whose acknowledgement comes later."""
+    return tracer().start_span(name, context=context_of(parent) or Context(), kind=kind,
+                               attributes=dict(attributes or {}))
+
+
+def record(name: str, *, parent: str | None, start: datetime | float, end: datetime | float,
+           attributes: Attributes | None = None, kind: SpanKind = SpanKind.INTERNAL) -> str | None:
+    """A span for a stage that already happened (times as datetimes or epoch seconds); returns its
+    `traceparent` so later stages can hang under it."""
+    started = tracer().start_span(name, context=context_of(parent) or Context(), kind=kind,
+                                  attributes=dict(attributes or {}), start_time=_ns(start))
+    started.end(end_time=_ns(end))
+    return traceparent_of(started, parent)
+
+
+def _ns(at: datetime | float) -> int:
+    return int((at.timestamp() if isinstance(at, datetime) else at) * 1e9)
+
+
+def _span_context(traceparent: str | None):
+    context = context_of(traceparent)
+    return trace.get_current_span(context).get_span_context() if context is not None else None
