@@ -26,8 +26,21 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 Attributes = Mapping[str, str | int | float | bool]
 
 
+_TRACER = trace.get_tracer("framebus")  # a proxy: it follows a provider configured later
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("framebus")
+    return _TRACER
+
+
+def _unsampled(context: Context | None) -> Span | None:
+    """The parent's span when the parent was not sampled: its children are not either (the SDK's
+    default, parent-based sampling), so making them would be work for nothing. At 1% sampling this
+    path is the common one: it kept the scheduler's cost per request near tracing off."""
+    if context is None:
+        return None
+    parent = trace.get_current_span(context)
+    return parent if not parent.get_span_context().trace_flags.sampled else None
 
 
 def context_of(traceparent: str | None) -> Context | None:
@@ -52,25 +65,36 @@ def traceparent_of(span: Span, fallback: str | None = None) -> str | None:
 def span(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTERNAL,
          attributes: Attributes | None = None, links: tuple[str | None, ...] = ()) -> Iterator[Span]:
     """A span that is a child of ``parent`` (a `traceparent`), or a new trace's root without one."""
-    linked = [Link(ctx) for tp in links if (ctx := _span_context(tp)) is not None]
-    with tracer().start_as_current_span(name, context=context_of(parent) or Context(), kind=kind,
-                                        attributes=dict(attributes or {}), links=linked) as current:
+    context = context_of(parent)
+    skipped = _unsampled(context)
+    if skipped is not None:
+        yield skipped
+        return
+    linked = [Link(ctx) for tp in links if (ctx := _span_context(tp)) is not None] if links else None
+    with tracer().start_as_current_span(name, context=context or Context(), kind=kind,
+                                        attributes=attributes, links=linked) as current:
         yield current
 
 
 def start(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTERNAL,
           attributes: Attributes | None = None) -> Span:
     """A span the caller ends (``span.end()``): for a send whose acknowledgement comes later."""
-    return tracer().start_span(name, context=context_of(parent) or Context(), kind=kind,
-                               attributes=dict(attributes or {}))
+    context = context_of(parent)
+    skipped = _unsampled(context)
+    if skipped is not None:
+        return trace.NonRecordingSpan(skipped.get_span_context())
+    return tracer().start_span(name, context=context or Context(), kind=kind, attributes=attributes)
 
 
 def record(name: str, *, parent: str | None, start: datetime | float, end: datetime | float,
            attributes: Attributes | None = None, kind: SpanKind = SpanKind.INTERNAL) -> str | None:
     """A span for a stage that already happened (times as datetimes or epoch seconds); returns its
     `traceparent` so later stages can hang under it."""
-    started = tracer().start_span(name, context=context_of(parent) or Context(), kind=kind,
-                                  attributes=dict(attributes or {}), start_time=_ns(start))
+    context = context_of(parent)
+    if _unsampled(context) is not None:
+        return parent
+    started = tracer().start_span(name, context=context or Context(), kind=kind, attributes=attributes,
+                                  start_time=_ns(start))
     started.end(end_time=_ns(end))
     return traceparent_of(started, parent)
 

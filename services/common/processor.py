@@ -345,13 +345,20 @@ class Processor:
         """After a rebalance: fence the previous owners of our partitions at once (not at their next
         record), let go of the producers of partitions now elsewhere, then the service's hook."""
         async with self._emit_lock:  # a producer is made once per partition, never twice at a time
-            if self._producer_per_partition is not None:
-                for tp in [tp for tp in self._partition_producers if tp not in assigned]:
-                    await _stopped(self._partition_producers.pop(tp)[0])
-                for tp in sorted(assigned, key=lambda tp: (tp.topic, tp.partition)):
-                    await self._partition_producer(tp)
-            if self._on_assigned is not None:
-                await self._on_assigned(assigned)
+            try:
+                if self._producer_per_partition is not None:
+                    for tp in [tp for tp in self._partition_producers if tp not in assigned]:
+                        await _stopped(self._partition_producers.pop(tp)[0])
+                    for tp in sorted(assigned, key=lambda tp: (tp.topic, tp.partition)):
+                        await self._partition_producer(tp)
+                if self._on_assigned is not None:
+                    await self._on_assigned(assigned)
+            except Exception as exc:  # noqa: BLE001 - aiokafka would log it and carry on
+                # Unprepared partitions would never be read while their consumer looked healthy:
+                # stop instead, and the restart prepares them.
+                log.critical("%s: could not take over %d partitions; stopping: %r", self.name, len(assigned), exc)
+                self._fail(exc)
+                return
             self._prepared = set(assigned)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:

@@ -43,3 +43,10 @@ def test_spans_become_a_tree_in_start_order_for_the_requests_trace_only():
     assert [(s.name, s.depth) for s in steps_from_spans(spans, "r1")] == [
         ("admit [s]", 0), ("queue wait [s]", 1), ("batch [s]", 1), ("settle [s]", 2)]
     assert steps_from_spans(spans, "unknown") == []
+
+
+def test_children_of_an_unsampled_parent_are_not_made_and_the_parent_travels_on():
+    unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    assert tracing.record("dispatch", parent=unsampled, start=1.0, end=1.0) == unsampled
+    with tracing.span("admit", parent=unsampled) as span:
+        assert not span.is_recording() and tracing.traceparent_of(span) == unsampled
