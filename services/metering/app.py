@@ -77,7 +77,7 @@ class MeteringHandlers:
         except CodecError as exc:
             self.dead += 1
             return Outputs().add(DEAD_RESULTS_TOPIC, dead_letter(record, str(exc.reason), exc.detail))
-        with tracing.span("settle", parent=decoded.envelope.traceparent, kind=SpanKind.CONSUMER, attributes={
+        with tracing.span("settle", parent=decoded.envelope.traceparent, kind=SpanKind.CONSUMER, root=False, attributes={
                 "framebus.tenant": result.tenant_id, "framebus.request_id": result.request_id,
                 "framebus.outcome": result.outcome}) as settling:
             metered = self.core.result(result, decoded.envelope.source)

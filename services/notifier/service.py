@@ -304,7 +304,8 @@ class Notifier:
             return
         started = time.perf_counter()
         status, error, retry_after = None, None, None
-        with tracing.span("webhook attempt", parent=delivery.traceparent, kind=SpanKind.CLIENT, attributes={
+        with tracing.span("webhook attempt", parent=delivery.traceparent, kind=SpanKind.CLIENT, root=False,
+                          attributes={
                 "framebus.delivery_id": delivery.delivery_id, "framebus.attempt": number,
                 "framebus.webhook_type": str(delivery.type), "server.address": endpoint_of(delivery.url)}) as sent:
             try:

@@ -89,7 +89,10 @@ class SchedulerHandlers:
             admitted.set_attribute("framebus.decision", decision)
             if out.queued:
                 admitted.set_attribute("framebus.queue_depth", self.core.queue.depth(decoded.tier))
-                traceparent = tracing.traceparent_of(admitted, read.envelope.traceparent)
+                # Carried on when recorded, or when the producer started the trace (sampled or not);
+                # a trace begun here and not sampled is dropped: nothing after it would record.
+                traceparent = (tracing.traceparent_of(admitted, read.envelope.traceparent)
+                               if admitted.is_recording() else read.envelope.traceparent)
                 if traceparent:
                     self.traces[key] = traceparent
             elif out.terminal:
@@ -183,7 +186,9 @@ class SchedulerHandlers:
         traceparents = {}
         for entry in entries:
             parent = self.traces.get(entry.key)
-            if parent is None:
+            if parent is None or tracing.unsampled(parent):
+                if parent is not None:
+                    traceparents[entry.request.request_id] = parent  # carried on, nothing recorded
                 continue
             attributes = {"framebus.request_id": entry.request.request_id, "framebus.tier": entry.tier.value,
                           "framebus.attempt": entry.attempt}

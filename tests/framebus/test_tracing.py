@@ -50,3 +50,8 @@ def test_children_of_an_unsampled_parent_are_not_made_and_the_parent_travels_on(
     assert tracing.record("dispatch", parent=unsampled, start=1.0, end=1.0) == unsampled
     with tracing.span("admit", parent=unsampled) as span:
         assert not span.is_recording() and tracing.traceparent_of(span) == unsampled
+
+
+def test_a_hop_in_the_middle_of_a_path_starts_no_trace_of_its_own():
+    with tracing.span("settle", parent=None, root=False) as span:
+        assert not span.is_recording() and tracing.traceparent_of(span) is None
