@@ -16,7 +16,11 @@ ADAPTERS = {"framebus.services.common.kafka", "framebus.services.common.storage"
 
 def imports_of(module: str) -> set[str]:
     """Modules imported at run time (not under TYPE_CHECKING) by ``module``'s source."""
-    tree = ast.parse(open(importlib.util.find_spec(module).origin).read())
+    source = open(importlib.util.find_spec(module).origin).read()
+    try:
+        tree = ast.parse(source)
+    except SystemError:  # CPython 3.11 < 3.11.8 (gh-106905): a spurious recursion-depth mismatch with threads about
+        tree = ast.parse(source)
     found: set[str] = set()
     skipped = {id(node) for stmt in ast.walk(tree) if isinstance(stmt, ast.If)
                and getattr(stmt.test, "id", None) == "TYPE_CHECKING" for node in ast.walk(stmt)}
