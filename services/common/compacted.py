@@ -24,16 +24,6 @@ __all__ = ["TopicTable", "partition_for", "partitions_of", "read_all", "read_lat
 log = logging.getLogger(__name__)
 
 
-async def read_through_end(consumer: AIOKafkaConsumer, partitions, handled: dict[TopicPartition, int], *,
-                           poll_s: float = 0.05) -> None:
-    """Return once ``handled`` (partition -> offset up to which every record was handled, kept
-    current by the reader) reaches each partition's end offset when called (the last stable
-    offset for a read_committed consumer); a partition the consumer no longer holds stops counting."""
-    ends = await consumer.end_offsets(list(partitions))
-    while any(handled.get(tp, -1) < end for tp, end in ends.items() if tp in consumer.assignment()):
-        await asyncio.sleep(poll_s)
-
-
 class TopicTable:
     """Follows a compacted topic from the beginning and hands each record to ``apply``.
 
@@ -99,10 +89,12 @@ class TopicTable:
                 if not pending:
                     self.caught_up.set()
 
-    async def read_to_end(self) -> None:
+    async def read_to_end(self, *, poll_s: float = 0.05) -> None:
         """Return once every record committed to the topic when called has been applied."""
         assert self._consumer is not None
-        await read_through_end(self._consumer, self._consumer.assignment(), self._applied_through)
+        ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        while any(self._applied_through.get(tp, -1) < end for tp, end in ends.items()):
+            await asyncio.sleep(poll_s)
 
     def heard_at(self) -> float:
         """Wall-clock time of the latest fetch the broker answered for this table (0: none yet)."""

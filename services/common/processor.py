@@ -49,7 +49,6 @@ from aiokafka.errors import IllegalStateError, ProducerFenced
 from framebus.kafka import broker_answers
 from framebus.schemas.codec import KafkaRecord
 from framebus.schemas.state import ErrorCode
-from framebus.services.common.compacted import read_through_end
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
 from framebus.services.common.streams import BatchSender, commit_processed, next_offsets, still_owned
@@ -286,7 +285,10 @@ class Processor:
         topics = self._lane_topics[lane_name]
         while not (mine := [tp for tp in self.consumer.assignment() if tp.topic in topics]):
             await asyncio.sleep(poll_s)
-        await read_through_end(self.consumer, mine, self._handled_through, poll_s=poll_s)
+        ends = await self.consumer.end_offsets(mine)
+        while any(self._handled_through.get(tp, -1) < end for tp, end in ends.items()
+                  if tp in self.consumer.assignment()):
+            await asyncio.sleep(poll_s)
 
     async def process(self, lane: Lane, batches: dict[TopicPartition, list]) -> None:
         """Handle one batch, send its outputs, wait until the broker has them all, then commit it

@@ -53,16 +53,6 @@ def settlements(settings: Settings) -> list:
                                                                              b"framebus.ledger.released"))]
 
 
-def reserved(settings: Settings, producer, count: int) -> list:
-    """``count`` requests of the three tenants, their reservations on the ledger (as the scheduler writes them)."""
-    reqs = [request(number, tenant=TENANTS[number % 3]) for number in range(count)]
-    for req in reqs:
-        record = encode_event(reservation(req, req.quote()), source="/framebus/scheduler")
-        producer.send(settings.topic("framebus.ledger"), key=record.key, value=record.value, headers=record.headers)
-    producer.flush()
-    return reqs
-
-
 @pytest.fixture
 def start_metering(provisioned_settings: Settings, tmp_path):
     started: list[subprocess.Popen] = []
@@ -145,7 +135,11 @@ def test_two_instances_share_the_results_and_one_survives_the_others_kill(provis
     killed its partitions move to the other, which settles the rest, each request once."""
     settings = provisioned_settings
     producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=20)
-    reqs = reserved(settings, producer, 1500)
+    reqs = [request(number, tenant=TENANTS[number % 3]) for number in range(1500)]
+    for req in reqs:
+        record = encode_event(reservation(req, req.quote()), source="/framebus/scheduler")
+        producer.send(settings.topic("framebus.ledger"), key=record.key, value=record.value, headers=record.headers)
+    producer.flush()
     first, _second = start_metering(), start_metering()
     time.sleep(8.0)  # both have joined the group and split the partitions
 
@@ -222,7 +216,11 @@ def test_an_instance_paused_mid_transaction_is_fenced_by_the_one_that_takes_its_
     after the pause is seen by a read_committed reader: no usage record or settlement twice."""
     settings = provisioned_settings
     producer = kafka_adapter.producer(settings.bootstrap_servers, linger_ms=20)
-    reqs = reserved(settings, producer, 12000)
+    reqs = [request(number, tenant=TENANTS[number % 3]) for number in range(12000)]
+    for req in reqs:
+        record = encode_event(reservation(req, req.quote()), source="/framebus/scheduler")
+        producer.send(settings.topic("framebus.ledger"), key=record.key, value=record.value, headers=record.headers)
+    producer.flush()
 
     def publish(chunk) -> None:
         for req in chunk:
