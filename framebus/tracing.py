@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -56,6 +56,23 @@ def context_of(traceparent: str | None) -> Context | None:
         return None
     context = _PROPAGATOR.extract({"traceparent": traceparent})
     return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+# A parent that is never sampled: calls made under it (S3 uploads, HTTP) that belong to no trace
+# record nothing, instead of each starting a trace of its own.
+_UNTRACED = trace.set_span_in_context(trace.NonRecordingSpan(trace.SpanContext(
+    trace_id=1, span_id=1, is_remote=True, trace_flags=trace.TraceFlags(0))))
+
+
+@contextmanager
+def within(traceparent: str | None) -> Iterator[None]:
+    """Run a block as part of ``traceparent``'s trace: what instrumented libraries (botocore,
+    httpx) do in it becomes spans of that trace; with no trace given, they record nothing."""
+    token = context.attach(context_of(traceparent) or _UNTRACED)
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def traceparent_of(span: Span, fallback: str | None = None) -> str | None:

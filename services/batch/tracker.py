@@ -35,7 +35,7 @@ from framebus.schemas.events import (
 from framebus.schemas.state import RequestState
 from framebus.services.batch.core import build_manifest, count_lines
 from framebus.services.batch.submit import input_keys
-from framebus.services.common import storage
+from framebus.services.common import metrics, storage
 from framebus.services.common.compacted import TopicTable
 from framebus.services.common.hosting import serve
 from framebus.services.common.kafka import stream_producer
@@ -117,7 +117,12 @@ class BatchTracker:
             if self._stop_requested:
                 self.processor.stop()
             log.info("batch tracker ready: %d open batches, %d finished", len(self.open), len(self.completed))
-            await self.processor.run(max_seconds=max_seconds)
+            unobserve = metrics.observe("framebus.batches.open", lambda: [
+                (float(sum(1 for b in list(self.open) if b not in self.completed)), {})])
+            try:
+                await self.processor.run(max_seconds=max_seconds)
+            finally:
+                unobserve()
         finally:
             for table in tables:
                 await table.stop()

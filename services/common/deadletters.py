@@ -12,12 +12,14 @@ Headers (one spelling everywhere):
 from __future__ import annotations
 
 from framebus.schemas.codec import KafkaRecord
+from framebus.services.common import metrics
 
 PREFIX = "framebus-dead-"
 
 
 def dead_letter(record, reason: str, detail: str, **extra: str) -> KafkaRecord:
-    """``record`` (a consumer record) as it came, with the reason headers added."""
+    """``record`` (a consumer record) as it came, with the reason headers added (and counted)."""
+    metrics.dead_letters.add(1, {"topic": record.topic, "reason": reason})
     headers = [*(record.headers or ()),
                (f"{PREFIX}reason", reason.encode()), (f"{PREFIX}detail", detail[:2000].encode()),
                (f"{PREFIX}source", f"{record.topic}/{record.partition}/{record.offset}".encode()),

@@ -49,6 +49,7 @@ from aiokafka.errors import IllegalStateError, ProducerFenced
 from framebus.kafka import broker_answers
 from framebus.schemas.codec import KafkaRecord
 from framebus.schemas.state import ErrorCode
+from framebus.services.common import metrics
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
 from framebus.services.common.streams import BatchSender, commit_processed, next_offsets, still_owned
@@ -197,6 +198,7 @@ class Processor:
         running += [asyncio.create_task(task(), name=f"{self.name}:task") for task in tasks]
         running.append(asyncio.create_task(self._watch_clients(), name=f"{self.name}:watchdog"))
         stopping = asyncio.create_task(self._stop.wait(), name=f"{self.name}:stop")
+        unobserve = metrics.observe("framebus.consumer.lag", self.lag)
         self.ready.set()
         try:
             done, _ = await asyncio.wait([*running, stopping], timeout=max_seconds,
@@ -211,6 +213,7 @@ class Processor:
                 hook(exc)
             raise
         finally:
+            unobserve()
             for task in [*running, stopping]:
                 task.cancel()
             await asyncio.gather(*running, stopping, return_exceptions=True)
@@ -223,6 +226,19 @@ class Processor:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def lag(self) -> list[tuple[float, dict[str, str]]]:
+        """Records not yet handled per input topic (summed over the partitions this instance owns),
+        from the high watermark of the latest fetch: read by /metrics, from another thread."""
+        if self.consumer is None:
+            return []
+        per_topic: dict[str, int] = {}
+        for tp, handled in list(self._handled_through.items()):
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, end - handled)
+        group = self.group_id or self.name
+        return [(float(n), {"group": group, "topic": topic}) for topic, n in sorted(per_topic.items())]
 
     # --- the watchdog ---------------------------------------------------------------------------
     def broker_heard_at(self) -> float:
@@ -269,6 +285,7 @@ class Processor:
             batches = await self.consumer.getmany(*mine, timeout_ms=200, max_records=lane.max_records)
             if batches:
                 await self.process(lane, batches)
+                metrics.records_handled.add(sum(map(len, batches.values())), {"processor": self.name, "lane": lane.name})
             # Nothing read since this getmany is unhandled: the positions now are what is handled.
             for tp in mine:
                 try:

@@ -118,7 +118,7 @@ class Settings(ClientSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of every service's log.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line.")
     health_port: int | None = Field(
-        None, ge=1, le=65535, description="Port of a service's /healthz and /readyz (processors: faust's web server; workers: their own); unset: off.")
+        None, ge=1, le=65535, description="Port of a service's /healthz, /readyz and /metrics, on every interface; unset: a free port on 127.0.0.1 (`framebus ps` finds it).")
     client_stall_s: float = Field(
         30.0, gt=0, description="A service whose Kafka clients make no progress this long while the broker answers a "
                                 "fresh connection is wedged: /healthz fails and it exits non-zero for its supervisor to restart it.")

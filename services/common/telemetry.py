@@ -83,10 +83,23 @@ def configure(service: str, mode: str = "auto") -> TracerProvider | None:
     else:
         raise ValueError(f"FRAMEBUS_TELEMETRY is {mode!r}: use auto, otlp, console, jsonl:DIR or off")
     trace.set_tracer_provider(provider)
+    _instrument_libraries()
     atexit.register(provider.shutdown)  # a batch of spans still queued is sent on the way out
     _configured = provider
     log.info("telemetry: spans of %s go to %s", name, mode)
     return provider
+
+
+def _instrument_libraries() -> None:
+    """Spans from the official instrumentations: each S3 call (botocore: the worker's uploads, the
+    tracker's manifests) and each outgoing HTTP request (httpx: webhook attempts, which then carry
+    the trace's `traceparent` to the receiver). The gateway instruments its FastAPI app itself."""
+    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    for instrumentor in (BotocoreInstrumentor(), HTTPXClientInstrumentor()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
 
 
 def read_spans(directory: Path) -> list[dict]:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import ValidationError
 
 from framebus.client import FramebusClient, SubmitError
@@ -23,6 +24,8 @@ from framebus.schemas.validation import FieldError, describe_errors
 from framebus.services.batch.submit import BatchRefused
 from framebus.services.common.compacted import TopicTable
 from framebus.services.common.errors import KafkaAdapterError, StorageError
+from framebus.services.common.metrics import configure_metrics
+from framebus.services.common.probes import announce
 from framebus.services.common.settings import Settings
 from framebus.services.common.telemetry import configure
 from framebus.services.gateway.limits import BodySizeLimit
@@ -37,6 +40,7 @@ GATEWAY_SOURCE = "/framebus/gateway"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure("framebus-gateway", settings.telemetry)
+    configure_metrics("framebus-gateway", settings.telemetry)
     statuses, tenants, batches = StatusTable(), TenantTable(), BatchTable()
 
     @asynccontextmanager
@@ -53,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gateway = Gateway(settings=settings, client=client, statuses=statuses, tenants=tenants,
                                     limiter=RateLimiter(clock=time.monotonic), batches=batches)
         app.state.tables = tables
+        announce(settings.state_dir, "framebus-gateway", f"http://127.0.0.1:{settings.gateway_port}")
         try:
             yield
         finally:
@@ -67,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        overrides={"/v1/batches": settings.batch_max_bytes})
     app.include_router(router)
     _install_error_handlers(app)
+    # A span per request (continuing a caller's `traceparent`) and the HTTP server metrics on /metrics.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
 
 

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from framebus.client import Receipt
 from framebus.schemas import limits
 from framebus.schemas.events import GenerationFields, TenantUpdated
 from framebus.schemas.state import ModelName
+from framebus.services.common.metrics import prometheus_text
 from framebus.services.gateway.api import (
     BATCH_STATES,
     BatchCreated,
@@ -144,9 +146,18 @@ def get_batch(batch_id: Annotated[str, Path(pattern=limits.BATCH_ID_PATTERN)], c
 
 @router.get("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    return {"service": "framebus-gateway", "status": "alive"}
 
 
 @router.get("/readyz", include_in_schema=False)
-async def readyz(request: Request) -> dict[str, str]:
-    return {"status": "ready" if getattr(request.app.state, "gateway", None) else "starting"}
+async def readyz(request: Request) -> JSONResponse:
+    """Ready once its tables (statuses, tenants, batches) have caught up: any replica then answers any request."""
+    ready = getattr(request.app.state, "gateway", None) is not None
+    return JSONResponse({"service": "framebus-gateway", "status": "ready" if ready else "starting"},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics_text() -> Response:
+    data, content_type = prometheus_text()
+    return Response(data, media_type=content_type)

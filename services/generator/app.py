@@ -15,14 +15,16 @@ from typing import Literal
 from framebus.kafka import broker_answers
 from framebus.schemas.state import ModelName
 from framebus.services.common import kafka as kafka_adapter
+from framebus.services.common import metrics
 from framebus.services.common.ffmpeg import require_ffmpeg
+from framebus.services.common.metrics import configure_metrics
+from framebus.services.common.probes import serve_probes
 from framebus.services.common.settings import Settings
 from framebus.services.common.storage import ensure_bucket, s3_client
 from framebus.services.common.telemetry import configure
 from framebus.services.generator.clock import SystemClock
 from framebus.services.generator.encode import EncodeConfig, choose_encoder
 from framebus.services.generator.engine import Engine, NullEngine
-from framebus.services.generator.health import serve_health
 from framebus.services.generator.storage import RetryPolicy, StorageTarget, VideoStore
 from framebus.services.generator.tenants import TenantTargets
 from framebus.services.generator.worker import Worker, WorkerConfig
@@ -106,8 +108,10 @@ def run(worker: Worker, *, max_seconds: float | None = None) -> None:
     # `kill -USR1 <pid>` prints every thread's stack to the log: what a stuck worker is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     configure("framebus-worker", worker.settings.telemetry)
-    if worker.settings.health_port is not None:
-        serve_health(worker.settings.health_port, ready=worker.ready.is_set, kafka=lambda: worker.watch.health)
+    configure_metrics("framebus-worker", worker.settings.telemetry)
+    metrics.observe("framebus.worker.ready", lambda: [(1.0 if worker.ready.is_set() else 0.0, {"worker": worker.config.worker_id})])
+    serve_probes("framebus-worker", worker.settings.health_port, worker.settings.state_dir,
+                 ready=worker.ready.is_set, kafka=lambda: worker.watch.health)
     worker.run(max_seconds=max_seconds)
     if worker.failure is not None:
         logging.shutdown()

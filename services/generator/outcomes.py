@@ -29,6 +29,7 @@ from framebus.schemas.events import (
     Usage,
 )
 from framebus.schemas.state import ErrorCode, RequestState, Tier
+from framebus.services.common import metrics
 
 RESULTS_TOPIC = "framebus.results"
 STATUS_TOPIC = "framebus.status"
@@ -168,6 +169,19 @@ def _unreadable_events(outcome: Unreadable) -> list[Publish]:
                                                     timings=timings, updated_at=outcome.finished_at))]
     except ValidationError:  # ids too broken to report on; the dead letter keeps the record
         return []
+
+
+def measure_outcome(outcome: Outcome, model: str) -> None:
+    """The request's steps (run, or skipped by the cache) and stage times, as metrics."""
+    if isinstance(outcome, Unreadable) or outcome.usage.result_cache_hit:
+        return
+    usage, timings = outcome.usage, outcome.timings
+    metrics.denoise_steps.add(usage.steps_run, {"model": model, "outcome": "run"})
+    metrics.denoise_steps.add(usage.steps_skipped_by_cache, {"model": model, "outcome": "skipped"})
+    for stage, seconds in (("denoise", timings.denoise_s), ("decode", timings.decode_s),
+                           ("encode", timings.encode_s), ("upload", timings.upload_s)):
+        if seconds is not None:
+            metrics.stage_time.record(seconds, {"model": model, "stage": stage})
 
 
 def trace_outcome(outcome: Outcome, parent: str | None, *, job_id: str, worker_id: str, batch_size: int,

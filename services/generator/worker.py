@@ -39,12 +39,14 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from framebus import tracing
 from framebus.schemas import sources
 from framebus.schemas.codec import decode_event, encode_event
 from framebus.schemas.errors import CodecError
 from framebus.schemas.events import ADMITTED, CancelRequested, Event, GenerationRequest
 from framebus.schemas.state import ErrorCode
 from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
+from framebus.services.common import metrics
 from framebus.services.common.compacted import partition_for
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.settings import Settings
@@ -60,6 +62,7 @@ from framebus.services.generator.outcomes import (
     Completed,
     Publish,
     events_for,
+    measure_outcome,
     running,
     trace_outcome,
     unreadable_outcomes,
@@ -338,10 +341,15 @@ class Worker:
             return cancelled(request)
 
         began = self.clock.monotonic()
+        model = {"model": self.engine.model}
+        metrics.batch_size.record(len(requests), model)
+        metrics.batch_fill.record(len(requests) / self.config.max_batch_size, model)
         try:
             return self.engine.render(requests, cancelled_or_stopping)
         finally:
-            self.utilisation.engine_s += self.clock.monotonic() - began
+            busy = self.clock.monotonic() - began
+            self.utilisation.engine_s += busy
+            metrics.worker_busy.add(busy, model)
 
     # --- output stage ----------------------------------------------------------------------
     def _output_stage(self) -> None:
@@ -358,8 +366,10 @@ class Worker:
     def _deliver(self, done: RenderedJob, item: Item) -> None:
         """Finish one request and send its result and status; a report that cannot be sent
         is replaced by an INTERNAL_ERROR failure, so the request still ends once."""
-        outcome = self._finisher.finish(item, started=done.started, duplicate=done.rendered.is_duplicate(item.request),
-                                        is_cancelled=self._cancels.is_cancelled)
+        with tracing.within(done.job.traceparents.get(item.request.request_id)):  # its S3 calls join its trace
+            outcome = self._finisher.finish(item, started=done.started,
+                                            duplicate=done.rendered.is_duplicate(item.request),
+                                            is_cancelled=self._cancels.is_cancelled)
         try:
             publishes = list(events_for(outcome))
         except Exception as exc:  # noqa: BLE001 - every request ends in exactly one terminal state
@@ -370,6 +380,7 @@ class Worker:
         job = done.job
         traceparent = job.traceparents.get(item.request.request_id)
         if outcome is not None:
+            measure_outcome(outcome, self.engine.model)
             traceparent = trace_outcome(outcome, traceparent, job_id=job.job_id, worker_id=self.config.worker_id,
                                         batch_size=len(job.requests), shape=job.shape.label())
         if traceparent is not None:

@@ -29,8 +29,9 @@ from framebus import tracing
 from framebus.schemas import sources
 from framebus.schemas.codec import decode_event, encode_event, written_by
 from framebus.schemas.errors import CodecError
-from framebus.schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed
+from framebus.schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed, LedgerCharged
 from framebus.schemas.state import ErrorCode
+from framebus.services.common import metrics
 from framebus.services.common.compacted import TopicTable
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.hosting import serve
@@ -94,12 +95,24 @@ class MeteringHandlers:
             out.add("framebus.ledger", encode_event(entry, source=self.source, event_id=entry.entry_id))
         if metered.ledger:
             self.metered += 1
+            measure_settled(result, metered.ledger)
         return out
 
     def dead_letter_after_bug(self, exc: Exception, record, now: float) -> Outputs:  # noqa: ARG002
         self.dead += 1
         return Outputs().add(DEAD_RESULTS_TOPIC, dead_letter(record, ErrorCode.INTERNAL_ERROR.value,
                                                              f"metering failed: {exc!r}"))
+
+
+def measure_settled(result, ledger) -> None:
+    """A result settled for the first time: tokens charged per tenant, and its end-to-end time."""
+    for entry in ledger:
+        if isinstance(entry, LedgerCharged):
+            metrics.tokens_settled.add(entry.tokens, {"tenant": result.tenant_id, "tier": result.tier.value})
+    timings = result.timings
+    if timings.accepted_at is not None and timings.finished_at is not None:
+        metrics.request_duration.record(max(0.0, (timings.finished_at - timings.accepted_at).total_seconds()),
+                                        {"tier": result.tier.value, "outcome": result.outcome})
 
 
 def lanes(handlers: MeteringHandlers) -> list[Lane]:

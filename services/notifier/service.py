@@ -44,6 +44,7 @@ from framebus.schemas.webhooks import (
     WebhookDelivery,
     WebhookSecrets,
 )
+from framebus.services.common import metrics
 from framebus.services.common.compacted import TopicTable, partitions_of, read_all, read_since
 from framebus.services.common.hosting import serve
 from framebus.services.common.kafka import group_consumer, stream_producer
@@ -362,6 +363,9 @@ class Notifier:
     @staticmethod
     def _attempted(delivery: WebhookDelivery, number: int, outcome: str, status: int | None, error: str | None,
                    elapsed_ms: float, next_at: datetime | None = None) -> WebhookAttempted:
+        """The attempt's log record (and its count, by kind and outcome)."""
+        metrics.webhook_attempts.add(1, {"kind": "request" if delivery.request_id is not None else "batch",
+                                         "outcome": outcome})
         return WebhookAttempted(delivery_id=delivery.delivery_id, tenant_id=delivery.tenant_id,
                                 request_id=delivery.request_id, url=delivery.url, attempt=number, status_code=status,
                                 error=error[:512] if error else None, duration_ms=elapsed_ms, outcome=outcome,

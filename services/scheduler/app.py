@@ -109,7 +109,12 @@ class Scheduler:
             await self.lease.acquire()  # a second scheduler waits here as a standby
             log.info("scheduler is active")
             await self.restore()
-            await self.processor.run(tasks=[self.lease.hold, self._follow_results])
+            unobserve = self.handlers.observed()
+            try:
+                await self.processor.run(tasks=[self.lease.hold, self._follow_results])
+            finally:
+                for forget in unobserve:
+                    forget()
         finally:
             for table in self._tables:
                 await table.stop()

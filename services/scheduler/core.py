@@ -182,6 +182,10 @@ class SchedulerCore:
             entry = flying[1] if flying is not None else None
         return entry.digest if entry is not None else None
 
+    def in_flight(self) -> int:
+        """Requests dispatched to workers and not finished yet."""
+        return len(self._in_flight)
+
     def state_of(self, request: GenerationRequest) -> RequestState:
         """Where a live request is: dispatched if a worker holds it, else queued."""
         key = (request.tenant_id, request.request_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 
 from opentelemetry.trace import SpanKind
 
@@ -21,6 +22,7 @@ from framebus.schemas.events import CancelRequested, GenerationRequest, TenantUp
 from framebus.schemas.state import ErrorCode, Tier
 from framebus.schemas.topics import REQUEST_TIERS, request_topic
 from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
+from framebus.services.common import metrics
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.processor import Outputs
 from framebus.services.scheduler import records
@@ -87,6 +89,7 @@ class SchedulerHandlers:
             decision = ("queued" if out.queued else "duplicate" if out.duplicates else
                         str(out.terminal[0].code) if out.terminal else "none")
             admitted.set_attribute("framebus.decision", decision)
+            metrics.admissions.add(1, {"tier": decoded.tier.value, "decision": decision})
             if out.queued:
                 admitted.set_attribute("framebus.queue_depth", self.core.queue.depth(decoded.tier))
                 # Carried on when recorded, or when the producer started the trace (sampled or not);
@@ -167,6 +170,10 @@ class SchedulerHandlers:
     def publish(self, out: SchedulerOutput) -> Outputs:
         if not out:
             return Outputs()
+        for job in out.jobs:
+            dispatched_at = job.dispatched_at.timestamp()
+            for entry in out.job_entries[job.job_id]:
+                metrics.queue_wait.record(max(0.0, dispatched_at - entry.enqueued_at), {"tier": entry.tier.value})
         if out.jobs and self.traces:
             out.jobs = [self._traced(job, out.job_entries[job.job_id]) for job in out.jobs]
         published = Outputs(records.for_output(out, lambda tenant, request: self.traces.get((tenant, request))))
@@ -199,6 +206,16 @@ class SchedulerHandlers:
                 attributes={**attributes, "framebus.worker": job.worker_id, "framebus.job": job.job_id,
                             "framebus.batch_size": len(job.requests), "framebus.shape": job.shape.label()}) or parent
         return job.model_copy(update={"traceparents": traceparents}) if traceparents else job
+
+    def observed(self) -> list[Callable[[], None]]:
+        """Register what /metrics reads from the live scheduler (queue depth per tier, requests in
+        flight, workers); returns how to unregister it."""
+        return [
+            metrics.observe("framebus.queue.depth", lambda: [(float(self.core.queue.depth(tier)), {"tier": tier.value})
+                                                             for tier in Tier]),
+            metrics.observe("framebus.requests.in_flight", lambda: [(float(self.core.in_flight()), {})]),
+            metrics.observe("framebus.workers.live", lambda: [(float(len(self.core.workers)), {})]),
+        ]
 
     # --- followed tables -------------------------------------------------------------------------
     def apply_tenant(self, record) -> None:

@@ -7,22 +7,22 @@ import pytest
 
 from framebus.schemas.events import TenantStorage
 from framebus.services.common.errors import StorageError
+from framebus.services.common.probes import answer
 from framebus.services.common.settings import Settings
 from framebus.services.common.watchdog import ClientHealth
-from framebus.services.generator.health import answer
 from framebus.services.generator.tenants import TenantTargets
 
 
 def test_the_worker_health_answers_say_wedged_and_not_ready() -> None:
-    assert answer("/healthz", ready=True, kafka=ClientHealth.LIVE)[0] == 200
-    code, body = answer("/healthz", ready=True, kafka=ClientHealth.WEDGED)
+    assert answer("/healthz", "framebus-worker", ready=True, kafka=ClientHealth.LIVE)[0] == 200
+    code, body = answer("/healthz", "framebus-worker", ready=True, kafka=ClientHealth.WEDGED)
     assert (code, body["status"]) == (503, "wedged")
-    assert answer("/healthz", ready=True, kafka=ClientHealth.BROKER_DOWN)[0] == 200, "an outage is not death"
-    assert answer("/readyz", ready=True, kafka=ClientHealth.LIVE)[0] == 200
-    code, body = answer("/readyz", ready=True, kafka=ClientHealth.BROKER_DOWN)
+    assert answer("/healthz", "framebus-worker", ready=True, kafka=ClientHealth.BROKER_DOWN)[0] == 200, "an outage is not death"
+    assert answer("/readyz", "framebus-worker", ready=True, kafka=ClientHealth.LIVE)[0] == 200
+    code, body = answer("/readyz", "framebus-worker", ready=True, kafka=ClientHealth.BROKER_DOWN)
     assert (code, body["status"]) == (503, "broker_down")
-    assert answer("/readyz", ready=False, kafka=ClientHealth.LIVE)[1]["status"] == "starting"
-    assert answer("/metrics", ready=True, kafka=ClientHealth.LIVE) is None
+    assert answer("/readyz", "framebus-worker", ready=False, kafka=ClientHealth.LIVE)[1]["status"] == "starting"
+    assert answer("/metrics", "framebus-worker", ready=True, kafka=ClientHealth.LIVE) is None
 
 
 class FlakyTenants:
