@@ -11,6 +11,7 @@ from rich.table import Table
 from framebus.services.cli import batches as batch_commands
 from framebus.services.cli import metering as metering_commands
 from framebus.services.cli import models as model_commands
+from framebus.services.cli import ps as ps_commands
 from framebus.services.cli import requests as request_commands
 from framebus.services.cli import tenants as tenant_commands
 from framebus.services.cli import trace as trace_commands
@@ -149,6 +150,7 @@ def topics(as_json: bool = typer.Option(False, "--json", help="Print the catalog
 
 for command in (request_commands.submit, request_commands.status, request_commands.cancel, request_commands.quote):
     app.command()(command)
+app.command("ps")(ps_commands.ps)
 app.add_typer(tenant_commands.app, name="tenants")
 app.add_typer(webhook_commands.app, name="webhooks")
 app.add_typer(batch_commands.app, name="batch")
@@ -199,7 +201,7 @@ def worker(
     """Run a generator worker: loads and warms its model, then serves jobs from the scheduler."""
     from framebus.schemas.state import ModelName
     from framebus.services.common.logs import setup_logging
-    from framebus.services.generator.app import build_worker, run
+    from framebus.services.generator.app import build_worker, run, serve_worker_probes
 
     if engine not in ("diffusers", "null"):
         raise typer.BadParameter(f"`--engine` must be 'diffusers' or 'null' but is {engine!r}")
@@ -209,6 +211,7 @@ def worker(
         with console.status(f"loading and warming {model} ({engine} engine)"):
             built = build_worker(Settings(), engine=engine, model=ModelName(model), delay_ms=delay_ms, batch=batch,
                                  slots=slots, worker_id=worker_id, heartbeat_s=heartbeat_s)
+            serve_worker_probes(built)
             built.engine.warm()
         note = " (test engine: solid colours, no diffusion)" if engine == "null" else ""
         console.print(f"worker {built.config.worker_id}: engine {built.engine.name}{note}, model {model}, "
@@ -226,8 +229,10 @@ def gateway(host: str | None = typer.Option(None, help="Bind address (default FR
     from framebus.services.gateway.app import create_app
 
     settings = Settings()
+    settings = settings.model_copy(update={"gateway_host": host or settings.gateway_host,
+                                           "gateway_port": port or settings.gateway_port})
     # uvicorn's own loggers go through the one setup too (level and JSON lines alike).
-    uvicorn.run(create_app(settings), host=host or settings.gateway_host, port=port or settings.gateway_port,
+    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
                 log_config=logging_config(settings))
 
 

@@ -100,6 +100,17 @@ def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, de
                                                nvenc_preset=settings.nvenc_preset))
 
 
+def serve_worker_probes(worker: Worker) -> None:
+    """Telemetry, metrics and /healthz, /readyz, /metrics, from before the model warms up: an
+    orchestrator sees the worker alive and not ready until it is warm and announcing."""
+    configure("framebus-worker", worker.settings.telemetry)
+    configure_metrics("framebus-worker", worker.settings.telemetry)
+    metrics.observe("framebus.worker.ready", lambda: [(1.0 if worker.ready.is_set() else 0.0,
+                                                       {"worker": worker.config.worker_id})])
+    serve_probes("framebus-worker", worker.settings.health_port, worker.settings.state_dir,
+                 ready=worker.ready.is_set, kafka=lambda: worker.watch.health)
+
+
 def run(worker: Worker, *, max_seconds: float | None = None) -> None:
     """Serve in the foreground; SIGTERM or Ctrl-C finishes the jobs in hand, then stops. A worker
     whose Kafka clients are wedged exits with status 1 at once, for its supervisor to restart it."""
@@ -107,11 +118,6 @@ def run(worker: Worker, *, max_seconds: float | None = None) -> None:
         signal.signal(sig, lambda *_: worker.stop())
     # `kill -USR1 <pid>` prints every thread's stack to the log: what a stuck worker is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    configure("framebus-worker", worker.settings.telemetry)
-    configure_metrics("framebus-worker", worker.settings.telemetry)
-    metrics.observe("framebus.worker.ready", lambda: [(1.0 if worker.ready.is_set() else 0.0, {"worker": worker.config.worker_id})])
-    serve_probes("framebus-worker", worker.settings.health_port, worker.settings.state_dir,
-                 ready=worker.ready.is_set, kafka=lambda: worker.watch.health)
     worker.run(max_seconds=max_seconds)
     if worker.failure is not None:
         logging.shutdown()

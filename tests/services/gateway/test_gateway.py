@@ -297,3 +297,19 @@ def test_a_webhook_to_a_private_address_is_refused_at_submission(gateway: Runnin
         response = post(gateway, "acme", {**FOX, "request_id": unique(), "webhook_url": url})
         assert response.status_code == 422, url
         assert [f["field"] for f in response.json()["error"]["fields"]] == ["webhook_url"]
+
+
+def test_metrics_parse_as_prometheus_and_count_the_requests_served(gateway: RunningGateway) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def served() -> float:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name.startswith("http_server_") and sample.name.endswith("_count"))
+
+    before = served()
+    for _ in range(3):
+        assert httpx.get(f"{gateway.url}/v1/quote", params={"prompt": "x"}).status_code == 200
+    assert served() >= before + 3
+    assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+    assert httpx.get(f"{gateway.url}/healthz").json()["status"] == "alive"
