@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from framebus.schemas.errors import CodecError
 from framebus.schemas.events import SCHEMA_VERSION, Event
@@ -167,13 +168,38 @@ def _validated_as_is(model, value: bytes | None, context: dict | None) -> Event 
     return event
 
 
+def known_fields(model: type[BaseModel], data: dict) -> dict:
+    """``data`` without the fields ``model`` does not know, at every depth (nested models, and
+    lists, tuples and dicts of them)."""
+    return {key: _known_within(model.model_fields[key].annotation, item) for key, item in data.items()
+            if key in model.model_fields}
+
+
+def _known_within(annotation: Any, item: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return known_fields(annotation, item) if isinstance(item, dict) else item
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _known_within(args[0], item)
+    if origin in (Union, UnionType):  # Optional[Model]: the one model in it
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return _known_within(models[0], item) if len(models) == 1 else item
+    if origin in (list, tuple, set, frozenset) and isinstance(item, list):
+        inner = [a for a in args if a is not Ellipsis]
+        return [_known_within(inner[0], x) for x in item] if len(inner) == 1 else item
+    if origin is dict and isinstance(item, dict) and len(args) == 2:
+        return {key: _known_within(args[1], value) for key, value in item.items()}
+    return item
+
+
 def _validated_known_fields(model, value: bytes | None, context: dict | None) -> Event:
     data = decode_data(value)
     if "schema_version" not in data:
         raise CodecError(ErrorCode.UNSUPPORTED_VERSION, "data has no `schema_version`")
     if check_compatible(data["schema_version"], SCHEMA_VERSION):
-        # A newer minor may add fields; this consumer reads the ones it knows.
-        data = {key: item for key, item in data.items() if key in model.model_fields}
+        # A newer minor may add fields, nested ones too (1.5 added `timings.text_encode_s`); this
+        # consumer reads the ones it knows, so a rolling upgrade never dead-letters a newer record.
+        data = known_fields(model, data)
     try:
         return model.model_validate_json(json.dumps(data), strict=True, context=context)
     except ValidationError as exc:

@@ -32,7 +32,7 @@ from framebus.schemas.models import DEFAULT_MODEL, MODEL_DEFAULTS
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 
@@ -279,6 +279,7 @@ class Timings(BaseModel):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     queued_s: float | None = Field(None, description="Submission to the worker starting it.")
+    text_encode_s: float | None = Field(None, description="Prompt encoding by the text encoder, before denoising (1.5).")
     denoise_s: float | None = None
     decode_s: float | None = None
     encode_s: float | None = None

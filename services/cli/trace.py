@@ -72,7 +72,8 @@ def steps_from_status(status) -> list[Step]:
             steps.append(Step(label, at, following))
     if timings.started_at is not None:
         at = timings.started_at.timestamp()
-        for name, seconds in (("denoise", timings.denoise_s), ("vae decode", timings.decode_s),
+        for name, seconds in (("text encode", timings.text_encode_s), ("denoise", timings.denoise_s),
+                              ("vae decode", timings.decode_s),
                               ("encode", timings.encode_s), ("upload", timings.upload_s)):
             if seconds:
                 steps.append(Step(name, at, at + seconds, depth=1))

@@ -186,6 +186,7 @@ class DiffusionEngine:
         guided = first.guidance_scale > 1.0
         started = time.perf_counter()
         prompt_embeds, negative_embeds = self._embeddings(requests, guided)
+        encoded = time.perf_counter()
         self._match_cache_to_steps(first.num_inference_steps)
         generators = [torch.Generator(self.options.device).manual_seed(r.effective_seed()) for r in requests]
         stopped: set[int] = set()
@@ -213,14 +214,14 @@ class DiffusionEngine:
         per_step = 2 if guided else 1
         steps_run = calls // per_step
         skipped = (calls - computed) // per_step
-        denoise_s, decode_s = denoised - started, decoded - denoised
+        text_encode_s, denoise_s, decode_s = encoded - started, denoised - encoded, decoded - denoised
         share = (decoded - started) / len(requests)
         out = []
         for row, request in enumerate(requests):
             if row in keep:
                 out.append(Rendered(request, frames=frames[keep.index(row)], gpu_seconds=share, steps_run=steps_run,
-                                    steps_skipped_by_cache=skipped, denoise_s=denoise_s,
-                                    decode_s=decode_s / len(keep)))
+                                    steps_skipped_by_cache=skipped, text_encode_s=text_encode_s,
+                                    denoise_s=denoise_s, decode_s=decode_s / len(keep)))
             else:
                 out.append(Rendered(request, gpu_seconds=share, steps_run=steps_run, steps_skipped_by_cache=skipped))
         return out

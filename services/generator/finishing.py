@@ -112,7 +112,8 @@ class Finisher:
                 video.remove()  # out of the spool: uploaded, or the request failed and says so
         usage = self.usage(request, gpu_seconds=item.gpu_seconds, steps_run=item.steps_run,
                            steps_skipped_by_cache=item.steps_skipped_by_cache)
-        timings = job_timings(request, started, denoise_s=item.denoise_s, decode_s=item.decode_s,
+        timings = job_timings(request, started, text_encode_s=item.text_encode_s, denoise_s=item.denoise_s,
+                              decode_s=item.decode_s,
                               encode_s=None if item.shared else video.encode_s,
                               upload_s=self.clock.monotonic() - uploading)
         return self._completed(request, output, usage, timings)

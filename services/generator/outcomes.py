@@ -178,7 +178,7 @@ def measure_outcome(outcome: Outcome, model: str) -> None:
     usage, timings = outcome.usage, outcome.timings
     metrics.denoise_steps.add(usage.steps_run, {"model": model, "outcome": "run"})
     metrics.denoise_steps.add(usage.steps_skipped_by_cache, {"model": model, "outcome": "skipped"})
-    for stage, seconds in (("denoise", timings.denoise_s), ("decode", timings.decode_s),
+    for stage, seconds in (("text encode", timings.text_encode_s), ("denoise", timings.denoise_s), ("decode", timings.decode_s),
                            ("encode", timings.encode_s), ("upload", timings.upload_s)):
         if seconds is not None:
             metrics.stage_time.record(seconds, {"model": model, "stage": stage})
@@ -201,6 +201,7 @@ def trace_outcome(outcome: Outcome, parent: str | None, *, job_id: str, worker_i
         "framebus.result_cache_hit": usage.result_cache_hit})
     at = started
     for stage, seconds, attributes in (
+            ("text encode", timings.text_encode_s, {}),
             ("denoise", timings.denoise_s, {"framebus.steps_run": usage.steps_run,
                                             "framebus.steps_skipped_by_cache": usage.steps_skipped_by_cache}),
             ("vae decode", timings.decode_s, {}), ("encode", timings.encode_s, {}), ("upload", timings.upload_s, {})):

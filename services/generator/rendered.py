@@ -32,6 +32,7 @@ class Rendered:
     gpu_seconds: float = 0.0  # this request's share of the batch's engine time
     steps_run: int = 0
     steps_skipped_by_cache: int = 0
+    text_encode_s: float | None = None  # None: the engine encodes no prompt (the null engine)
     denoise_s: float = 0.0
     decode_s: float = 0.0
     shared: bool = False  # identical output other requests may share (stored once)

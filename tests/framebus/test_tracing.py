@@ -26,11 +26,12 @@ def test_a_status_alone_gives_the_hops_and_the_workers_stages():
     at = datetime(2026, 12, 1, 12, tzinfo=UTC)
     status = StatusChanged(request_id="r1", tenant_id="acme", tier="standard", state=RequestState.COMPLETED,
                            timings=Timings(accepted_at=at, queued_at=at + timedelta(milliseconds=5),
-                                           started_at=at + timedelta(seconds=2), denoise_s=3.0, decode_s=0.5,
+                                           started_at=at + timedelta(seconds=2), text_encode_s=0.5, denoise_s=2.5,
+                                           decode_s=0.5,
                                            encode_s=0.25, upload_s=0.25, finished_at=at + timedelta(seconds=6)))
     steps = [(s.name, s.depth, round(s.end - s.start, 3)) for s in steps_from_status(status)]
     assert steps == [("admission", 0, 0.005), ("queue wait", 0, 1.995), ("on the worker", 0, 4.0),
-                     ("denoise", 1, 3.0), ("vae decode", 1, 0.5), ("encode", 1, 0.25), ("upload", 1, 0.25)]
+                     ("text encode", 1, 0.5), ("denoise", 1, 2.5), ("vae decode", 1, 0.5), ("encode", 1, 0.25), ("upload", 1, 0.25)]
 
 
 def test_spans_become_a_tree_in_start_order_for_the_requests_trace_only():

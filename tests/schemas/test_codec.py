@@ -95,6 +95,24 @@ def test_a_newer_minor_version_is_accepted_and_unknown_fields_ignored() -> None:
     assert decode_event(record.headers, record.value).event.request_id == "r-1"
 
 
+def test_a_newer_minor_with_unknown_nested_fields_is_read_too() -> None:
+    """A rolling upgrade: a newer worker's result carries a timing field this reader does not know."""
+    import json
+
+    from framebus.schemas.codec import decode_event, encode_event
+    from framebus.schemas.events import GenerationFailed
+
+    sent = GenerationFailed(request_id="r-1", tenant_id="acme", tier="standard",
+                            error={"code": "internal_error", "message": "boom"})
+    record = encode_event(sent, source="/t")
+    data = json.loads(record.value)
+    data["schema_version"] = "1.99"
+    data["timings"] = {**data.get("timings", {}), "warp_s": 1.5}
+    data["error"]["hint"] = "a field from the future"
+    read = decode_event(record.headers, json.dumps(data).encode()).event
+    assert read.request_id == "r-1" and read.error.message == "boom"
+
+
 @pytest.mark.parametrize(("changes", "reason", "fragment"), [
     ({"schema_version": "2.0"}, "unsupported_version", "major version 2"),
     ({"schema_version": "one"}, "unsupported_version", "MAJOR.MINOR"),

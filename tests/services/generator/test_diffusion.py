@@ -36,6 +36,7 @@ def test_renders_uint8_frames_of_the_requested_shape(engine):
     [item] = engine.render([request(1, 7)], never)
     assert item.frames.shape == (5, 48, 64, 3) and item.frames.dtype == np.uint8
     assert item.steps_run == 3 and item.gpu_seconds > 0 and item.denoise_s > 0 and item.decode_s > 0
+    assert item.text_encode_s is not None and 0 < item.text_encode_s < item.denoise_s
     assert item.frames.std() > 0, "not a blank clip"
 
 

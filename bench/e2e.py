@@ -1,0 +1,316 @@
+"""End to end under load: submit -> scheduler -> null workers -> result -> settled -> webhook delivered.
+
+On a private Kafka and S3, with the scheduler, metering, the notifier and two null workers
+(no GPU work: what is measured is framebus's own overhead), an open-loop publisher offers a
+rising request rate across the three tiers for ``--step-s`` seconds per step; a webhook
+receiver notes when each request's webhook arrives. Per step and tier: what was delivered,
+the rate sustained, and p50/p99 end-to-end latency (submit to webhook received). A step is
+sustained when nothing is lost and p99 stays under 1 s. The ramp stops at the first step
+far past that. The CPU each process used per step names the bottleneck.
+
+Then the cost of tracing, in one run: a burst drained with every service's telemetry off, at
+1% sampling and at 100% (spans to files), interleaved: requests per second and CPU per request.
+
+    python -m bench.e2e [--quick] [--rates 100,200,...] [--batches 1,8] [--step-s 10]
+
+Writes bench/results/e2e.json and bench/results/e2e-latency.png (videos per hour against p50 and
+p99 latency per tier, one panel per worker batch size) and prints the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.batch import broker_pid, cpu_s
+from bench.harness import Processes, private_stack, tenants
+from framebus.client import FramebusClient
+from framebus.schemas.webhooks import WebhookSecrets
+from framebus.services.cli.ps import running
+from framebus.services.common.machine import machine
+
+RESULTS = Path(__file__).parent / "results" / "e2e.json"
+PLOT = Path(__file__).parent / "results" / "e2e-latency.png"
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+TIERS = ("interactive", "standard", "batch")
+TIER_MIX = ("interactive", "standard", "standard", "batch", "batch")  # offered in this proportion
+P99_BOUND_S = 1.0
+SERVICES = ("scheduler", "metering", "notifier", "w1", "w2")
+console = Console()
+
+
+class Arrivals:
+    """A webhook receiver that notes when each request's webhook first arrived."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.lock = threading.Lock()
+        arrivals = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                now = time.time()
+                request_id = json.loads(body)["data"].get("request_id")
+                with arrivals.lock:
+                    arrivals.at.setdefault(request_id, now)
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def offer(client: FramebusClient, rate: float, seconds: float, prefix: str, url: str) -> dict[str, tuple[str, float]]:
+    """Open loop: ``rate`` requests per second for ``seconds``, sent every 20 ms in small groups.
+    Returns request id -> (tier, submitted at)."""
+    sent: dict[str, tuple[str, float]] = {}
+    started = time.time()
+    n = 0
+    while (elapsed := time.time() - started) < seconds:
+        due = int(rate * min(elapsed + 0.02, seconds))
+        group = []
+        while n < due:
+            tier = TIER_MIX[n % len(TIER_MIX)]
+            group.append({"request_id": f"{prefix}-{n}", "prompt": "a red circle moving left", "model": "wan-tiny",
+                          "tier": tier, "webhook_url": url, "width": 32, "height": 32, "num_frames": 5,
+                          "num_inference_steps": 2})
+            n += 1
+        if group:
+            at = time.time()
+            client.submit_many(group)
+            for request in group:
+                sent[request["request_id"]] = (request["tier"], at)
+        time.sleep(max(0.0, 0.02 - (time.time() - started - elapsed)))
+    return sent
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_s(pid) for name, pid in pids.items() if pid is not None and Path(f"/proc/{pid}").exists()}
+
+
+class Pipeline:
+    """The services of one configuration (worker batch size, telemetry), started and ready."""
+
+    def __init__(self, settings, logs: Path, *, batch: int, env: dict[str, str] | None = None) -> None:
+        self.settings, self.procs = settings, Processes(settings, logs)
+        self.env = env or {}
+        worker = ("worker", "--engine", "null", "--model", "wan-tiny", "--batch", str(batch), "--slots", "2")
+        self.pids = {}
+        for name, args in (("scheduler", ("scheduler",)), ("metering", ("metering",)), ("notifier", ("notifier",)),
+                           ("w1", (*worker, "--worker-id", "w1")), ("w2", (*worker, "--worker-id", "w2"))):
+            self.pids[name] = self._start(name, args).pid
+        self.pids["broker"] = broker_pid(settings)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready = [p for p in running(settings.state_dir) if p.pid in self.pids.values() and p.status == "ready"]
+            if len(ready) == len(SERVICES):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"services not ready in 120 s; see {logs}")
+
+    def _start(self, name: str, args):
+        from framebus.services.common.children import launch
+
+        process = launch(self.settings, list(args), self.procs.logs / f"{name}-{time.time():.0f}.log", **self.env)
+        self.procs.running.append(process)
+        return process
+
+    def stop(self) -> None:
+        self.procs.stop_all()
+
+
+def step(client, arrivals: Arrivals, pipeline: Pipeline, rate: float, seconds: float, prefix: str,
+         grace_s: float = 20.0) -> dict:
+    before, t0 = cpu_of(pipeline.pids), time.time()
+    sent = offer(client, rate, seconds, prefix, arrivals.url)
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(rid not in arrivals.at for rid in sent):
+        time.sleep(0.2)
+    span = time.time() - t0
+    after = cpu_of(pipeline.pids)
+    latency = {tier: [arrivals.at[rid] - at for rid, (t, at) in sent.items() if t == tier and rid in arrivals.at]
+               for tier in TIERS}
+    every = [x for values in latency.values() for x in values]
+    delivered = sum(1 for rid in sent if rid in arrivals.at)
+    last = max((arrivals.at[rid] for rid in sent if rid in arrivals.at), default=t0)
+    return {
+        "offered_per_s": rate, "sent": len(sent), "delivered": delivered, "lost": len(sent) - delivered,
+        "delivered_per_s": delivered / max(1e-9, last - min(at for _, at in sent.values())),
+        "p50_s": quantile(every, 0.5), "p99_s": quantile(every, 0.99),
+        "tiers": {tier: {"n": len(values), "p50_s": quantile(values, 0.5), "p99_s": quantile(values, 0.99)}
+                  for tier, values in latency.items()},
+        "cpu_cores": {name: (after.get(name, 0) - before.get(name, 0)) / span for name in before},
+    }
+
+
+def sustained(row: dict) -> bool:
+    return row["lost"] == 0 and row["p99_s"] is not None and row["p99_s"] < P99_BOUND_S
+
+
+def tracing_cost(settings, logs: Path, client, arrivals: Arrivals, burst: int, spans: Path) -> list[dict]:
+    """A burst of ``burst`` requests drained per telemetry setting, interleaved (off, 1%, 100%, off, 1%, 100%)."""
+    settings_env = {
+        "off": {"FRAMEBUS_TELEMETRY": "off"},
+        "1%": {"FRAMEBUS_TELEMETRY": f"jsonl:{spans}", "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+               "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+        "100%": {"FRAMEBUS_TELEMETRY": f"jsonl:{spans}"},
+    }
+    rows = []
+    for round_ in range(2):
+        for name, env in settings_env.items():
+            pipeline = Pipeline(settings, logs, batch=8, env=env)
+            try:
+                before, started = cpu_of(pipeline.pids), time.time()
+                prefix = f"trace-{name.rstrip('%')}-{round_}"
+                ids = [f"{prefix}-{n}" for n in range(burst)]
+                for first in range(0, burst, 500):
+                    client.submit_many([{"request_id": rid, "prompt": "a red circle moving left", "model": "wan-tiny",
+                                         "tier": TIER_MIX[n % len(TIER_MIX)], "webhook_url": arrivals.url, "width": 32,
+                                         "height": 32, "num_frames": 5, "num_inference_steps": 2}
+                                        for n, rid in enumerate(ids[first:first + 500], start=first)])
+                deadline = time.time() + 300
+                while time.time() < deadline and any(rid not in arrivals.at for rid in ids):
+                    time.sleep(0.2)
+                done = max(arrivals.at.get(rid, time.time()) for rid in ids)
+                after = cpu_of(pipeline.pids)
+                services_cpu = sum(after[k] - before[k] for k in before if k != "broker")
+                rows.append({"tracing": name, "round": round_, "requests": burst,
+                             "delivered": sum(rid in arrivals.at for rid in ids),
+                             "per_s": burst / (done - started), "cpu_ms_per_request": 1000 * services_cpu / burst})
+            finally:
+                pipeline.stop()
+    return rows
+
+
+def plot(curves: dict[int, list[dict]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False, sharey=True)
+    colours = {"interactive": "tab:red", "standard": "tab:blue", "batch": "tab:green"}
+    for ax, (batch, rows) in zip(axes[0], sorted(curves.items()), strict=True):
+        for tier in TIERS:
+            points = [(r["delivered_per_s"] * 3600, r["tiers"][tier]) for r in rows if r["tiers"][tier]["n"]]
+            ax.plot([x for x, _ in points], [t["p50_s"] for _, t in points], "-o", color=colours[tier],
+                    label=f"{tier} p50", markersize=4)
+            ax.plot([x for x, _ in points], [t["p99_s"] for _, t in points], "--^", color=colours[tier],
+                    label=f"{tier} p99", markersize=4)
+        ax.axhline(P99_BOUND_S, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("videos per hour delivered (null workers)")
+        ax.set_title(f"worker batch size {batch}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("submit to webhook received, seconds")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,200,300,400,500,600,800"),
+         batches: str = typer.Option("1,8"), step_s: float = typer.Option(10.0),
+         burst: int = typer.Option(1500), concurrency: int = typer.Option(16)) -> None:
+    offered = [float(r) for r in rates.split(",")] if not quick else [50.0, 200.0]
+    sizes = [int(b) for b in batches.split(",")] if not quick else [8]
+    step_s = step_s if not quick else 5.0
+    burst = burst if not quick else 300
+    curves: dict[int, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp, private_stack(Path(tmp)) as base:
+        settings = base.model_copy(update={"webhook_http_hosts": frozenset({"127.0.0.1"}),
+                                           "webhook_allowed_hosts": frozenset({"127.0.0.1"}),
+                                           "webhook_concurrency_per_endpoint": concurrency})
+        tenants(settings, "acme")
+        arrivals = Arrivals()
+        logs = Path(tmp) / "logs"
+        with FramebusClient(settings=settings.model_copy(update={"tenant": "acme"}), source="/bench") as client:
+            client.publish(WebhookSecrets(tenant_id="acme", secrets=(SECRET,)), "framebus.webhooks.secrets").get(10)
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                       TimeElapsedColumn())
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("load steps", total=len(offered) * len(sizes), detail="")
+                for batch in sizes:
+                    pipeline = Pipeline(settings, logs, batch=batch)
+                    rows = curves[batch] = []
+                    try:
+                        for rate in offered:
+                            row = step(client, arrivals, pipeline, rate, step_s, f"b{batch}-r{rate:.0f}")
+                            rows.append(row)
+                            progress.update(task, advance=1, detail=(
+                                f"batch {batch}, {rate:.0f}/s offered: {row['delivered_per_s']:.0f}/s, "
+                                f"p99 {row['p99_s'] or float('nan'):.2f}s, lost {row['lost']}"))
+                            if row["lost"] > 0 or (row["p99_s"] or 0) > 5 * P99_BOUND_S:
+                                progress.update(task, advance=len(offered) - len(rows))
+                                break  # far past the knee: the next steps say nothing more
+                    finally:
+                        pipeline.stop()
+                progress.update(task, description="tracing cost")
+                traced = tracing_cost(settings, logs, client, arrivals, burst, Path(tmp) / "spans")
+
+    best = {batch: max((r["delivered_per_s"] for r in rows if sustained(r)), default=0.0)
+            for batch, rows in curves.items()}
+    for batch, rows in curves.items():
+        table = Table(title=f"end to end, null workers, worker batch size {batch} ({machine()})", title_justify="left")
+        for column in ("offered/s", "delivered/s", "lost", "p50 s", "p99 s", *(f"{t} p99 s" for t in TIERS),
+                       "busiest process (cores)"):
+            table.add_column(column, justify="right")
+        for r in rows:
+            busiest = max(r["cpu_cores"].items(), key=lambda kv: kv[1])
+            table.add_row(f"{r['offered_per_s']:.0f}", f"{r['delivered_per_s']:.0f}", str(r["lost"]),
+                          f"{r['p50_s'] or float('nan'):.3f}", f"{r['p99_s'] or float('nan'):.3f}",
+                          *(f"{r['tiers'][t]['p99_s'] or float('nan'):.3f}" for t in TIERS),
+                          f"{busiest[0]} {busiest[1]:.2f}")
+        console.print(table)
+        console.print(f"batch {batch}: highest sustained rate (nothing lost, p99 < {P99_BOUND_S:g} s): "
+                      f"{best[batch]:.0f} requests/s")
+    cost = Table(title=f"the cost of tracing, bursts of {burst} drained ({machine()})", title_justify="left")
+    for column in ("tracing", "requests/s (median)", "ratio to off", "CPU ms/request", "ratio to off"):
+        cost.add_column(column, justify="right")
+    medians = {name: (statistics.median(r["per_s"] for r in traced if r["tracing"] == name),
+                      statistics.median(r["cpu_ms_per_request"] for r in traced if r["tracing"] == name))
+               for name in ("off", "1%", "100%")}
+    for name, (per_s, cpu) in medians.items():
+        cost.add_row(name, f"{per_s:.0f}", f"{per_s / medians['off'][0]:.2f}x", f"{cpu:.2f}",
+                     f"{cpu / medians['off'][1]:.2f}x")
+    console.print(cost)
+    RESULTS.write_text(json.dumps({"machine": machine(), "step_s": step_s, "p99_bound_s": P99_BOUND_S,
+                                   "webhook_concurrency_per_endpoint": concurrency, "curves": curves,
+                                   "highest_sustained_per_s": best, "tracing": traced,
+                                   "tracing_medians": medians}, indent=2) + "\n")
+    plot(curves, PLOT, f"submit to webhook, 2 null workers, scheduler, metering, notifier, broker and S3 on "
+                       f"{machine()}")
+    console.print(f"measured on {machine()}; wrote {RESULTS} and {PLOT}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("COLUMNS", "160")
+    typer.run(main)
