@@ -8,6 +8,10 @@ the rate sustained, and p50/p99 end-to-end latency (submit to webhook received).
 sustained when nothing is lost and p99 stays under 1 s. The ramp stops at the first step
 far past that. The CPU each process used per step names the bottleneck.
 
+With one real worker (the default model, diffusers engine): its capacity from a burst, then
+end-to-end latency split into queue wait, generation, encode, upload and webhook, per tier, at
+50% and 90% of that capacity.
+
 Then the cost of tracing, in one run: a burst drained with every service's telemetry off, at
 1% sampling and at 100% (spans to files), interleaved: requests per second and CPU per request.
 
@@ -46,7 +50,6 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TIERS = ("interactive", "standard", "batch")
 TIER_MIX = ("interactive", "standard", "standard", "batch", "batch")  # offered in this proportion
 P99_BOUND_S = 1.0
-SERVICES = ("scheduler", "metering", "notifier", "w1", "w2")
 console = Console()
 
 
@@ -118,22 +121,27 @@ def cpu_of(pids: dict[str, int]) -> dict[str, float]:
 class Pipeline:
     """The services of one configuration (worker batch size, telemetry), started and ready."""
 
-    def __init__(self, settings, logs: Path, *, batch: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings, logs: Path, *, batch: int, env: dict[str, str] | None = None,
+                 engine: str = "null") -> None:
         self.settings, self.procs = settings, Processes(settings, logs)
         self.env = env or {}
-        worker = ("worker", "--engine", "null", "--model", "wan-tiny", "--batch", str(batch), "--slots", "2")
+        if engine == "null":  # two null workers: no GPU work, framebus's own overhead
+            worker = ("worker", "--engine", "null", "--model", "wan-tiny", "--batch", str(batch), "--slots", "2")
+            workers = (("w1", (*worker, "--worker-id", "w1")), ("w2", (*worker, "--worker-id", "w2")))
+        else:  # one real worker with the default model: the two cores have room for one
+            workers = (("w1", ("worker", "--batch", str(batch), "--worker-id", "w1")),)
         self.pids = {}
         for name, args in (("scheduler", ("scheduler",)), ("metering", ("metering",)), ("notifier", ("notifier",)),
-                           ("w1", (*worker, "--worker-id", "w1")), ("w2", (*worker, "--worker-id", "w2"))):
+                           *workers):
             self.pids[name] = self._start(name, args).pid
         self.pids["broker"] = broker_pid(settings)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             ready = [p for p in running(settings.state_dir) if p.pid in self.pids.values() and p.status == "ready"]
-            if len(ready) == len(SERVICES):
+            if len(ready) == len(self.pids) - 1:
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"services not ready in 120 s; see {logs}")
+        raise RuntimeError(f"services not ready in 300 s; see {logs}")
 
     def _start(self, name: str, args):
         from framebus.services.common.children import launch
@@ -209,6 +217,76 @@ def tracing_cost(settings, logs: Path, client, arrivals: Arrivals, burst: int, s
     return rows
 
 
+def result_timings(settings) -> dict[str, object]:
+    """Each request's first result on the results topic, by request id."""
+    from kafka import KafkaConsumer
+
+    from framebus.schemas.codec import decode_event
+
+    consumer = KafkaConsumer(settings.topic("framebus.results"), bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", consumer_timeout_ms=3000)
+    found: dict[str, object] = {}
+    try:
+        for record in consumer:
+            result = decode_event(record.headers, record.value, context=settings.request_context()).event
+            found.setdefault(result.request_id, result)
+    finally:
+        consumer.close()
+    return found
+
+
+def generation_split(settings, logs: Path, client, arrivals: Arrivals, seconds: float, batch: int) -> dict:
+    """One diffusers worker with the default model (wan-shapes): its capacity from a burst, then
+    50% and 90% of it offered for ``seconds`` each; end to end split into its stages per tier."""
+    pipeline = Pipeline(settings, logs, batch=batch, engine="diffusers")
+    out: dict = {"model": settings.default_model, "worker_batch": batch}
+    try:
+        burst = [f"cap-{n}" for n in range(4 * batch)]
+        started = time.time()
+        client.submit_many([{"request_id": rid, "prompt": "a red circle moving left", "tier": "batch",
+                             "webhook_url": arrivals.url, "seed": n} for n, rid in enumerate(burst)])
+        while any(rid not in arrivals.at for rid in burst) and time.time() - started < 600:
+            time.sleep(0.2)
+        capacity = len(burst) / (max(arrivals.at[rid] for rid in burst) - started)
+        out["capacity_per_s"] = capacity
+        for share in (0.5, 0.9):
+            rate = share * capacity
+            sent = {}
+            t0, n = time.time(), 0
+            while time.time() - t0 < seconds:
+                due = int(rate * (time.time() - t0)) + 1
+                while n < due:
+                    rid, tier = f"gen-{share}-{n}", TIER_MIX[n % len(TIER_MIX)]
+                    client.submit({"request_id": rid, "prompt": "a blue square moving up on a white background",
+                                   "tier": tier, "webhook_url": arrivals.url, "seed": n})
+                    sent[rid] = tier
+                    n += 1
+                time.sleep(0.05)
+            while any(rid not in arrivals.at for rid in sent) and time.time() - t0 < seconds + 600:
+                time.sleep(0.5)
+            results = result_timings(settings)
+            rows = {}
+            for tier in TIERS:
+                stages: dict[str, list[float]] = {k: [] for k in ("queue", "generation", "encode", "upload",
+                                                                  "webhook", "end to end")}
+                for rid in (r for r, t in sent.items() if t == tier and r in results and r in arrivals.at):
+                    timings = results[rid].timings
+                    stages["queue"].append(timings.queued_s or 0.0)
+                    stages["generation"].append((timings.text_encode_s or 0) + (timings.denoise_s or 0)
+                                                + (timings.decode_s or 0))
+                    stages["encode"].append(timings.encode_s or 0.0)
+                    stages["upload"].append(timings.upload_s or 0.0)
+                    stages["webhook"].append(arrivals.at[rid] - timings.finished_at.timestamp())
+                    stages["end to end"].append(arrivals.at[rid] - timings.accepted_at.timestamp())
+                rows[tier] = {k: statistics.median(v) if v else None for k, v in stages.items()} | {
+                    "n": len(stages["queue"])}
+            out[f"{int(share * 100)}%"] = {"offered_per_s": rate, "sent": len(sent), "tiers": rows}
+    finally:
+        pipeline.stop()
+    return out
+
+
 def plot(curves: dict[int, list[dict]], out: Path, title: str) -> None:
     import matplotlib
 
@@ -239,11 +317,14 @@ def plot(curves: dict[int, list[dict]], out: Path, title: str) -> None:
 
 def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,200,300,400,500,600,800"),
          batches: str = typer.Option("1,8"), step_s: float = typer.Option(10.0),
-         burst: int = typer.Option(1500), concurrency: int = typer.Option(16)) -> None:
+         burst: int = typer.Option(1500), concurrency: int = typer.Option(16),
+         gen_s: float = typer.Option(60.0, help="Seconds per load level with a real worker (0: skip)."),
+         gen_batch: int = typer.Option(4)) -> None:
     offered = [float(r) for r in rates.split(",")] if not quick else [50.0, 200.0]
     sizes = [int(b) for b in batches.split(",")] if not quick else [8]
     step_s = step_s if not quick else 5.0
     burst = burst if not quick else 300
+    gen_s = gen_s if not quick else 20.0
     curves: dict[int, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp, private_stack(Path(tmp)) as base:
         settings = base.model_copy(update={"webhook_http_hosts": frozenset({"127.0.0.1"}),
@@ -275,6 +356,8 @@ def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,20
                         pipeline.stop()
                 progress.update(task, description="tracing cost")
                 traced = tracing_cost(settings, logs, client, arrivals, burst, Path(tmp) / "spans")
+                progress.update(task, description=f"{settings.default_model} worker: latency split")
+                split = generation_split(settings, logs, client, arrivals, gen_s, gen_batch) if gen_s > 0 else {}
 
     best = {batch: max((r["delivered_per_s"] for r in rows if sustained(r)), default=0.0)
             for batch, rows in curves.items()}
@@ -302,10 +385,22 @@ def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,20
         cost.add_row(name, f"{per_s:.0f}", f"{per_s / medians['off'][0]:.2f}x", f"{cpu:.2f}",
                      f"{cpu / medians['off'][1]:.2f}x")
     console.print(cost)
+    for level in ("50%", "90%"):
+        if level not in split:
+            continue
+        table = Table(title=f"{split['model']}, one worker (batch {split['worker_batch']}), at {level} of its "
+                            f"{split['capacity_per_s']:.2f} requests/s: median seconds per stage ({machine()})",
+                      title_justify="left")
+        stages = ("queue", "generation", "encode", "upload", "webhook", "end to end")
+        for column in ("tier", "n", *stages):
+            table.add_column(column, justify="right")
+        for tier, row in split[level]["tiers"].items():
+            table.add_row(tier, str(row["n"]), *(f"{row[k]:.2f}" if row[k] is not None else "-" for k in stages))
+        console.print(table)
     RESULTS.write_text(json.dumps({"machine": machine(), "step_s": step_s, "p99_bound_s": P99_BOUND_S,
                                    "webhook_concurrency_per_endpoint": concurrency, "curves": curves,
                                    "highest_sustained_per_s": best, "tracing": traced,
-                                   "tracing_medians": medians}, indent=2) + "\n")
+                                   "tracing_medians": medians, "generation_split": split}, indent=2) + "\n")
     plot(curves, PLOT, f"submit to webhook, 2 null workers, scheduler, metering, notifier, broker and S3 on "
                        f"{machine()}")
     console.print(f"measured on {machine()}; wrote {RESULTS} and {PLOT}")
