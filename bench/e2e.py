@@ -5,8 +5,10 @@ On a private Kafka and S3, with the scheduler, metering, the notifier and two nu
 rising request rate across the three tiers for ``--step-s`` seconds per step; a webhook
 receiver notes when each request's webhook arrives. Per step and tier: what was delivered,
 the rate sustained, and p50/p99 end-to-end latency (submit to webhook received). A step is
-sustained when nothing is lost and p99 stays under 1 s. The ramp stops at the first step
-far past that. The CPU each process used per step names the bottleneck.
+sustained when nothing is lost and each tier's p99, less the time the scheduler holds a
+partial batch of that tier on purpose (30 ms, 0.3 s, 3 s), stays under 1 s. The whole chain
+is warmed first (a fresh JVM broker compiles for its first minute); the ramp stops once
+requests are lost or p99 passes 30 s. The CPU each process used per step names the bottleneck.
 
 With one real worker (the default model, diffusers engine): its capacity from a burst, then
 end-to-end latency split into queue wait, generation, encode, upload and webhook, per tier, at
@@ -40,9 +42,11 @@ from rich.table import Table
 from bench.batch import broker_pid, cpu_s
 from bench.harness import Processes, private_stack, tenants
 from framebus.client import FramebusClient
+from framebus.schemas.state import Tier
 from framebus.schemas.webhooks import WebhookSecrets
 from framebus.services.cli.ps import running
 from framebus.services.common.machine import machine
+from framebus.services.scheduler.config import DEFAULT_TIERS
 
 RESULTS = Path(__file__).parent / "results" / "e2e.json"
 PLOT = Path(__file__).parent / "results" / "e2e-latency.png"
@@ -126,7 +130,7 @@ class Pipeline:
         self.settings, self.procs = settings, Processes(settings, logs)
         self.env = env or {}
         if engine == "null":  # two null workers: no GPU work, framebus's own overhead
-            worker = ("worker", "--engine", "null", "--model", "wan-tiny", "--batch", str(batch), "--slots", "2")
+            worker = ("worker", "--engine", "null", "--model", "wan-tiny", "--batch", str(batch), "--slots", "3")
             workers = (("w1", (*worker, "--worker-id", "w1")), ("w2", (*worker, "--worker-id", "w2")))
         else:  # one real worker with the default model: the two cores have room for one
             workers = (("w1", ("worker", "--batch", str(batch), "--worker-id", "w1")),)
@@ -178,8 +182,16 @@ def step(client, arrivals: Arrivals, pipeline: Pipeline, rate: float, seconds: f
     }
 
 
+def overhead_p99(row: dict, tier: str) -> float | None:
+    """A tier's p99 less the time the scheduler holds a partial batch of it on purpose (its
+    ``max_wait_s``: 3 s for the batch tier, to fill batches): framebus's overhead on top of policy."""
+    p99 = row["tiers"][tier]["p99_s"]
+    return None if p99 is None else max(0.0, p99 - DEFAULT_TIERS[Tier(tier)].max_wait_s)
+
+
 def sustained(row: dict) -> bool:
-    return row["lost"] == 0 and row["p99_s"] is not None and row["p99_s"] < P99_BOUND_S
+    """Nothing lost, and every tier's p99 overhead under the bound."""
+    return row["lost"] == 0 and all((o := overhead_p99(row, t)) is not None and o < P99_BOUND_S for t in TIERS)
 
 
 def tracing_cost(settings, logs: Path, client, arrivals: Arrivals, burst: int, spans: Path) -> list[dict]:
@@ -258,8 +270,9 @@ def generation_split(settings, logs: Path, client, arrivals: Arrivals, seconds: 
                 due = int(rate * (time.time() - t0)) + 1
                 while n < due:
                     rid, tier = f"gen-{share}-{n}", TIER_MIX[n % len(TIER_MIX)]
+                    # A seed of its own per request: no request is served from the result cache.
                     client.submit({"request_id": rid, "prompt": "a blue square moving up on a white background",
-                                   "tier": tier, "webhook_url": arrivals.url, "seed": n})
+                                   "tier": tier, "webhook_url": arrivals.url, "seed": int(share * 10**6) + n})
                     sent[rid] = tier
                     n += 1
                 time.sleep(0.05)
@@ -319,12 +332,13 @@ def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,20
          batches: str = typer.Option("1,8"), step_s: float = typer.Option(10.0),
          burst: int = typer.Option(1500), concurrency: int = typer.Option(16),
          gen_s: float = typer.Option(60.0, help="Seconds per load level with a real worker (0: skip)."),
-         gen_batch: int = typer.Option(4)) -> None:
+         gen_batch: int = typer.Option(4), warmup_s: float = typer.Option(20.0)) -> None:
     offered = [float(r) for r in rates.split(",")] if not quick else [50.0, 200.0]
     sizes = [int(b) for b in batches.split(",")] if not quick else [8]
     step_s = step_s if not quick else 5.0
     burst = burst if not quick else 300
     gen_s = gen_s if not quick else 20.0
+    warmup_s = warmup_s if not quick else 5.0
     curves: dict[int, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp, private_stack(Path(tmp)) as base:
         settings = base.model_copy(update={"webhook_http_hosts": frozenset({"127.0.0.1"}),
@@ -343,13 +357,15 @@ def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,20
                     pipeline = Pipeline(settings, logs, batch=batch)
                     rows = curves[batch] = []
                     try:
+                        # A fresh JVM broker spends its first minute compiling: warm the whole chain first.
+                        step(client, arrivals, pipeline, offered[-1] / 2, warmup_s, f"warm-b{batch}")
                         for rate in offered:
                             row = step(client, arrivals, pipeline, rate, step_s, f"b{batch}-r{rate:.0f}")
                             rows.append(row)
                             progress.update(task, advance=1, detail=(
                                 f"batch {batch}, {rate:.0f}/s offered: {row['delivered_per_s']:.0f}/s, "
                                 f"p99 {row['p99_s'] or float('nan'):.2f}s, lost {row['lost']}"))
-                            if row["lost"] > 0 or (row["p99_s"] or 0) > 5 * P99_BOUND_S:
+                            if row["lost"] > 0 or (row["p99_s"] or 0) > 30.0:
                                 progress.update(task, advance=len(offered) - len(rows))
                                 break  # far past the knee: the next steps say nothing more
                     finally:
@@ -363,17 +379,19 @@ def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,20
             for batch, rows in curves.items()}
     for batch, rows in curves.items():
         table = Table(title=f"end to end, null workers, worker batch size {batch} ({machine()})", title_justify="left")
-        for column in ("offered/s", "delivered/s", "lost", "p50 s", "p99 s", *(f"{t} p99 s" for t in TIERS),
-                       "busiest process (cores)"):
+        for column in ("offered/s", "delivered/s", "lost", "p50 s", *(f"{t} p50/p99 s" for t in TIERS),
+                       "sustained", "busiest process (cores)"):
             table.add_column(column, justify="right")
         for r in rows:
             busiest = max(r["cpu_cores"].items(), key=lambda kv: kv[1])
             table.add_row(f"{r['offered_per_s']:.0f}", f"{r['delivered_per_s']:.0f}", str(r["lost"]),
-                          f"{r['p50_s'] or float('nan'):.3f}", f"{r['p99_s'] or float('nan'):.3f}",
-                          *(f"{r['tiers'][t]['p99_s'] or float('nan'):.3f}" for t in TIERS),
-                          f"{busiest[0]} {busiest[1]:.2f}")
+                          f"{r['p50_s'] or float('nan'):.2f}",
+                          *(f"{r['tiers'][t]['p50_s'] or float('nan'):.2f}/{r['tiers'][t]['p99_s'] or float('nan'):.2f}"
+                            for t in TIERS),
+                          "yes" if sustained(r) else "no", f"{busiest[0]} {busiest[1]:.2f}")
         console.print(table)
-        console.print(f"batch {batch}: highest sustained rate (nothing lost, p99 < {P99_BOUND_S:g} s): "
+        console.print(f"batch {batch}: highest sustained rate (nothing lost; every tier's p99, less the time its "
+                      f"policy holds a partial batch, under {P99_BOUND_S:g} s): "
                       f"{best[batch]:.0f} requests/s")
     cost = Table(title=f"the cost of tracing, bursts of {burst} drained ({machine()})", title_justify="left")
     for column in ("tracing", "requests/s (median)", "ratio to off", "CPU ms/request", "ratio to off"):

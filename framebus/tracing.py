@@ -91,16 +91,21 @@ def span(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTE
          root: bool = True) -> Iterator[Span]:
     """A span that is a child of ``parent`` (a `traceparent`), or a new trace's root without one
     (``root=False``: no span then; a hop in the middle of a request's path starts no trace)."""
+    # No span of ours in these cases, and none from instrumented libraries (httpx, botocore)
+    # under it either: the block runs under a parent that is never sampled.
     if parent is None and not root:
-        yield trace.INVALID_SPAN
+        with within(None):
+            yield trace.INVALID_SPAN
         return
     if unsampled(parent):
-        yield trace.NonRecordingSpan(trace.get_current_span(context_of(parent)).get_span_context())
+        with within(None):
+            yield trace.NonRecordingSpan(trace.get_current_span(context_of(parent)).get_span_context())
         return
     context = context_of(parent)
     skipped = _unsampled(context)
     if skipped is not None:
-        yield skipped
+        with within(None):
+            yield skipped
         return
     linked = [Link(ctx) for tp in links if (ctx := _span_context(tp)) is not None] if links else None
     with tracer().start_as_current_span(name, context=context or Context(), kind=kind,

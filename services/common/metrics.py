@@ -33,6 +33,9 @@ meter = metrics.get_meter("framebus")
 # --- every processor (processor.py) --------------------------------------------------------
 records_handled = meter.create_counter(
     "framebus.records.handled", unit="{record}", description="Input records a processor handled, by processor and lane.")
+transactions = meter.create_counter(
+    "framebus.transactions", unit="{transaction}",
+    description="Kafka transactions a transactional processor committed (each costs the broker several requests and markers).")
 dead_letters = meter.create_counter(
     "framebus.dead_letters", unit="{record}",
     description="Records refused to a rejected or dead-letter topic, by topic and reason (the error code).")

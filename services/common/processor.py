@@ -402,6 +402,7 @@ class Processor:
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
+            metrics.transactions.add(1, {"processor": self.name})
             self._acked_at = time.time()
             await asyncio.gather(*futures)
         except BaseException as exc:
