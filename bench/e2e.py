@@ -69,9 +69,15 @@ class Arrivals:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 now = time.time()
-                request_id = json.loads(body)["data"].get("request_id")
+                try:
+                    request_id = json.loads(body)["data"].get("request_id")
+                except (ValueError, KeyError):  # a body cut short (a connection reset): the notifier sends it again
+                    self.send_response(400)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 with arrivals.lock:
                     arrivals.at.setdefault(request_id, now)
                 self.send_response(204)
@@ -357,8 +363,10 @@ def main(quick: bool = typer.Option(False), rates: str = typer.Option("50,100,20
                     pipeline = Pipeline(settings, logs, batch=batch)
                     rows = curves[batch] = []
                     try:
-                        # A fresh JVM broker spends its first minute compiling: warm the whole chain first.
-                        step(client, arrivals, pipeline, offered[-1] / 2, warmup_s, f"warm-b{batch}")
+                        # A fresh JVM broker spends its first minute compiling: warm the whole chain first,
+                        # at a rate it drains, and wait until it has (a backlog would spoil the first step).
+                        step(client, arrivals, pipeline, min(offered[-1], 100.0), warmup_s, f"warm-b{batch}",
+                             grace_s=120.0)
                         for rate in offered:
                             row = step(client, arrivals, pipeline, rate, step_s, f"b{batch}-r{rate:.0f}")
                             rows.append(row)

@@ -58,17 +58,19 @@ def context_of(traceparent: str | None) -> Context | None:
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
-# A parent that is never sampled: calls made under it (S3 uploads, HTTP) that belong to no trace
-# record nothing, instead of each starting a trace of its own.
-_UNTRACED = trace.set_span_in_context(trace.NonRecordingSpan(trace.SpanContext(
-    trace_id=1, span_id=1, is_remote=True, trace_flags=trace.TraceFlags(0))))
+# Calls that belong to no trace (S3 uploads, HTTP) run with the official instrumentations switched
+# off (OpenTelemetry's suppression key, which every instrumentation checks first): they record
+# nothing, cost nothing, and send no `traceparent` of their own, instead of each starting a trace.
+_UNTRACED = context.set_value(context._SUPPRESS_INSTRUMENTATION_KEY, True, Context())
 
 
 @contextmanager
 def within(traceparent: str | None) -> Iterator[None]:
     """Run a block as part of ``traceparent``'s trace: what instrumented libraries (botocore,
-    httpx) do in it becomes spans of that trace; with no trace given, they record nothing."""
-    token = context.attach(context_of(traceparent) or _UNTRACED)
+    httpx) do in it becomes spans of that trace; with no trace given, or one not sampled, they
+    record nothing."""
+    token = context.attach(_UNTRACED if traceparent is None or unsampled(traceparent)
+                           else context_of(traceparent) or _UNTRACED)
     try:
         yield
     finally:
