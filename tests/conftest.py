@@ -143,3 +143,15 @@ def bucket_factory(server_settings: Settings, request: pytest.FixtureRequest) ->
             for obj in page.get("Contents", []):
                 client.delete_object(Bucket=bucket, Key=obj["Key"])
         client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path, infra_cache_dir: Path) -> Iterator[KafkaBroker]:
+    """A broker of the test's own, for tests that stop and restart it (the session's stays up)."""
+    broker = KafkaBroker(host=LOCAL_HOST, port=free_port(), controller_port=free_port(), heap="384m",
+                         state_dir=tmp_path / "own-kafka", cache_dir=infra_cache_dir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

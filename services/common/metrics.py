@@ -61,7 +61,7 @@ denoise_steps = meter.create_counter(
     "framebus.denoise.steps", unit="{step}",
     description="Denoising steps by outcome: run, or skipped by the step cache (skipped / all is the cache skip ratio).")
 stage_time = meter.create_histogram(
-    "framebus.stage.duration", unit="s", description="Time per batch in each stage a worker runs (denoise, decode, encode, upload).",
+    "framebus.stage.duration", unit="s", description="Time per request in each stage a worker runs (text encode, denoise, decode, encode, upload).",
     explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S)
 
 # --- metering ----------------------------------------------------------------------------------

@@ -21,12 +21,11 @@ import pytest
 
 from framebus.client import FramebusClient
 from framebus.infra.kafka import KafkaBroker
-from framebus.infra.process import free_port
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import GenerationCompleted, StatusChanged
 from framebus.schemas.webhooks import WebhookSecrets
 from framebus.schemas.workers import JobDispatched
-from framebus.services.common.settings import LOCAL_HOST, Settings
+from framebus.services.common.settings import Settings
 from framebus.services.common.storage import s3_client
 from framebus.services.generator.encode import probe
 from framebus.services.metering.queries import balances
@@ -40,17 +39,6 @@ TENANTS = ("acme", "globex")
 WAVES, PER_WAVE = 6, 50  # 300 requests, one wave before each fault
 SIZE = {"width": 32, "height": 32, "num_frames": 5, "fps": 8, "num_inference_steps": 2}
 ALL_TERMINAL_WITHIN_S = 300.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path, infra_cache_dir: Path) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(host=LOCAL_HOST, port=free_port(), controller_port=free_port(), heap="384m",
-                         state_dir=tmp_path / "own-kafka", cache_dir=infra_cache_dir)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from framebus.infra.kafka import KafkaBroker
-from framebus.infra.process import free_port
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import GenerationCompleted
 from framebus.schemas.workers import JobDispatched
-from framebus.services.common.settings import LOCAL_HOST, Settings
+from framebus.services.common.settings import Settings
 from tests.services.scheduler.conftest import Pipeline, running_pipeline
 from tests.services.scheduler.test_pipeline import request
 from tests.waiting import eventually
@@ -31,17 +30,6 @@ RESTARTS = 3
 DOWN_S = 20.0  # long enough for a buffered record to outlive its 10 s request timeout
 STALL_S = 10.0  # a service silent this long while the broker answers exits, and is started again
 BACK_WITHIN_S = 45.0  # the bound: every worker announces again this soon after the broker is back
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path, infra_cache_dir: Path) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(host=LOCAL_HOST, port=free_port(), controller_port=free_port(), heap="384m",
-                         state_dir=tmp_path / "own-kafka", cache_dir=infra_cache_dir)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
