@@ -46,3 +46,4 @@ clean-state: setup
 readme: setup
 	$(BIN)/python -m framebus.schemas.export
 	$(BIN)/python -m framebus.schemas.readme
+	$(BIN)/python -m framebus.services.gateway.openapi

@@ -9,13 +9,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from framebus.client import FramebusClient, Receipt
+    from framebus.client import AsyncFramebusClient, FramebusClient, Receipt
     from framebus.errors import SubmitError
+    from framebus.results import GenerationStatus
     from framebus.schemas.events import GenerationRequest
 
-__all__ = ["FramebusClient", "GenerationRequest", "Receipt", "SubmitError"]
-_HOMES = {"FramebusClient": "framebus.client", "Receipt": "framebus.client", "SubmitError": "framebus.errors",
-          "GenerationRequest": "framebus.schemas.events"}
+__all__ = ["AsyncFramebusClient", "FramebusClient", "GenerationRequest", "GenerationStatus", "Receipt", "SubmitError"]
+_HOMES = {"FramebusClient": "framebus.client", "AsyncFramebusClient": "framebus.client", "Receipt": "framebus.client",
+          "SubmitError": "framebus.errors", "GenerationRequest": "framebus.schemas.events",
+          "GenerationStatus": "framebus.results"}
 
 
 def __getattr__(name: str):

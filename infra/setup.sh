@@ -15,6 +15,7 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v go >/dev/null || need_apt+=(golang-go)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v kcat >/dev/null || need_apt+=(kcat)  # the README's any-Kafka-client examples and their test
 if ((${#need_apt[@]})); then
   echo "setup: installing system packages: ${need_apt[*]}"
   SUDO=""

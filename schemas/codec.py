@@ -1,8 +1,12 @@
-"""CloudEvents binary mode on Kafka: the only module that builds or reads ``ce_*`` headers.
+"""CloudEvents on Kafka: the only module that builds or reads ``ce_*`` headers.
 
-The headers follow the CloudEvents Kafka protocol binding exactly; the tests prove that
-the ``cloudevents`` SDK's own Kafka binding reads our records and that we read its, so
-any CloudEvents-aware consumer (Java, Go, Python) interoperates.
+framebus writes binary content mode (attributes as ``ce_*`` headers, the data as the value)
+and reads both modes the CloudEvents Kafka protocol binding defines: binary, and structured
+(``content-type: application/cloudevents+json``, the whole event as one JSON object), so a
+producer whose client or SDK only speaks structured mode still gets through. A structured
+record decodes to exactly what its binary twin does, with the same checks and reasons.
+The tests prove that the ``cloudevents`` SDK's own Kafka binding reads our records and
+that we read its (both modes), so any CloudEvents-aware client (Java, Go, Python) interoperates.
 ``encode_event`` / ``decode_event`` add the typed models of ``schemas.events`` on top:
 a record that fails anywhere raises CodecError with a machine-readable ``reason``
 (an ErrorCode) and a ``detail`` naming what is wrong.
@@ -28,7 +32,11 @@ from framebus.schemas.validation import describe_errors
 from framebus.schemas.versioning import check_compatible
 
 CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"  # structured mode in the JSON event format
 TRACEPARENT_HEADER = "traceparent"
+REQUIRED_ATTRIBUTES = ("id", "type", "source", "specversion")
+# The attributes framebus reads; others (dataschema, extensions) are allowed and ignored.
+USED_ATTRIBUTES = (*REQUIRED_ATTRIBUTES, "subject", "time", "datacontenttype", "traceparent")
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ def _headers(envelope: Envelope) -> list[tuple[str, bytes]]:
 
 
 def written_by(headers: Iterable[tuple[str, bytes | None]] | None, source: str) -> bool:
-    """Whether a record's ``ce_source`` is ``source``, without decoding it (a service skipping its own records)."""
+    """Whether a record's ``ce_source`` is ``source``, without decoding it (a service skipping its own records,
+    which framebus always writes in binary mode)."""
     return ("ce_source", source.encode()) in (headers or ())
 
 
@@ -76,35 +85,117 @@ def encode(envelope: Envelope, *, key: str | None) -> KafkaRecord:
     return KafkaRecord(key=key.encode() if key is not None else None, value=value, headers=_headers(envelope))
 
 
-def _attributes(headers: Iterable[tuple[str, bytes | None]]) -> Envelope:
-    """The CloudEvent attributes from the headers (data left empty); raise CodecError naming what is wrong."""
+@dataclass(frozen=True)
+class _Parts:
+    """A record's CloudEvent attributes (by attribute name) and data bytes, whichever content mode it came in."""
+
+    attributes: dict[str, str]
+    data: bytes | None
+    structured: bool
+
+    def named(self, attribute: str) -> str:
+        """An attribute as the producer spelled it, so a rejection names what they wrote."""
+        return f"`{attribute}` attribute" if self.structured else f"`{_BINARY_HEADERS[attribute]}` header"
+
+
+# Where binary mode carries each attribute: ce_<name>, but the data's content type is the
+# record's own content-type header and the trace is the plain W3C header.
+_BINARY_HEADERS = {attribute: f"ce_{attribute}" for attribute in USED_ATTRIBUTES} | {
+    "datacontenttype": "content-type", "traceparent": TRACEPARENT_HEADER}
+
+
+def _parts(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> _Parts:
     header_map = {name: raw or b"" for name, raw in headers}
-    for required in ("ce_id", "ce_type", "ce_source", "ce_specversion"):
-        if not header_map.get(required):
-            raise CodecError(ErrorCode.MISSING_HEADER, f"record has no `{required}` header")
-    if header_map["ce_specversion"] != b"1.0":
-        raise CodecError(ErrorCode.UNSUPPORTED_VERSION,
-                         f"`ce_specversion` must be 1.0 but is {header_map['ce_specversion']!r}")
-    content_type = header_map.get("content-type", CONTENT_TYPE.encode()).decode(errors="replace")
-    if not content_type.startswith(CONTENT_TYPE):
-        raise CodecError(ErrorCode.INVALID_REQUEST, f"`content-type` must be {CONTENT_TYPE} but is {content_type!r}")
-    raw_time = header_map.get("ce_time")
+    if _is_structured(header_map.get("content-type")):
+        return _structured_parts(value)
+    return _binary_parts(header_map, value)
+
+
+def _is_structured(content_type: bytes | None) -> bool:
+    """Whether a record's content-type says structured mode; parameters (``; charset=utf-8``)
+    and case do not matter, as media types compare."""
+    return (content_type or b"").decode(errors="replace").split(";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE
+
+
+def _binary_parts(header_map: dict[str, bytes], value: bytes | None) -> _Parts:
     try:
-        attributes = {name: header_map[f"ce_{name}"].decode() for name in ("id", "type", "source")}
-        subject = header_map.get("ce_subject", b"").decode()
-        time = datetime.fromisoformat(raw_time.decode()) if raw_time else datetime.now(UTC)
+        attributes = {attribute: header_map[name].decode() for attribute, name in _BINARY_HEADERS.items()
+                      if name in header_map}
     except UnicodeDecodeError as exc:
         raise CodecError(ErrorCode.INVALID_JSON, f"record header is not UTF-8: {exc}") from exc
+    return _Parts(attributes, value, structured=False)
+
+
+def _structured_parts(value: bytes | None) -> _Parts:
+    """The attributes and data of one JSON-format CloudEvent; raise CodecError naming what is wrong."""
+    try:
+        event = json.loads(value or b"null")
+    except UnicodeDecodeError as exc:
+        raise CodecError(ErrorCode.INVALID_JSON, f"structured-mode record is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise CodecError(ErrorCode.INVALID_JSON, f"structured-mode record value is not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise CodecError(ErrorCode.INVALID_JSON,
+                         f"structured-mode record value must be a JSON object but is {type(event).__name__}")
+    for attribute in USED_ATTRIBUTES:
+        if event.get(attribute) is not None and not isinstance(event[attribute], str):
+            raise CodecError(ErrorCode.INVALID_REQUEST, f"`{attribute}` attribute must be a string "
+                                                        f"but is {type(event[attribute]).__name__}")
+    if "data_base64" in event:
+        raise CodecError(ErrorCode.INVALID_JSON, "the event's data must be a JSON object in `data`, not `data_base64`")
+    if not isinstance(event.get("data"), dict):
+        raise CodecError(ErrorCode.INVALID_JSON,
+                         f"`data` must be a JSON object but is {type(event.get('data')).__name__}")
+    attributes = {attribute: event[attribute] for attribute in USED_ATTRIBUTES if event.get(attribute) is not None}
+    # Serialized again so the data meets the very validation a binary record's value does (JSON mode, strict).
+    return _Parts(attributes, json.dumps(event["data"]).encode(), structured=True)
+
+
+def _attributes(parts: _Parts) -> Envelope:
+    """The CloudEvent attributes (data left empty); raise CodecError naming what is wrong."""
+    attributes = parts.attributes
+    for required in REQUIRED_ATTRIBUTES:
+        if not attributes.get(required):
+            raise CodecError(ErrorCode.MISSING_HEADER, f"record has no {parts.named(required)}")
+    if attributes["specversion"] != "1.0":
+        raise CodecError(ErrorCode.UNSUPPORTED_VERSION,
+                         f"{parts.named('specversion')} must be 1.0 but is {attributes['specversion']!r}")
+    content_type = attributes.get("datacontenttype", CONTENT_TYPE)
+    if not content_type.startswith(CONTENT_TYPE):
+        also = "" if parts.structured else f" (or {STRUCTURED_CONTENT_TYPE} for a structured-mode record)"
+        raise CodecError(ErrorCode.INVALID_REQUEST,
+                         f"{parts.named('datacontenttype')} must be {CONTENT_TYPE}{also} but is {content_type!r}")
+    raw_time = attributes.get("time")
+    try:
+        time = datetime.fromisoformat(raw_time) if raw_time else datetime.now(UTC)
     except ValueError as exc:
-        raise CodecError(ErrorCode.MISSING_HEADER, f"`ce_time` is not an RFC 3339 time: {raw_time!r}") from exc
-    traceparent = header_map.get(TRACEPARENT_HEADER)
-    return Envelope(type=attributes["type"], source=attributes["source"], subject=subject, data={},
-                    id=attributes["id"], time=time, traceparent=traceparent.decode() if traceparent else None)
+        raise CodecError(ErrorCode.MISSING_HEADER,
+                         f"{parts.named('time')} is not an RFC 3339 time: {raw_time!r}") from exc
+    return Envelope(type=attributes["type"], source=attributes["source"], subject=attributes.get("subject", ""),
+                    data={}, id=attributes["id"], time=time, traceparent=attributes.get("traceparent") or None)
 
 
 def decode(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> Envelope:
-    """Read a binary-mode CloudEvent; raise CodecError naming what is wrong."""
-    return replace(_attributes(headers), data=decode_data(value))
+    """Read a CloudEvent in binary or structured mode; raise CodecError naming what is wrong."""
+    parts = _parts(headers, value)
+    return replace(_attributes(parts), data=decode_data(parts.data))
+
+
+def event_data(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> bytes | None:
+    """The data of a record as a binary-mode value, unchecked: the value itself, or a structured
+    record's ``data`` (None when it has none). What an unreadable record still names is read from it."""
+    content_type = next((raw for name, raw in headers or () if name == "content-type"), None)
+    return _structured_data(value) if _is_structured(content_type) else value
+
+
+def _structured_data(value: bytes | None) -> bytes | None:
+    """A structured record's ``data`` object, even when its attributes are wrong (it may still name a request)."""
+    try:
+        event = json.loads(value or b"null")
+    except ValueError:
+        return None
+    data = event.get("data") if isinstance(event, dict) else None
+    return json.dumps(data).encode() if isinstance(data, dict) else None
 
 
 def decode_data(value: bytes | None) -> dict[str, Any]:
@@ -136,22 +227,25 @@ def encode_event(event: Event, *, source: str, traceparent: str | None = None, e
 
 def decode_event(headers: Iterable[tuple[str, bytes | None]], value: bytes | None, *,
                  context: dict | None = None) -> DecodedEvent:
-    """Decode and validate one record into its event model, or raise CodecError saying why not.
+    """Decode and validate one record (binary or structured mode) into its event model, or raise
+    CodecError saying why not.
 
     ``context`` reaches the validators: ``{"webhook_http_hosts": {...}}`` is the admission
     point's allowlist for plain-http webhooks; ``ADMITTED`` trusts what admission passed.
     The envelope returned carries the attributes only: the event is the data.
     """
-    envelope = _attributes(headers)
+    parts = _parts(headers, value)
+    envelope = _attributes(parts)
     model = EVENT_MODELS.get(envelope.type)
     if model is None:
-        raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE, f"`ce_type` {envelope.type!r} is not a framebus event type")
-    event = _validated_as_is(model, value, context)
+        raise CodecError(ErrorCode.UNKNOWN_EVENT_TYPE,
+                         f"{parts.named('type')} {envelope.type!r} is not a framebus event type")
+    event = _validated_as_is(model, parts.data, context)
     if event is None:  # the slow path: says exactly what is wrong, or reads a newer minor's known fields
-        event = _validated_known_fields(model, value, context)
+        event = _validated_known_fields(model, parts.data, context)
     if event.subject() != envelope.subject:
-        raise CodecError(ErrorCode.INVALID_REQUEST,
-                         f"`ce_subject` {envelope.subject!r} does not match the event's tenant {event.subject()!r}")
+        raise CodecError(ErrorCode.INVALID_REQUEST, f"{parts.named('subject')} {envelope.subject!r} "
+                                                    f"does not match the event's tenant {event.subject()!r}")
     return DecodedEvent(envelope, event)
 
 

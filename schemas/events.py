@@ -32,7 +32,7 @@ from framebus.schemas.models import DEFAULT_MODEL, MODEL_DEFAULTS
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 
@@ -359,6 +359,30 @@ class StatusChanged(Event):
 
     def partition_key(self) -> str:
         # Request ids are chosen by clients, so two tenants may pick the same one.
+        return status_key(self.tenant_id, self.request_id)
+
+
+ProgressStage = Literal["denoising", "encoding", "uploading"]
+
+
+class GenerationProgress(Event):
+    """framebus.progress (short retention): how far a running request is, between status changes (1.6).
+
+    Reported by the worker: denoising step counts (the first and last step, and at most one a
+    second between), then encoding and uploading. Followers (the gateway's event stream, the
+    SDK) show it; nothing decides on it, so a lost record costs a progress line, not a result.
+    """
+
+    event_type: ClassVar[str] = "framebus.generation.progress"
+
+    request_id: RequestId
+    tenant_id: TenantId
+    stage: ProgressStage
+    step: int | None = Field(None, ge=0, description="Denoising steps done (denoising only).")
+    steps: int | None = Field(None, ge=1, description="Denoising steps in all (denoising only).")
+    at: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
         return status_key(self.tenant_id, self.request_id)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from framebus.schemas.events import SCHEMA_VERSION
 from framebus.schemas.registry import EVENT_MODELS
+from framebus.schemas.webhooks import WEBHOOK_PAYLOADS
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 ID_BASE = "https://framebus.dev/schemas"
@@ -31,6 +32,11 @@ def render_all() -> dict[Path, str]:
             **schema,
         }
         files[SCHEMA_DIR / f"{event_type}.schema.json"] = json.dumps(schema, indent=2, sort_keys=False) + "\n"
+    for webhook_type, model in sorted(WEBHOOK_PAYLOADS.items()):  # what a webhook receiver is sent
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                  "$id": f"{ID_BASE}/webhook.{webhook_type}/{SCHEMA_VERSION.split('.')[0]}",
+                  "x-schema-version": SCHEMA_VERSION, **model.model_json_schema(mode="serialization")}
+        files[SCHEMA_DIR / f"webhook.{webhook_type}.schema.json"] = json.dumps(schema, indent=2) + "\n"
     return files
 
 
@@ -54,7 +60,7 @@ def main(argv: list[str]) -> int:
         path.unlink()
     for path, text in render_all().items():
         path.write_text(text)
-    print(f"wrote {len(EVENT_MODELS)} schemas to {SCHEMA_DIR}")
+    print(f"wrote {len(EVENT_MODELS)} event and {len(WEBHOOK_PAYLOADS)} webhook schemas to {SCHEMA_DIR}")
     return 0
 
 

@@ -11,6 +11,7 @@ from framebus.schemas.events import (
     GenerationCancelled,
     GenerationCompleted,
     GenerationFailed,
+    GenerationProgress,
     GenerationRequest,
     LedgerCharged,
     LedgerCredited,
@@ -26,7 +27,7 @@ from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturne
 EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
-                  StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
+                  GenerationProgress, StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
                   BatchCompleted, BatchProgress, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
                   WebhookAttempted, WebhookDead, WebhookSecrets, WorkReturned)
 }

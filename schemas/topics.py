@@ -74,6 +74,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               ("framebus.generation.completed",), retention_ms=30 * DAY_MS),
     TopicSpec("framebus.status", "tenant/request id", 6, "Latest state of every request (compacted).",
               ("framebus.generation.status",), cleanup=Cleanup.COMPACT),
+    # Progress lines for followers (the gateway's event stream, the SDK): worth minutes, not history.
+    TopicSpec("framebus.progress", "tenant/request id", 6,
+              "Denoising steps, encoding and uploading of running requests, for event streams (one hour).",
+              ("framebus.generation.progress",), retention_ms=60 * 60 * 1000),
     TopicSpec("framebus.usage", "tenant id", 6, "Metered usage per terminal request.",
               ("framebus.usage.recorded",), retention_ms=400 * DAY_MS),
     # The ledger is the system of record for money: it is never compacted or expired,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from framebus.schemas import limits
 from framebus.schemas.events import Event, RequestId, TenantId, utc_now
@@ -88,3 +88,87 @@ class WebhookSecrets(Event):
     secrets: tuple[str, ...] = Field(min_length=1, max_length=4,
                                      description="Standard Webhooks secrets (whsec_...); several while rotating.")
     updated_at: datetime = Field(default_factory=utc_now)
+
+
+# --- what a receiver gets ----------------------------------------------------------------
+# The body of each webhook, as models: the notifier builds bodies from them and their JSON
+# Schemas are published (schemas/json/webhook.*.schema.json) for receivers in any language.
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebhookVideo(_Payload):
+    url: str = Field(description="Presigned GET URL; dies at `expires_at`.")
+    stable_url: str | None = Field(None, description="The gateway's link to the video: it never dies, answering "
+                                                     "each GET (with the tenant's API key) with a fresh presigned URL.")
+    expires_at: datetime
+    bucket: str
+    key: str
+    bytes: int
+    sha256: str
+    duration_s: float
+    width: int
+    height: int
+
+
+class WebhookError(_Payload):
+    code: str
+    message: str
+
+
+class GenerationWebhookData(_Payload):
+    request_id: str
+    tenant_id: str
+    outcome: Literal["completed", "failed", "cancelled"]
+    tier: str
+    model: str | None = None
+    batch_id: str | None = None
+    custom_id: str | None = None
+    metadata: dict[str, str] | None = None
+    video: WebhookVideo | None = Field(None, description="generation.completed only.")
+    tokens: float | None = Field(None, description="Tokens charged (generation.completed only).")
+    error: WebhookError | None = Field(None, description="generation.failed only.")
+    reason: str | None = Field(None, description="generation.cancelled only.")
+
+
+class BatchWebhookData(_Payload):
+    batch_id: str
+    tenant_id: str
+    counts: dict[str, int]
+    tokens: float
+    manifest_url: str
+    manifest_key: str
+    errors_key: str | None = None
+    expired: bool
+    completed_at: datetime
+
+
+class GenerationCompletedWebhook(_Payload):
+    type: Literal["generation.completed"] = "generation.completed"
+    timestamp: datetime
+    data: GenerationWebhookData
+
+
+class GenerationFailedWebhook(_Payload):
+    type: Literal["generation.failed"] = "generation.failed"
+    timestamp: datetime
+    data: GenerationWebhookData
+
+
+class GenerationCancelledWebhook(_Payload):
+    type: Literal["generation.cancelled"] = "generation.cancelled"
+    timestamp: datetime
+    data: GenerationWebhookData
+
+
+class BatchCompletedWebhook(_Payload):
+    type: Literal["batch.completed"] = "batch.completed"
+    timestamp: datetime
+    data: BatchWebhookData
+
+
+WEBHOOK_PAYLOADS: dict[str, type[_Payload]] = {
+    "generation.completed": GenerationCompletedWebhook, "generation.failed": GenerationFailedWebhook,
+    "generation.cancelled": GenerationCancelledWebhook, "batch.completed": BatchCompletedWebhook}
+WebhookPayload = GenerationCompletedWebhook | GenerationFailedWebhook | GenerationCancelledWebhook | BatchCompletedWebhook

@@ -142,13 +142,15 @@ class Manifest:
 
 
 def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rejected: list[dict], *,
-                   sign: Callable[[str], tuple[str, datetime]] | None = None) -> Manifest:
+                   sign: Callable[[str], tuple[str, datetime]] | None = None,
+                   video_link: Callable[[str], str] | None = None) -> Manifest:
     """One line per custom id, in input order: outcome, output key and link, or error code; tokens.
 
     ``items`` are the input index entries ({"line", "custom_id", "request_id"}); ``rejected``
     are the lines validation refused ({"line", "custom_id", "error"}), reported in the error file.
     ``sign(output key)`` gives a link and its expiry, made now: a link from when the result
-    arrived may be dead by the time a long batch ends.
+    arrived may be dead by the time a long batch ends. ``video_link(request id)`` is the gateway's
+    stable link (``video_url``), which outlives every presigned one.
     """
     lines, errors = [], [{"line": r["line"], "custom_id": r.get("custom_id"), "outcome": "rejected",
                           "error": {"code": "invalid_request", "message": r["error"]}} for r in rejected]
@@ -165,6 +167,8 @@ def build_manifest(items: list[dict], statuses: Mapping[str, StatusChanged], rej
             url, expires_at = sign(status.output.key) if sign else (status.output.url, status.output.url_expires_at)
             line |= {"output_key": status.output.key, "url": url, "url_expires_at": expires_at.isoformat(),
                      "tokens": status.tokens, "sha256": status.output.sha256}
+            if video_link is not None:
+                line["video_url"] = video_link(item["request_id"])
         elif state is RequestState.FAILED:
             failed += 1
             error = status.error

@@ -206,7 +206,7 @@ class BatchTracker:
             return (storage.presigned_get(self.s3, self.settings.s3_bucket, key, expires_s=expiry_s),
                     written_at + timedelta(seconds=expiry_s))
 
-        manifest = build_manifest(items, statuses, rejected, sign=sign)
+        manifest = build_manifest(items, statuses, rejected, sign=sign, video_link=self.settings.video_link)
         base = f"batches/{batch.tenant_id}/{batch.batch_id}"
         manifest_key, errors_key = f"{base}/manifest.jsonl", f"{base}/errors.jsonl"
         storage.upload(self.s3, io.BytesIO(manifest.jsonl()), self.settings.s3_bucket, manifest_key,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -16,16 +15,45 @@ from framebus.services.cli import requests as request_commands
 from framebus.services.cli import tenants as tenant_commands
 from framebus.services.cli import trace as trace_commands
 from framebus.services.cli import webhooks as webhook_commands
-from framebus.services.cli.output import console, errors_exit
+from framebus.services.cli.exits import exit_codes_help
+from framebus.services.cli.output import JsonOption, console, emit_json, errors_exit, progress_console
 from framebus.services.common.settings import Settings
 
 if TYPE_CHECKING:
     from framebus.services.common.stack import StackReport
 
+OUTPUT_HELP = ("--json: commands that print data print JSON on stdout instead, and nothing else (hints and "
+               "progress go to stderr): a record is one JSON object on one line, a listing one object per line "
+               "(JSON lines); errors stay one line on stderr, and the exit code says what happened.")
+
 # Commands import their service when they run: `pip install framebus` (no extras) brings only
 # the producer commands' dependencies, and those commands must work with it.
 app = typer.Typer(help="framebus: event-driven text-to-video on Kafka.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False,
+                  epilog=f"{exit_codes_help()}\n\n{OUTPUT_HELP}")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"framebus {installed_version()}")
+        raise typer.Exit()
+
+
+def installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("framebus")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+@app.callback()
+def main(_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the installed framebus version and exit.")] = False) -> None:
+    pass
+
+
 def _print_stack(report: StackReport) -> None:
     table = Table(title="framebus stack", title_justify="left")
     for column in ("service", "listens on", "state", "ready in"):
@@ -41,20 +69,23 @@ def _print_stack(report: StackReport) -> None:
                   f"bucket: [bold]{report.bucket}[/] ({'created' if report.bucket_created else 'exists'})")
 
 
-def bring_up(settings: Settings) -> StackReport:
+def bring_up(settings: Settings, *, as_json: bool = False) -> StackReport:
     from framebus.services.common.stack import Stack
 
-    with console.status("starting") as status:
+    with progress_console(as_json).status("starting") as status:
         report = Stack(settings).up(step=lambda message: status.update(message + " ..."))
-    _print_stack(report)
+    if as_json:
+        emit_json(report)
+    else:
+        _print_stack(report)
     return report
 
 
 @app.command()
-def up() -> None:
+def up(as_json: JsonOption = False) -> None:
     """Start local Kafka and S3 (unless configured to use existing ones), create topics and the bucket."""
     with errors_exit():
-        bring_up(Settings())
+        bring_up(Settings(), as_json=as_json)
 
 
 @app.command()
@@ -81,12 +112,15 @@ def ps() -> None:
 
 
 @app.command()
-def smoke() -> None:
+def smoke(as_json: JsonOption = False) -> None:
     """Check a running stack: a CloudEvent through Kafka, an object through S3, ffmpeg present."""
     from framebus.services.demo.smoke import run_smoke
 
     with errors_exit():
         results = run_smoke(Settings())
+    if as_json:
+        emit_json(*results)
+        return
     table = Table("check", "result", "took", title="smoke check", title_justify="left")
     for result in results:
         table.add_row(f"[green]ok[/] {result.name}", result.detail, f"{result.seconds:.2f}s")
@@ -134,13 +168,13 @@ def demo() -> None:
 
 
 @app.command()
-def topics(as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON.")) -> None:
+def topics(as_json: JsonOption = False) -> None:
     """Print the topic catalogue."""
     from framebus.schemas.topics import CATALOGUE
 
     if as_json:
-        console.print_json(json.dumps([{"name": t.name, "partitions": t.partitions, "key": t.key,
-                                        "configs": t.configs(), "event_types": list(t.event_types)} for t in CATALOGUE]))
+        emit_json(*({"name": t.name, "partitions": t.partitions, "key": t.key, "configs": t.configs(),
+                     "event_types": list(t.event_types)} for t in CATALOGUE))
         return
     table = Table("topic", "key", "partitions", "cleanup", "event types")
     for t in CATALOGUE:

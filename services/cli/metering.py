@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from framebus.services.cli.output import acting_tenant, console, errors_exit
+from framebus.services.cli.output import JsonOption, acting_tenant, console, emit_json, errors_exit
 from framebus.services.common.settings import Settings
 from framebus.services.metering.report import UsageReport
 
-FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv (--json is --format json).")]
 SinceOption = Annotated[str | None, typer.Option("--from", help="Start (ISO date or time, UTC); default 30 days ago.")]
 UntilOption = Annotated[str | None, typer.Option("--to", help="End, exclusive (ISO date or time, UTC); default now.")]
 
@@ -38,13 +37,15 @@ def window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     return start, end
 
 
+def output_format(output: str, as_json: bool) -> str:
+    return "json" if as_json else output
+
+
 def emit(report: UsageReport, output: str, title: str, *, group_label: str) -> None:
     rows = [(group, tally.as_dict(report.prices.currency)) for group, tally in report.rows()]
     total = report.total().as_dict(report.prices.currency)
     if output == "json":
-        console.print_json(json.dumps({"groups": {group: row for group, row in rows}, "total": total,
-                                       "from": report.start.isoformat() if report.start else None,
-                                       "to": report.end.isoformat() if report.end else None}))
+        emit_json({"groups": dict(rows), "total": total, "from": report.start, "to": report.end})
     elif output == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=[group_label, *total])
@@ -68,7 +69,7 @@ def emit(report: UsageReport, output: str, title: str, *, group_label: str) -> N
 def usage(tenant: Annotated[str | None, typer.Option(help="Tenant (default FRAMEBUS_TENANT).")] = None,
           since: SinceOption = None, until: UntilOption = None,
           group_by: Annotated[str, typer.Option(help="tier, model, day or hour.")] = "day",
-          output: FormatOption = "table") -> None:
+          output: FormatOption = "table", as_json: JsonOption = False) -> None:
     """A tenant's usage: videos, tokens, seconds of video and GPU, revenue, per tier, model, day or hour."""
     from framebus.services.metering.queries import usage_report
 
@@ -79,11 +80,12 @@ def usage(tenant: Annotated[str | None, typer.Option(help="Tenant (default FRAME
     start, end = window(since, until)
     with errors_exit():
         report = usage_report(settings, tenant_id=tenant_id, start=start, end=end, group_by=group_by)  # type: ignore[arg-type]
-    emit(report, output, f"usage of {tenant_id}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+    emit(report, output_format(output, as_json), f"usage of {tenant_id}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
          group_label=group_by)
 
 
-def cost(since: SinceOption = None, until: UntilOption = None, output: FormatOption = "table") -> None:
+def cost(since: SinceOption = None, until: UntilOption = None, output: FormatOption = "table",
+         as_json: JsonOption = False) -> None:
     """Per tenant and overall: tokens, revenue from the price book, GPU cost from measured GPU seconds,
     margin and cost per video."""
     from framebus.services.metering.queries import usage_report
@@ -92,25 +94,24 @@ def cost(since: SinceOption = None, until: UntilOption = None, output: FormatOpt
     start, end = window(since, until)
     with errors_exit():
         report = usage_report(settings, start=start, end=end, group_by="tenant")
-    emit(report, output, f"revenue and GPU cost per tenant, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+    emit(report, output_format(output, as_json), f"revenue and GPU cost per tenant, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
          group_label="tenant")
 
 
-def balance(tenant_id: str, output: FormatOption = "table") -> None:
+def balance(tenant_id: str, output: FormatOption = "table", as_json: JsonOption = False) -> None:
     """A tenant's credits, reserved, charged and available tokens (the scheduler's own fold)."""
-    from framebus.client import FramebusClient
-    from framebus.services.gateway.tenants import TenantAdmin
+    from framebus.services.cli.tenants import tenant_admin
     from framebus.services.metering.queries import balances
 
     settings = Settings()
     with errors_exit():
-        tenant = TenantAdmin(FramebusClient(settings=settings, source="/framebus/cli")).get_existing(tenant_id)
+        tenant = tenant_admin(settings).get_existing(tenant_id)
         held = balances(settings, tenant_id).of(tenant_id)
     row = {"tenant": tenant_id, "credited": float(held.credited), "credit_limit": tenant.credit_limit_tokens,
            "reserved": float(held.reserved), "charged": float(held.charged),
            "available": float(held.available(tenant.credit_limit_tokens)), "open_reservations": len(held.reservations)}
-    if output == "json":
-        console.print_json(json.dumps(row))
+    if output_format(output, as_json) == "json":
+        emit_json(row)
         return
     table = Table("credited", "credit limit", "reserved", "charged", "available", title=f"balance of {tenant_id} (tokens)",
                   title_justify="left")

@@ -1,14 +1,36 @@
-"""``framebus model``: train wan-shapes and judge a model by what it draws."""
+"""``framebus model``: the models a request may name, training wan-shapes, and judging a model by what it draws."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from framebus.services.cli.output import console, errors_exit
+from framebus.services.cli.exits import ExitCode
+from framebus.services.cli.output import JsonOption, console, emit_json, errors_exit
+from framebus.services.common.settings import Settings
 
-app = typer.Typer(help="Train the wan-shapes model and run its quality gate.", no_args_is_help=True)
+app = typer.Typer(help="The models, training wan-shapes, and its quality gate.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models(as_json: JsonOption = False) -> None:
+    """The models a request may name and what a request for each defaults to (no broker needed)."""
+    from framebus.schemas.models import MODEL_DEFAULTS
+
+    default = Settings().default_model
+    rows = [{"model": model, "default": model == default, **defaults.fields()} for model, defaults in MODEL_DEFAULTS.items()]
+    if as_json:
+        emit_json(*rows)
+        return
+    table = Table("model", "width x height", "frames", "fps", "steps", title="models (* the stack's default)",
+                  title_justify="left")
+    for row in rows:
+        table.add_row(f"{row['model']}{' *' if row['default'] else ''}", f"{row['width']} x {row['height']}",
+                      str(row["num_frames"]), str(row["fps"]), str(row["num_inference_steps"]))
+    console.print(table)
 
 
 @app.command()
@@ -36,6 +58,7 @@ def train(
 def inspect(
     source: str = typer.Argument(..., help="A video file, or an http(s) URL such as a completed request's link."),
     expect: str | None = typer.Option(None, help="The prompt it was made from: exit 1 unless the video shows it."),
+    as_json: JsonOption = False,
 ) -> None:
     """Say what a wan-shapes video shows: the shape's colour, shape and direction, and the background."""
     import tempfile
@@ -58,13 +81,17 @@ def inspect(
         elif not path.is_file():
             raise typer.BadParameter(f"`source` must be a video file or an http(s) URL but is {source!r}")
         found = detect(decode_video(path))
-        console.print(found.describe())
-        if expect is not None:
-            wanted = parse(expect)
-            if wanted is None:
-                raise typer.BadParameter(f"`--expect` must name one colour, shape, direction and background, "
-                                         f"as wan-shapes prompts do, but is {expect!r}")
-            wrong = [name for name, ok in found.matches(wanted).items() if not ok]
+        wanted = parse(expect) if expect is not None else None
+        if expect is not None and wanted is None:
+            raise typer.BadParameter(f"`--expect` must name one colour, shape, direction and background, "
+                                     f"as wan-shapes prompts do, but is {expect!r}")
+        wrong = [name for name, ok in found.matches(wanted).items() if not ok] if wanted else []
+        if as_json:
+            emit_json({"shows": found.describe(), **asdict(found), "expected": wanted.prompt() if wanted else None,
+                       "differs": wrong})
+        else:
+            console.print(found.describe())
             if wrong:
                 console.print(f"[red]not what was asked[/]: {', '.join(wrong)} differ from {wanted.prompt()!r}")
-                raise typer.Exit(1)
+        if wrong:
+            raise typer.Exit(ExitCode.FAILED)

@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import httpx
-import typer
 from rich.table import Table
 
-from framebus.services.cli.output import console, errors_exit
+from framebus.services.cli.output import JsonOption, console, emit_json, errors_exit
 from framebus.services.common.settings import Settings
 
 LAG_METRIC = "framebus_consumer_lag"
@@ -82,14 +80,13 @@ def running(state_dir: Path, *, timeout_s: float = 2.0) -> list[Running]:
     return found
 
 
-def ps(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per process.")] = False) -> None:
+def ps(as_json: JsonOption = False) -> None:
     """Every framebus process on this machine: its health, readiness and consumer lag."""
     with errors_exit():
         settings = Settings()
         processes = running(settings.state_dir)
         if as_json:
-            for process in processes:
-                typer.echo(json.dumps(asdict(process)))
+            emit_json(*processes)
             return
         if not processes:
             console.print(f"no framebus process is running here (none announced in {settings.state_dir / 'run'})")

@@ -8,61 +8,112 @@ import typer
 from rich.table import Table
 
 from framebus.client import FramebusClient
-from framebus.services.cli.output import console, errors_exit
+from framebus.schemas.events import TenantUpdated
+from framebus.services.cli.exits import NotFound, Refused
+from framebus.services.cli.output import JsonOption, console, emit_json, errors_exit
 from framebus.services.common.settings import Settings
-from framebus.services.gateway.tenants import TenantAdmin
+from framebus.services.gateway.keys import IssuedKey
+from framebus.services.gateway.tenants import TenantAdmin, TenantError
 
 app = typer.Typer(help="Tenants and API keys (events on framebus.tenants).", no_args_is_help=True)
 
 
-def _admin() -> TenantAdmin:
-    return TenantAdmin(FramebusClient(settings=Settings(), source="/framebus/cli"))
+class CliTenantAdmin(TenantAdmin):
+    """The admin with its refusals told apart, for the exit codes: a missing tenant or key is
+    NotFound, creating one that exists is Refused (TenantAdmin raises TenantError for each)."""
+
+    def get_existing(self, tenant_id: str) -> TenantUpdated:
+        try:
+            return super().get_existing(tenant_id)
+        except TenantError as exc:  # its one refusal: no such tenant
+            raise NotFound(str(exc)) from exc
+
+    def create(self, tenant_id: str, **settings) -> TenantUpdated:
+        try:
+            return super().create(tenant_id, **settings)
+        except TenantError as exc:  # its one refusal: the tenant exists
+            raise Refused(str(exc)) from exc
+
+    def revoke_key(self, tenant_id: str, key_id: str) -> TenantUpdated:
+        try:
+            return super().revoke_key(tenant_id, key_id)
+        except TenantError as exc:  # the tenant exists (get_existing said so): no such key
+            raise NotFound(str(exc)) from exc
+
+
+def tenant_admin(settings: Settings | None = None) -> CliTenantAdmin:
+    return CliTenantAdmin(FramebusClient(settings=settings or Settings(), source="/framebus/cli"))
+
+
+def tenant_record(tenant: TenantUpdated) -> dict:
+    """A tenant as --json prints it: its settings and key ids, never a key's hash."""
+    return tenant.model_dump(mode="json", exclude={"api_keys": {"__all__": {"secret_sha256"}}})
+
+
+def key_record(tenant_id: str, issued: IssuedKey) -> dict:
+    return {"tenant_id": tenant_id, "key_id": issued.record.key_id, "api_key": issued.plaintext,
+            "created_at": issued.record.created_at}
 
 
 @app.command()
 def create(tenant_id: str, name: Annotated[str, typer.Option(help="Display name.")] = "",
            credit_limit: Annotated[float, typer.Option(help="Postpaid credit limit in tokens.")] = 0.0,
            rate: Annotated[int | None, typer.Option(help="Submissions per minute (default: gateway's).")] = None,
-           with_key: Annotated[bool, typer.Option("--with-key", help="Also issue an API key.")] = False) -> None:
-    """Create a tenant."""
+           with_key: Annotated[bool, typer.Option("--with-key", help="Also issue an API key.")] = False,
+           as_json: JsonOption = False) -> None:
+    """Create a tenant (exit 6 if it exists)."""
     with errors_exit():
-        admin = _admin()
+        admin = tenant_admin()
         tenant = admin.create(tenant_id, display_name=name, credit_limit_tokens=credit_limit,
                               submissions_per_minute=rate)
-        console.print(f"created tenant [bold]{tenant.tenant_id}[/]")
-        if with_key:
-            _show_key(admin.issue_key(tenant_id).plaintext)
+        issued = admin.issue_key(tenant_id) if with_key else None
+    if as_json:
+        emit_json({**tenant_record(tenant), "api_key": key_record(tenant_id, issued) if issued else None})
+        return
+    console.print(f"created tenant [bold]{tenant.tenant_id}[/]")
+    if issued:
+        _show_key(issued.plaintext)
 
 
 @app.command("issue-key")
-def issue_key(tenant_id: str) -> None:
+def issue_key(tenant_id: str, as_json: JsonOption = False) -> None:
     """Issue a new API key; it is printed once and stored only as a hash."""
     with errors_exit():
-        _show_key(_admin().issue_key(tenant_id).plaintext)
+        issued = tenant_admin().issue_key(tenant_id)
+    if as_json:
+        emit_json(key_record(tenant_id, issued))
+    else:
+        _show_key(issued.plaintext)
 
 
 @app.command("revoke-key")
 def revoke_key(tenant_id: str, key_id: str) -> None:
     """Revoke one API key by its id."""
     with errors_exit():
-        _admin().revoke_key(tenant_id, key_id)
+        tenant_admin().revoke_key(tenant_id, key_id)
     console.print(f"revoked key {key_id} of {tenant_id}")
 
 
 @app.command()
 def credit(tenant_id: str, tokens: float,
-           reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "credit") -> None:
+           reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "credit", as_json: JsonOption = False) -> None:
     """Add prepaid tokens to a tenant's balance."""
     with errors_exit():
-        entry = _admin().credit(tenant_id, tokens, reason=reason)
+        entry = tenant_admin().credit(tenant_id, tokens, reason=reason)
+    if as_json:
+        emit_json(entry)  # the ledger entry as the contract has it
+        return
     console.print(f"credited {entry.tokens:g} tokens to {tenant_id} ({entry.entry_id})")
 
 
 @app.command()
-def show(tenant_id: str) -> None:
+def show(tenant_id: str, as_json: JsonOption = False) -> None:
     """Show a tenant's settings and key ids (never secrets)."""
     with errors_exit():
-        tenant = _admin().get_existing(tenant_id)
+        tenant = tenant_admin().get_existing(tenant_id)
+    if as_json:
+        emit_json(tenant_record(tenant))
+        return
     table = Table("key id", "created", "revoked", title=f"tenant {tenant.tenant_id} {tenant.display_name}".strip())
     for key in tenant.api_keys:
         table.add_row(key.key_id, f"{key.created_at:%Y-%m-%d %H:%M}", "yes" if key.revoked else "no")
@@ -101,7 +152,7 @@ def set_storage(
                                         credentials_ref=credentials_ref, addressing_style=addressing)
             except ValidationError as exc:
                 raise typer.BadParameter("; ".join(f"`{e.field}`: {e.message}" for e in describe_errors(exc))) from exc
-        _admin().set_storage(tenant_id, storage)
+        tenant_admin().set_storage(tenant_id, storage)
     where = f"s3://{bucket} at {endpoint}" if storage else "framebus's bucket"
     console.print(f"tenant {tenant_id} now stores videos in {where}")
 

@@ -8,7 +8,6 @@ stage of the worker, finished.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +17,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from framebus.services.cli.output import acting_tenant, console, err_console, errors_exit
+from framebus.services.cli.exits import NotFound
+from framebus.services.cli.output import JsonOption, acting_tenant, console, emit_json, errors_exit
 from framebus.services.common.settings import Settings
 
 BAR_WIDTH = 40
@@ -99,7 +99,7 @@ def trace(request_id: Annotated[str, typer.Argument(help="The request to show.")
           = None,
           spans: Annotated[Path | None, typer.Option(help="Directory of span files (default: FRAMEBUS_TELEMETRY's "
                                                           "jsonl:DIR).")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print the steps as JSON.")] = False) -> None:
+          as_json: JsonOption = False) -> None:
     """A request's path through the pipeline as a waterfall: every span of its trace when the span
     files are at hand, else the timings on its status."""
     from framebus.client import FramebusClient
@@ -116,14 +116,12 @@ def trace(request_id: Annotated[str, typer.Argument(help="The request to show.")
     if not steps:
         with errors_exit(), FramebusClient(tenant_id=acting_tenant(tenant, settings), settings=settings) as client:
             status = client.status(request_id)
-        if status is None:
-            err_console.print(f"no request {request_id!r}")
-            raise typer.Exit(2)
+            if status is None:
+                raise NotFound(f"no request {request_id!r} for tenant {client.tenant_id!r}")
         steps = steps_from_status(status)
         source = f"its status timings (state {status.state.value}; no span files at hand)"
     if as_json:
-        console.print_json(json.dumps([{"step": s.name, "depth": s.depth, "start": s.start, "end": s.end,
-                                        "detail": s.detail} for s in steps]))
+        emit_json(*({"step": s.name, "depth": s.depth, "start": s.start, "end": s.end, "detail": s.detail} for s in steps))
         return
     if not steps:
         console.print(f"{request_id}: nothing timed yet")

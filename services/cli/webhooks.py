@@ -2,48 +2,30 @@
 
 from __future__ import annotations
 
-import base64
-import secrets as random_secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from framebus.services.cli.output import console, errors_exit
+from framebus.services.cli.output import JsonOption, console, emit_json, errors_exit
+from framebus.services.cli.tenants import tenant_admin
 from framebus.services.common.settings import Settings
 
 app = typer.Typer(help="Standard Webhooks: secrets, delivery log, replay.", no_args_is_help=True)
 
 
-def _admin():
-    from framebus.client import FramebusClient
-    from framebus.services.gateway.tenants import TenantAdmin
-
-    return TenantAdmin(FramebusClient(settings=Settings(), source="/framebus/cli"))
-
-
 @app.command()
 def secret(tenant_id: str,
-           keep_previous: Annotated[bool, typer.Option(help="Keep signing with the old secret too (rotation).")] = True
-           ) -> None:
+           keep_previous: Annotated[bool, typer.Option(help="Keep signing with the old secret too (rotation).")] = True,
+           as_json: JsonOption = False) -> None:
     """Issue a new signing secret (whsec_...); printed once. The previous one keeps signing until the next rotation."""
-    from framebus.kafka import read_latest
-    from framebus.schemas.webhooks import WebhookSecrets
-
-    fresh = "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
-    settings = Settings()
     with errors_exit():
-        admin = _admin()
-        admin.get_existing(tenant_id)
-        kept: tuple[str, ...] = ()
-        record = read_latest(settings.bootstrap_servers, settings.topic("framebus.webhooks.secrets"), tenant_id)
-        if keep_previous and record is not None:
-            from framebus.schemas.codec import decode_event
-
-            kept = decode_event(record.headers, record.value).event.secrets[:1]
-        admin.client.publish(WebhookSecrets(tenant_id=tenant_id, secrets=(fresh, *kept)),
-                             "framebus.webhooks.secrets").get(timeout=settings.submit_deadline_s)
+        rotated = tenant_admin(Settings()).rotate_webhook_secret(tenant_id, keep_previous=keep_previous)
+    fresh, kept = rotated.secrets[0], rotated.secrets[1:]
+    if as_json:
+        emit_json({"tenant_id": tenant_id, "secret": fresh, "previous_kept": bool(kept)})
+        return
     console.print(f"webhook signing secret for {tenant_id} (shown once): [bold]{fresh}[/]", soft_wrap=True)
 
 
@@ -51,7 +33,7 @@ def secret(tenant_id: str,
 def enable(tenant_id: str, url: str) -> None:
     """Send to an endpoint again after it answered 410 Gone."""
     with errors_exit():
-        admin = _admin()
+        admin = tenant_admin()
         tenant = admin.get_existing(tenant_id)
         remaining = tuple(u for u in tenant.disabled_webhook_urls if u != url)
         admin.save(tenant.model_copy(update={"disabled_webhook_urls": remaining, "updated_at": datetime.now(UTC)}))
@@ -59,12 +41,15 @@ def enable(tenant_id: str, url: str) -> None:
 
 
 @app.command("log")
-def show_log(request_id: str) -> None:
+def show_log(request_id: str, as_json: JsonOption = False) -> None:
     """Every delivery attempt for a request, oldest first."""
     from framebus.services.notifier.queries import attempts_for
 
     with errors_exit():
         found = attempts_for(Settings(), request_id)
+    if as_json:
+        emit_json(*found)  # each attempt as the contract has it (framebus.webhooks.attempts)
+        return
     if not found:
         console.print(f"no webhook attempts for {request_id}")
         return
@@ -78,7 +63,8 @@ def show_log(request_id: str) -> None:
 
 @app.command()
 def replay(request_id: Annotated[str | None, typer.Option(help="Only this request's deliveries.")] = None,
-           tenant: Annotated[str | None, typer.Option(help="Only this tenant's deliveries.")] = None) -> None:
+           tenant: Annotated[str | None, typer.Option(help="Only this tenant's deliveries.")] = None,
+           as_json: JsonOption = False) -> None:
     """Send dead deliveries again (same webhook-id, so receivers can drop what they already have)."""
     from framebus.services.notifier.queries import replay_dead
 
@@ -86,4 +72,7 @@ def replay(request_id: Annotated[str | None, typer.Option(help="Only this reques
         raise typer.BadParameter("name --request-id or --tenant")
     with errors_exit():
         count = replay_dead(Settings(), request_id=request_id, tenant_id=tenant)
+    if as_json:
+        emit_json({"replayed": count})
+        return
     console.print(f"replaying {count} dead deliver{'y' if count == 1 else 'ies'}")

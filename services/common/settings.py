@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -68,6 +69,10 @@ class Settings(ClientSettings):
     gateway_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP gateway.")
     gateway_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the gateway reads (413 above).")
     gateway_submissions_per_minute: int = Field(600, ge=1, description="Default per-tenant submission rate (429 above).")
+    gateway_public_url: str | None = Field(
+        None, description="The gateway's address as clients reach it, for the stable video links in responses, "
+                          "webhooks and manifests (<url>/v1/generations/<id>/video). Unset: "
+                          "http://<gateway_host>:<gateway_port>.")
 
     batch_max_bytes: int = Field(256 * 2**20, ge=1024, description="Largest batch file `framebus batch submit` reads.")
     batch_link_expiry_s: int = Field(
@@ -150,6 +155,12 @@ class Settings(ClientSettings):
         if unknown:
             raise ValueError(f"`{info.field_name}` names tiers {', '.join(tier.value for tier in Tier)}, not {', '.join(unknown)}")
         return value
+
+    def video_link(self, request_id: str) -> str:
+        """The stable link to a request's video: the gateway answers it with a freshly presigned URL."""
+        host = LOCAL_HOST if self.gateway_host in ("0.0.0.0", "::") else self.gateway_host
+        base = (self.gateway_public_url or f"http://{host}:{self.gateway_port}").rstrip("/")
+        return f"{base}/v1/generations/{quote(request_id, safe='')}/video"
 
     def request_context(self) -> dict:
         """The validation context for requests: the stack's default model and this deployment's

@@ -6,22 +6,28 @@ Used by the gateway (answers status queries) and the scheduler (dedupes across r
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import StatusChanged, furthest
 
 
 class StatusTable:
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[StatusChanged], None] | None = None) -> None:
+        """``on_change`` sees each row whose state moves (the gateway's event streams follow it)."""
         self._lock = threading.Lock()
         self._rows: dict[tuple[str, str], StatusChanged] = {}
+        self.on_change = on_change
 
     def apply(self, status: StatusChanged) -> None:
         """Keep the furthest state (a late `accepted` never hides progress; a second terminal
         record never replaces the first), with what the request's receipt needs carried forward."""
         key = (status.tenant_id, status.request_id)
         with self._lock:
-            self._rows[key] = furthest(self._rows.get(key), status)
+            before = self._rows.get(key)
+            after = self._rows[key] = furthest(before, status)
+        if self.on_change is not None and (before is None or before.state is not after.state):
+            self.on_change(after)
 
     def apply_record(self, record) -> None:
         event = decode_event(record.headers, record.value).event

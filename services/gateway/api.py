@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from framebus.schemas.events import ErrorInfo, GenerationFields, Output, RequestId, StatusChanged, Timings
-from framebus.schemas.state import ModelName, RequestState, Tier
+from framebus.schemas.events import GenerationFields, RequestId
+from framebus.schemas.state import ModelName, RequestState
 
 
 class GenerationCreate(GenerationFields):
@@ -26,24 +26,9 @@ class GenerationCreate(GenerationFields):
         return value
 
 
-class GenerationStatus(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    request_id: str
-    state: RequestState
-    terminal: bool
-    tier: Tier
-    tokens: float | None = None
-    updated_at: datetime
-    timings: Timings
-    output: Output | None = None
-    error: ErrorInfo | None = None
-
-    @classmethod
-    def from_status(cls, status: StatusChanged) -> GenerationStatus:
-        return cls(request_id=status.request_id, state=status.state, terminal=status.state.is_terminal,
-                   tier=status.tier, tokens=status.tokens, updated_at=status.updated_at, timings=status.timings,
-                   output=status.output, error=status.error)
+class WebhookSecretIssued(BaseModel):
+    secret: str = Field(description="The new signing secret (whsec_...), shown this once. The previous one keeps "
+                                    "signing too until the next rotation, so receivers can switch over.")
 
 
 class CancelAccepted(BaseModel):

@@ -28,11 +28,13 @@ from framebus.services.common.metrics import configure_metrics
 from framebus.services.common.probes import announce
 from framebus.services.common.settings import Settings
 from framebus.services.common.telemetry import configure
+from framebus.services.gateway.events import ProgressTable, Watchers
 from framebus.services.gateway.limits import BodySizeLimit
 from framebus.services.gateway.ratelimit import RateLimiter, retry_after_header
 from framebus.services.gateway.routes import router
 from framebus.services.gateway.runtime import Conflict, Gateway, InvalidQuery, NotFound, RateLimited, Unauthenticated
 from framebus.services.gateway.tables import BatchTable, StatusTable, TenantTable
+from framebus.services.gateway.videos import VideoLinks
 
 GATEWAY_SOURCE = "/framebus/gateway"
 
@@ -41,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure("framebus-gateway", settings.telemetry)
     configure_metrics("framebus-gateway", settings.telemetry)
-    statuses, tenants, batches = StatusTable(), TenantTable(), BatchTable()
+    watchers = Watchers()  # open event streams, told of every status change and progress line
+    statuses, tenants, batches = StatusTable(on_change=watchers.notify), TenantTable(), BatchTable()
+    progress = ProgressTable(on_change=watchers.notify)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -51,11 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches"), batches.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches.progress"),
-                             batches.apply_record)]
+                             batches.apply_record),
+                  # Progress is worth seconds: only what is written from now on.
+                  TopicTable(settings.bootstrap_servers, settings.topic("framebus.progress"), progress.apply_record,
+                             from_end=True)]
         for table in tables:
             await table.start()
         app.state.gateway = Gateway(settings=settings, client=client, statuses=statuses, tenants=tenants,
-                                    limiter=RateLimiter(clock=time.monotonic), batches=batches)
+                                    limiter=RateLimiter(clock=time.monotonic), batches=batches, progress=progress,
+                                    watchers=watchers, videos=VideoLinks(settings))
         app.state.tables = tables
         announce(settings.state_dir, "framebus-gateway", f"http://127.0.0.1:{settings.gateway_port}")
         try:

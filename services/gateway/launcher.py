@@ -14,10 +14,11 @@ from framebus.services.common.errors import FramebusError
 from framebus.services.common.settings import Settings
 
 
-def launch_gateway(settings: Settings, log_path: Path, *, timeout_s: float = 60.0,
+def launch_gateway(settings: Settings, log_path: Path, *, timeout_s: float = 60.0, port: int | None = None,
                    **extra_env: str) -> tuple[subprocess.Popen, str]:
-    """Start `framebus gateway` on a free port; return the process and its base URL once /readyz says ready."""
-    port = free_port()
+    """Start `framebus gateway` on ``port`` (default: a free one); return the process and its base URL
+    once /readyz says ready."""
+    port = port or free_port()
     process = launch(settings, ["gateway"], log_path, FRAMEBUS_GATEWAY_PORT=str(port), **extra_env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

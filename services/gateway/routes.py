@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
 
 from framebus.client import Receipt
+from framebus.results import GenerationStatus
 from framebus.schemas import limits
 from framebus.schemas.events import GenerationFields, TenantUpdated
 from framebus.schemas.state import ModelName
@@ -20,10 +25,10 @@ from framebus.services.gateway.api import (
     CancelAccepted,
     ErrorResponse,
     GenerationCreate,
-    GenerationStatus,
     Quote,
     UsageResponse,
     UsageRow,
+    WebhookSecretIssued,
 )
 from framebus.services.gateway.runtime import Gateway
 
@@ -36,9 +41,16 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantUpdated:
+# The tenant's API key as an HTTP bearer token: the OpenAPI document names the scheme, so
+# generated clients and the docs page send it. Errors stay ours (401 with the error envelope).
+bearer = HTTPBearer(auto_error=False, bearerFormat="fb_<key id>_<secret>",
+                    description="The tenant's API key (`framebus tenants issue-key TENANT`).")
+
+
+async def tenant(request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> TenantUpdated:
     # async: an in-memory lookup, no reason to hop to the thread pool
-    return gateway(request).authenticate(authorization)
+    return gateway(request).authenticate(f"Bearer {credentials.credentials}" if credentials else None)
 
 
 Tenant = Annotated[TenantUpdated, Depends(tenant)]
@@ -58,7 +70,45 @@ def create_generation(body: GenerationCreate, caller: Tenant, request: Request, 
 @router.get("/v1/generations/{request_id}", response_model=GenerationStatus, responses=ERRORS,
             summary="State, timings and output of a generation")
 async def get_generation(request_id: RequestIdPath, caller: Tenant, request: Request) -> GenerationStatus:
-    return GenerationStatus.from_status(gateway(request).status(caller, request_id))
+    gw = gateway(request)
+    return GenerationStatus.from_status(gw.status(caller, request_id), gw.settings.video_link)
+
+
+@router.get("/v1/generations/{request_id}/video", status_code=302, response_class=RedirectResponse,
+            responses={302: {"description": "Found: `Location` is a freshly presigned URL of the MP4."}, **ERRORS},
+            summary="The video, by a redirect to a freshly presigned URL (a link that never goes dead)")
+async def get_video(request_id: RequestIdPath, caller: Tenant, request: Request) -> RedirectResponse:
+    url = await run_in_threadpool(gateway(request).video_url, caller, request_id)
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+async def existing_generation(request_id: RequestIdPath, caller: Tenant, request: Request) -> TenantUpdated:
+    """404 before the stream starts (afterwards the status line is already sent)."""
+    gateway(request).status(caller, request_id)
+    return caller
+
+
+@router.get("/v1/generations/{request_id}/events", response_class=EventSourceResponse, responses=ERRORS,
+            summary="Server-Sent Events: the state now, each change and progress line, then the terminal state",
+            description="Events: `status` (data: the generation, as GET /v1/generations/{id}) on each state change; "
+                        "`progress` (data: stage denoising with step/steps, encoding, uploading) while it runs; "
+                        "then one of `completed`, `failed`, `cancelled` (data: the generation) and the stream ends. "
+                        "A comment line every 15 s keeps proxies from closing an idle stream.")
+async def generation_events(request_id: RequestIdPath, caller: Annotated[TenantUpdated, Depends(existing_generation)],
+                            request: Request) -> AsyncIterable[ServerSentEvent]:
+    sequence = 0
+    async for item in gateway(request).events(caller, request_id):
+        if item.data is None:
+            yield ServerSentEvent(comment="keep-alive")
+            continue
+        sequence += 1
+        yield ServerSentEvent(event=item.kind, id=str(sequence), data=item.data)
+
+
+@router.post("/v1/webhooks/secret", status_code=201, response_model=WebhookSecretIssued, responses=ERRORS,
+             summary="Rotate your webhook signing secret (the new one is shown once; the old keeps signing too)")
+def rotate_webhook_secret(caller: Tenant, request: Request) -> WebhookSecretIssued:
+    return WebhookSecretIssued(secret=gateway(request).rotate_webhook_secret(caller))
 
 
 @router.post("/v1/generations/{request_id}/cancel", status_code=202, response_model=CancelAccepted,

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from framebus.client import FramebusClient, Receipt, receipt_from_status
+from framebus.results import StreamItem
 from framebus.schemas.events import GenerationRequest, StatusChanged, TenantUpdated
 from framebus.schemas.state import ErrorCode
 from framebus.services.batch.view import BatchSummary
 from framebus.services.common.errors import FramebusError
 from framebus.services.common.settings import Settings
 from framebus.services.gateway.api import GenerationCreate
+from framebus.services.gateway.events import ProgressTable, Watchers, follow
 from framebus.services.gateway.keys import parse_key, secret_matches
 from framebus.services.gateway.ratelimit import RateLimiter
 from framebus.services.gateway.tables import BatchTable, StatusTable, TenantTable
+from framebus.services.gateway.videos import VideoLinks
 
 
 class GatewayError(FramebusError):
@@ -45,6 +49,10 @@ class AlreadyFinished(Conflict):
     code = ErrorCode.ALREADY_FINISHED
 
 
+class NoVideo(NotFound):
+    """The request exists but has no video (not finished, or it did not complete)."""
+
+
 class InvalidQuery(GatewayError):
     code = ErrorCode.INVALID_REQUEST
 
@@ -63,13 +71,18 @@ class Submitted:
 
 class Gateway:
     def __init__(self, *, settings: Settings, client: FramebusClient, statuses: StatusTable, tenants: TenantTable,
-                 limiter: RateLimiter, batches: BatchTable | None = None) -> None:
+                 limiter: RateLimiter, batches: BatchTable | None = None, progress: ProgressTable | None = None,
+                 watchers: Watchers | None = None, videos: VideoLinks | None = None) -> None:
         self.settings = settings
         self.client = client
         self.statuses = statuses
         self.tenants = tenants
         self.limiter = limiter
-        self.batches = batches or BatchTable()
+        # `is None`, not `or`: an empty table or watcher set is falsy (they have a length).
+        self.batches = BatchTable() if batches is None else batches
+        self.progress = ProgressTable() if progress is None else progress
+        self.watchers = Watchers() if watchers is None else watchers  # the tables notify it: see create_app
+        self.videos = VideoLinks(settings) if videos is None else videos
         self._locks = [threading.Lock() for _ in range(64)]  # striped: one id never races itself
 
     def authenticate(self, authorization: str | None) -> TenantUpdated:
@@ -104,11 +117,35 @@ class Gateway:
             raise NotFound(f"no generation {request_id!r}")
         return found
 
+    def video_url(self, tenant: TenantUpdated, request_id: str) -> str:
+        """A freshly presigned URL of the request's video."""
+        status = self.status(tenant, request_id)
+        if status.output is None:
+            raise NoVideo(f"generation {request_id!r} has no video: it is {status.state.value}")
+        return self.videos.presign(tenant, status.output)
+
+    async def events(self, tenant: TenantUpdated, request_id: str) -> AsyncIterator[StreamItem]:
+        """The request's states and progress from now until its terminal state (``follow``)."""
+        key = (tenant.tenant_id, request_id)
+        queue = self.watchers.open(key)  # before reading the row: nothing can slip between the two
+        try:
+            current = self.status(tenant, request_id)
+            async for item in follow(current, self.progress.get(*key), queue, self.settings.video_link):
+                yield item
+        finally:
+            self.watchers.close(key, queue)
+
+    def rotate_webhook_secret(self, tenant: TenantUpdated) -> str:
+        """A new signing secret for the caller's webhooks; the previous one keeps signing too."""
+        from framebus.services.gateway.tenants import TenantAdmin
+
+        return TenantAdmin(self.client).rotate_webhook_secret(tenant.tenant_id).secrets[0]
+
     def cancel(self, tenant: TenantUpdated, request_id: str) -> StatusChanged:
         status = self.status(tenant, request_id)
         if status.state.is_terminal:
             raise AlreadyFinished(f"generation {request_id!r} is already {status.state.value}")
-        self.client.cancel(request_id, tenant_id=tenant.tenant_id)
+        self.client.kafka.cancel(request_id, tenant_id=tenant.tenant_id)
         return status
 
     def usage(self, tenant: TenantUpdated, start: datetime, end: datetime, group_by: str):

@@ -6,16 +6,20 @@ change publishes a new full record, so the latest record is the truth.
 
 from __future__ import annotations
 
+import base64
+import secrets
 import uuid
 
 from framebus.client import FramebusClient
 from framebus.kafka import read_latest
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import LedgerCredited, TenantStorage, TenantUpdated, utc_now
+from framebus.schemas.webhooks import WebhookSecrets
 from framebus.services.common.errors import FramebusError
 from framebus.services.gateway.keys import IssuedKey, issue_key
 
 TENANTS_TOPIC = "framebus.tenants"
+SECRETS_TOPIC = "framebus.webhooks.secrets"
 
 
 class TenantError(FramebusError):
@@ -73,6 +77,21 @@ class TenantAdmin:
                                reason=reason, actor=actor)
         self.client.publish(entry, "framebus.ledger").get(timeout=self.settings.submit_deadline_s)
         return entry
+
+    def rotate_webhook_secret(self, tenant_id: str, *, keep_previous: bool = True) -> WebhookSecrets:
+        """Issue a new webhook signing secret (whsec_..., first in the returned secrets: show it once).
+        With ``keep_previous`` the newest old one keeps signing too, so receivers can switch over
+        without missing a delivery."""
+        self.get_existing(tenant_id)
+        fresh = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        kept: tuple[str, ...] = ()
+        record = read_latest(self.settings.bootstrap_servers, self.settings.topic(SECRETS_TOPIC), tenant_id)
+        if keep_previous and record is not None:
+            event = decode_event(record.headers, record.value).event
+            kept = event.secrets[:1] if isinstance(event, WebhookSecrets) else ()
+        rotated = WebhookSecrets(tenant_id=tenant_id, secrets=(fresh, *kept))
+        self.client.publish(rotated, SECRETS_TOPIC).get(timeout=self.settings.submit_deadline_s)
+        return rotated
 
     def get_existing(self, tenant_id: str) -> TenantUpdated:
         tenant = self.get(tenant_id)

@@ -35,7 +35,7 @@ from framebus.services.generator.optimize import (
     quantize_transformer,
     speed_up_vae_norms,
 )
-from framebus.services.generator.rendered import IsCancelled, Rendered
+from framebus.services.generator.rendered import IsCancelled, Rendered, StepReport
 
 log = logging.getLogger(__name__)
 MAGCACHE_DEFAULT_STEPS = 50  # what MagCache is armed with until a batch says otherwise
@@ -169,11 +169,12 @@ class DiffusionEngine:
         self._warm = True
         log.info("engine warm in %.2f s", time.perf_counter() - started)
 
-    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
+    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled,
+               on_step: StepReport | None = None) -> list[Rendered]:
         if not self.options.batching and len(requests) > 1:
-            return [item for request in requests for item in self.render([request], cancelled)]
+            return [item for request in requests for item in self.render([request], cancelled, on_step)]
         try:
-            return self._render_batch(list(requests), cancelled)
+            return self._render_batch(list(requests), cancelled, on_step)
         except torch.OutOfMemoryError as exc:
             if self.options.device == "cuda":
                 torch.cuda.empty_cache()
@@ -181,7 +182,8 @@ class DiffusionEngine:
         except MemoryError as exc:
             raise EngineOutOfMemory("host memory exhausted") from exc
 
-    def _render_batch(self, requests: list[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
+    def _render_batch(self, requests: list[GenerationRequest], cancelled: IsCancelled,
+                      on_step: StepReport | None) -> list[Rendered]:
         first = requests[0]
         guided = first.guidance_scale > 1.0
         started = time.perf_counter()
@@ -197,6 +199,8 @@ class DiffusionEngine:
                     stopped.add(row)
             if len(stopped) == len(requests):
                 pipe._interrupt = True  # nobody wants this batch any more
+            if on_step is not None:
+                on_step(step + 1, first.num_inference_steps)
             return {}
 
         self.blocks.reset()

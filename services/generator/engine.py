@@ -18,9 +18,9 @@ import numpy as np
 from framebus.schemas.events import GenerationRequest
 from framebus.schemas.state import ModelName
 from framebus.services.generator.encode import EncodeConfig, EncodedVideo, encode_video
-from framebus.services.generator.rendered import IsCancelled, Rendered
+from framebus.services.generator.rendered import IsCancelled, Rendered, StepReport
 
-__all__ = ["Engine", "IsCancelled", "NullEngine", "Rendered"]
+__all__ = ["Engine", "IsCancelled", "NullEngine", "Rendered", "StepReport"]
 
 
 class Engine(Protocol):
@@ -31,9 +31,11 @@ class Engine(Protocol):
 
     def warm(self) -> None: ...
 
-    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
+    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled,
+               on_step: StepReport | None = None) -> list[Rendered]:
         """One item per request, in order; ``cancelled`` is asked between steps (a cancelled request
-        comes back with no frames). Raises ``EngineOutOfMemory`` when the batch does not fit."""
+        comes back with no frames) and ``on_step`` told each step done. Raises ``EngineOutOfMemory``
+        when the batch does not fit."""
 
 
 PALETTE = np.array([[220, 60, 40], [40, 160, 90], [50, 90, 210], [230, 190, 40],
@@ -65,11 +67,17 @@ class NullEngine:
             self._clips[key] = encode_video(pixels, fps, out, self.encode_config)
         return self._clips[key]
 
-    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled) -> list[Rendered]:
+    def render(self, requests: Sequence[GenerationRequest], cancelled: IsCancelled,
+               on_step: StepReport | None = None) -> list[Rendered]:
         started = time.perf_counter()
+        steps = requests[0].num_inference_steps
         while time.perf_counter() - started < self.delay_s:  # "denoising": looks at `cancelled` between steps
             cancelled(requests[0])
+            if on_step is not None:
+                on_step(min(steps - 1, int(steps * (time.perf_counter() - started) / self.delay_s)), steps)
             time.sleep(min(0.05, self.delay_s))
+        if on_step is not None:
+            on_step(steps, steps)
         share = (time.perf_counter() - started) / len(requests)
         out = []
         for request in requests:

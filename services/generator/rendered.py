@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from framebus.services.generator.encode import EncodedVideo
 
 IsCancelled = Callable[[GenerationRequest], bool]
+# Told after each denoising step: (steps done, steps in all). Progress for followers only.
+StepReport = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,13 @@ def credentials_for(ref: str, environ: Mapping[str, str] = os.environ) -> tuple[
     return access, secret
 
 
+def tenant_client(own: TenantStorage, checksums: str):
+    """An S3 client for a tenant's own bucket, with the credentials its reference names here."""
+    access, secret = credentials_for(own.credentials_ref)
+    return storage.make_client(endpoint_url=own.endpoint_url, region=own.region, access_key=access,
+                               secret_key=secret, addressing_style=own.addressing_style, checksums=checksums)
+
+
 class TenantTargets:
     """``tenant id -> StorageTarget | None`` for VideoStore.target_for."""
 
@@ -81,11 +88,7 @@ class TenantTargets:
 
     def _target(self, own: TenantStorage) -> StorageTarget:
         if own not in self._clients:
-            access, secret = credentials_for(own.credentials_ref)
-            client = storage.make_client(endpoint_url=own.endpoint_url, region=own.region, access_key=access,
-                                         secret_key=secret, addressing_style=own.addressing_style,
-                                         checksums=self.settings.s3_checksums)
-            self._clients[own] = StorageTarget(client, own.bucket)
+            self._clients[own] = StorageTarget(tenant_client(own, self.settings.s3_checksums), own.bucket)
         return self._clients[own]
 
     def _read_tenant(self, tenant_id: str) -> TenantStorage | None:

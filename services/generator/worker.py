@@ -67,6 +67,7 @@ from framebus.services.generator.outcomes import (
     trace_outcome,
     unreadable_outcomes,
 )
+from framebus.services.generator.progress import StepReporter, progress
 from framebus.services.generator.rendered import IsCancelled, Item, Rendered
 from framebus.services.generator.storage import VideoStore
 
@@ -345,7 +346,8 @@ class Worker:
         metrics.batch_size.record(len(requests), model)
         metrics.batch_fill.record(len(requests) / self.config.max_batch_size, model)
         try:
-            return self.engine.render(requests, cancelled_or_stopping)
+            return self.engine.render(requests, cancelled_or_stopping,
+                                      StepReporter(requests, self._report_progress, self.clock.monotonic))
         finally:
             busy = self.clock.monotonic() - began
             self.utilisation.engine_s += busy
@@ -390,9 +392,20 @@ class Worker:
             self.completed += 1
 
     def _encode(self, item: Rendered) -> EncodedVideo:
-        """Encode an item's frames into the spool (the ``Finisher``'s encoder)."""
-        return encode_video(item.frames, item.request.fps, self.spool_dir / f"{self._new_id()}.mp4",
-                            self.encode_config)
+        """Encode an item's frames into the spool (the ``Finisher``'s encoder); the upload follows."""
+        self._report_progress([progress(item.request, "encoding")])
+        video = encode_video(item.frames, item.request.fps, self.spool_dir / f"{self._new_id()}.mp4",
+                             self.encode_config)
+        self._report_progress([progress(item.request, "uploading")])
+        return video
+
+    def _report_progress(self, publishes: Iterable[Publish]) -> None:
+        """Send progress lines once each: followers only show them, so one lost costs nothing else."""
+        try:
+            for publish in publishes:
+                self._send(publish.topic, publish.event, resend=False)
+        except KafkaError as exc:
+            log.debug("a progress line was not sent: %s", exc)
 
     def _publish_until_handed_over(self, publishes: list[Publish]) -> None:
         """Hand every record to the producer, waiting out a broker outage (the producer blocks, then

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import random
 import socket
 from collections.abc import Callable, Sequence
@@ -22,7 +21,17 @@ from urllib.parse import urlsplit
 from standardwebhooks import Webhook
 
 from framebus.schemas.events import BatchCompleted, GenerationCancelled, GenerationCompleted, GenerationFailed
-from framebus.schemas.webhooks import RETRY_SCHEDULE_S, WebhookDelivery
+from framebus.schemas.webhooks import (
+    RETRY_SCHEDULE_S,
+    WEBHOOK_PAYLOADS,
+    BatchCompletedWebhook,
+    BatchWebhookData,
+    GenerationWebhookData,
+    WebhookDelivery,
+    WebhookError,
+    WebhookPayload,
+    WebhookVideo,
+)
 from framebus.services.common.errors import FramebusError
 
 DEFAULT_SCHEDULE_S = RETRY_SCHEDULE_S
@@ -70,41 +79,48 @@ class Notified:
                 del self._since[subject]
 
 
-def delivery_for(result: Result, now: datetime) -> WebhookDelivery | None:
-    """The webhook a result asks for (None when its request named no webhook)."""
+def delivery_for(result: Result, now: datetime, video_link: Callable[[str], str] | None = None) -> WebhookDelivery | None:
+    """The webhook a result asks for (None when its request named no webhook). ``video_link``
+    gives the stable link to a request's video (``Settings.video_link``)."""
     if not result.webhook_url:
         return None
-    webhook_type = f"generation.{result.outcome}"
     data: dict = {"request_id": result.request_id, "tenant_id": result.tenant_id, "outcome": result.outcome,
                   "tier": result.tier.value, "model": result.model.value if result.model else None,
                   "batch_id": result.batch_id, "custom_id": result.custom_id, "metadata": result.metadata}
     if isinstance(result, GenerationCompleted):
         out = result.output
-        data |= {"video": {"url": out.url, "expires_at": out.url_expires_at.isoformat(), "bucket": out.bucket,
-                           "key": out.key, "bytes": out.bytes, "sha256": out.sha256, "duration_s": out.duration_s,
-                           "width": out.width, "height": out.height},
+        data |= {"video": WebhookVideo(url=out.url, expires_at=out.url_expires_at, bucket=out.bucket, key=out.key,
+                                       bytes=out.bytes, sha256=out.sha256, duration_s=out.duration_s,
+                                       width=out.width, height=out.height,
+                                       stable_url=video_link(result.request_id) if video_link else None),
                  "tokens": result.usage.tokens}
     elif isinstance(result, GenerationFailed):
-        data |= {"error": {"code": str(result.error.code), "message": result.error.message}}
+        data |= {"error": WebhookError(code=str(result.error.code), message=result.error.message)}
     else:
         data |= {"reason": result.reason}
-    body = json.dumps({"type": webhook_type, "timestamp": now.isoformat(), "data": data}, separators=(",", ":"))
-    return WebhookDelivery(delivery_id=delivery_id(result.tenant_id, result.request_id, webhook_type),
+    payload = WEBHOOK_PAYLOADS[f"generation.{result.outcome}"](timestamp=now, data=GenerationWebhookData(**data))
+    return WebhookDelivery(delivery_id=delivery_id(result.tenant_id, result.request_id, payload.type),
                            tenant_id=result.tenant_id, request_id=result.request_id, batch_id=result.batch_id,
-                           url=result.webhook_url, type=webhook_type, payload=body, due_at=now, created_at=now)
+                           url=result.webhook_url, type=payload.type, payload=payload_body(payload), due_at=now,
+                           created_at=now)
 
 
 def delivery_for_batch(done: BatchCompleted, now: datetime) -> WebhookDelivery | None:
     """``batch.completed`` with its counts and the manifest link (None when the batch named no webhook)."""
     if not done.webhook_url:
         return None
-    data = {"batch_id": done.batch_id, "tenant_id": done.tenant_id, "counts": done.counts.model_dump(),
-            "tokens": done.tokens, "manifest_url": done.manifest_url, "manifest_key": done.manifest_key,
-            "errors_key": done.errors_key, "expired": done.expired, "completed_at": done.completed_at.isoformat()}
-    body = json.dumps({"type": "batch.completed", "timestamp": now.isoformat(), "data": data}, separators=(",", ":"))
-    return WebhookDelivery(delivery_id=delivery_id(done.tenant_id, done.batch_id, "batch.completed"),
+    payload = BatchCompletedWebhook(timestamp=now, data=BatchWebhookData(
+        batch_id=done.batch_id, tenant_id=done.tenant_id, counts=done.counts.model_dump(), tokens=done.tokens,
+        manifest_url=done.manifest_url, manifest_key=done.manifest_key, errors_key=done.errors_key,
+        expired=done.expired, completed_at=done.completed_at))
+    return WebhookDelivery(delivery_id=delivery_id(done.tenant_id, done.batch_id, payload.type),
                            tenant_id=done.tenant_id, batch_id=done.batch_id, url=done.webhook_url,
-                           type="batch.completed", payload=body, due_at=now, created_at=now)
+                           type=payload.type, payload=payload_body(payload), due_at=now, created_at=now)
+
+
+def payload_body(payload: WebhookPayload) -> str:
+    """The body exactly as signed and sent: compact JSON, unset optional fields left out."""
+    return payload.model_dump_json(exclude_none=True)
 
 
 def signed_headers(delivery: WebhookDelivery, secrets: Sequence[str], now: datetime) -> dict[str, str]:

@@ -208,7 +208,7 @@ class Notifier:
         if isinstance(result, BatchCompleted):
             delivery = delivery_for_batch(result, at)
         elif isinstance(result, (GenerationCompleted, GenerationFailed, GenerationCancelled)):
-            delivery = delivery_for(result, at)
+            delivery = delivery_for(result, at, self.settings.video_link)
         else:
             return Outputs()
         if delivery is None:

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from framebus import tracing
 from framebus.schemas import limits, sources
-from framebus.schemas.codec import KafkaRecord, decode, decode_event, written_by
+from framebus.schemas.codec import KafkaRecord, decode, decode_event, event_data, written_by
 from framebus.schemas.errors import CodecError
 from framebus.schemas.events import CancelRequested, GenerationRequest, TenantUpdated
 from framebus.schemas.state import ErrorCode, Tier
@@ -160,7 +160,7 @@ class SchedulerHandlers:
         """The record to the rejected topic, and a failed result for whatever request it still names."""
         self.rejected += 1
         out = Outputs().add(REJECTED_TOPIC, dead_letter(record, reason, detail))
-        known = named_request(record.value)
+        known = named_request(event_data(record.headers, record.value))  # a structured record's `data`
         if known is not None:
             tier = self._tier_of(record.topic) or Tier.STANDARD
             out.extend(records.failed_for_unreadable(*known, tier, reason, detail))

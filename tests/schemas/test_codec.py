@@ -1,4 +1,5 @@
-"""CloudEvents binary mode: our records read by the SDK's Kafka binding and back, bad records named."""
+"""CloudEvents on Kafka: our binary records read by the SDK's Kafka binding and back, structured-mode
+records (ours and the SDK's) read like their binary twins, bad records named."""
 
 from __future__ import annotations
 
@@ -167,3 +168,113 @@ def test_plain_http_webhooks_pass_only_the_allowlist_at_admission_and_are_truste
     allowed = decode_event(record.headers, record.value, context={"webhook_http_hosts": {"127.0.0.1"}})
     assert allowed.event.webhook_url == "http://127.0.0.1:9/hook"
     assert decode_event(record.headers, record.value, context=ADMITTED).event == request
+
+
+# --- structured content mode ---------------------------------------------------------------
+
+def _structured_twin(record, *, content_type: bytes = b"application/cloudevents+json", **changes):
+    """``record`` (binary mode) as structured mode: the ``ce_*`` headers as attributes, the value as ``data``."""
+    import json
+
+    from framebus.schemas.codec import KafkaRecord
+
+    attributes = {name.removeprefix("ce_"): raw.decode() for name, raw in record.headers if name.startswith("ce_")}
+    headers = dict(record.headers)
+    attributes["datacontenttype"] = headers["content-type"].decode()
+    if "traceparent" in headers:
+        attributes["traceparent"] = headers["traceparent"].decode()
+    event = {**attributes, "data": json.loads(record.value), **changes}
+    event = {k: v for k, v in event.items() if v is not DROP}
+    return KafkaRecord(record.key, json.dumps(event).encode(), [("content-type", content_type)])
+
+
+def test_a_structured_record_decodes_to_exactly_what_its_binary_twin_does() -> None:
+    from framebus.schemas.events import GenerationRequest
+
+    sent = GenerationRequest(request_id="r-1", tenant_id="acme", prompt="a red fox", tier="interactive",
+                             num_frames=17, metadata={"order": "42"})
+    binary = encode_event(sent, source="/t", traceparent=TRACEPARENT)
+    for content_type in (b"application/cloudevents+json", b"application/cloudevents+json; charset=utf-8",
+                         b"Application/CloudEvents+JSON"):
+        structured = _structured_twin(binary, content_type=content_type)
+        assert decode_event(structured.headers, structured.value) == decode_event(binary.headers, binary.value)
+        assert decode(structured.headers, structured.value) == decode(binary.headers, binary.value)
+    assert decode_event(structured.headers, structured.value).event == sent
+
+
+def test_a_structured_record_written_by_the_cloudevents_sdk_reads_like_its_binary_one() -> None:
+    event = CloudEvent(attributes={"type": "framebus.generation.requested", "source": "/java-producer",
+                                   "subject": "acme", "datacontenttype": "application/json", "partitionkey": "acme"},
+                       data={"schema_version": "1.0", "request_id": "j-1", "tenant_id": "acme", "prompt": "a fox",
+                             "tier": "interactive", "num_frames": 17, "submitted_at": "2026-01-02T03:04:05Z"})
+    structured = ce_kafka.to_structured(event, JSONFormat())
+    binary = ce_kafka.to_binary(event, JSONFormat())
+    assert structured.headers == {"content-type": b"application/cloudevents+json"} and structured.key == "acme"
+    read = decode_event(structured.headers.items(), structured.value)
+    assert read == decode_event(binary.headers.items(), binary.value)
+    assert (read.event.request_id, read.event.num_frames, read.envelope.source) == ("j-1", 17, "/java-producer")
+    assert read.envelope.id == event.get_id() and read.envelope.time == event.get_time()
+
+
+def test_a_structured_record_carries_the_trace_in_its_traceparent_attribute() -> None:
+    event = CloudEvent(attributes={"type": "x.y", "source": "/go-producer", "subject": "t9",
+                                   "traceparent": TRACEPARENT}, data={"k": 1})
+    message = ce_kafka.to_structured(event, JSONFormat())
+    envelope = decode(message.headers.items(), message.value)
+    assert (envelope.type, envelope.subject, envelope.data, envelope.traceparent) == ("x.y", "t9", {"k": 1}, TRACEPARENT)
+
+
+@pytest.mark.parametrize(("value", "reason", "fragment"), [
+    (b"{not json", "invalid_json", "structured-mode record value is not JSON"),
+    (b'{"id": "\xff"}', "invalid_json", "not UTF-8"),
+    (b"[1, 2]", "invalid_json", "must be a JSON object but is list"),
+    (b"", "invalid_json", "must be a JSON object but is NoneType"),
+    ({"id": DROP}, "missing_header", "no `id` attribute"),
+    ({"type": DROP}, "missing_header", "no `type` attribute"),
+    ({"source": ""}, "missing_header", "no `source` attribute"),
+    ({"specversion": DROP}, "missing_header", "no `specversion` attribute"),
+    ({"specversion": "0.3"}, "unsupported_version", "`specversion` attribute must be 1.0 but is '0.3'"),
+    ({"specversion": 1.0}, "invalid_request", "`specversion` attribute must be a string but is float"),
+    ({"id": 42}, "invalid_request", "`id` attribute must be a string but is int"),
+    ({"data": [1, 2]}, "invalid_json", "`data` must be a JSON object but is list"),
+    ({"data": '{"prompt": "a fox"}'}, "invalid_json", "`data` must be a JSON object but is str"),
+    ({"data": DROP}, "invalid_json", "`data` must be a JSON object but is NoneType"),
+    ({"data": DROP, "data_base64": "e30="}, "invalid_json", "not `data_base64`"),
+    ({"datacontenttype": "text/plain"}, "invalid_request", "`datacontenttype` attribute must be application/json"),
+    ({"time": "yesterday"}, "missing_header", "`time` attribute is not an RFC 3339 time"),
+    ({"type": "com.example.other"}, "unknown_event_type", "`type` attribute 'com.example.other'"),
+    ({"subject": "globex"}, "invalid_request", "`subject` attribute 'globex' does not match"),
+])
+def test_bad_structured_records_are_rejected_with_a_clear_reason(value, reason, fragment) -> None:
+    from framebus.schemas.codec import KafkaRecord
+
+    twin = _structured_twin(_request_record())
+    record = _structured_twin(_request_record(), **value) if isinstance(value, dict) else KafkaRecord(
+        twin.key, value, twin.headers)
+    with pytest.raises(CodecError) as caught:
+        decode_event(record.headers, record.value)
+    assert caught.value.reason == reason and fragment in caught.value.detail, caught.value.detail
+
+
+def test_bad_data_in_a_structured_record_is_named_as_in_a_binary_one() -> None:
+    binary = _request_record(width="832")
+    structured = _structured_twin(binary)
+    errors = []
+    for record in (binary, structured):
+        with pytest.raises(CodecError) as caught:
+            decode_event(record.headers, record.value)
+        errors.append((caught.value.reason, caught.value.detail))
+    assert errors[0] == errors[1] and "width" in errors[0][1]
+
+
+def test_the_data_of_a_record_is_found_in_either_mode_even_when_it_is_unreadable() -> None:
+    import json
+
+    from framebus.schemas.codec import event_data
+
+    binary = _request_record()
+    assert event_data(binary.headers, binary.value) == binary.value
+    broken = _structured_twin(binary, id=DROP, specversion="0.3")  # the attributes are wrong, the data names the request
+    assert json.loads(event_data(broken.headers, broken.value))["request_id"] == "r-1"
+    assert event_data(broken.headers, b"{not json") is None
+    assert event_data(broken.headers, json.dumps({"data": [1]}).encode()) is None

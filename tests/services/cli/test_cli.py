@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from framebus.infra.process import free_port
+from framebus.services.cli.exits import ExitCode
 from framebus.services.common.settings import Settings
 
 
@@ -16,6 +18,12 @@ def framebus(*args: str, env: dict[str, str], timeout: float = 180) -> subproces
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_")}
     return subprocess.run([sys.executable, "-m", "framebus.services.cli.main", *args], capture_output=True, text=True,
                           env={**clean, "COLUMNS": "200", **env}, timeout=timeout)
+
+
+def json_lines(done: subprocess.CompletedProcess[str]) -> list[dict]:
+    """stdout of a --json command: every line one JSON object, nothing else."""
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
@@ -75,7 +83,29 @@ def test_submit_status_and_cancel_from_the_terminal(provisioned_settings: Settin
     cancel = framebus("cancel", "cli-fox-1", env=env)
     assert cancel.returncode == 0 and "cancel requested for cli-fox-1 (was accepted)" in cancel.stdout
     other = framebus("status", "cli-fox-1", "--tenant", "globex", env=env)
-    assert other.returncode == 1 and "no request 'cli-fox-1' for tenant 'globex'" in other.stderr
+    assert other.returncode == ExitCode.NOT_FOUND and "no request 'cli-fox-1' for tenant 'globex'" in other.stderr
+    assert framebus("trace", "cli-nobody", env=env).returncode == ExitCode.NOT_FOUND
+
+
+def test_json_output_and_exit_codes_of_submit_and_status(provisioned_settings: Settings) -> None:
+    env = _env_for(provisioned_settings, FRAMEBUS_TENANT="acme")
+    # No scheduler runs here: the request stays accepted, so --wait gives up (3) with only the receipt on stdout.
+    waited = framebus("submit", "a red fox", "--id", "cli-json-1", "--json", "--wait", "--timeout", "1", env=env)
+    assert waited.returncode == ExitCode.TIMEOUT, waited.stderr
+    [receipt] = [json.loads(line) for line in waited.stdout.splitlines()]
+    assert receipt["request_id"] == "cli-json-1" and receipt["tenant_id"] == "acme" and receipt["state"] == "accepted"
+    assert {"tier", "tokens", "topic", "partition", "offset", "model", "width", "height", "num_frames"} <= set(receipt)
+    [status] = json_lines(framebus("status", "cli-json-1", "--json", env=env))
+    assert (status["request_id"], status["state"], status["tokens"]) == ("cli-json-1", "accepted", receipt["tokens"])
+    assert {"tier", "updated_at", "timings", "output", "error"} <= set(status)
+    [cancelled] = json_lines(framebus("cancel", "cli-json-1", "--json", env=env))
+    assert cancelled == {"request_id": "cli-json-1", "cancel_requested": True, "was": "accepted"}
+
+
+def test_a_command_that_cannot_reach_kafka_exits_unavailable() -> None:
+    done = framebus("status", "x", env={"FRAMEBUS_KAFKA_BOOTSTRAP": "127.0.0.1:1", "FRAMEBUS_SUBMIT_DEADLINE_S": "1"})
+    assert done.returncode == ExitCode.UNAVAILABLE and done.stdout == ""
+    assert "Traceback" not in done.stderr and "framebus up" in done.stderr
 
 
 def test_invalid_submit_names_each_field_and_exits_2(provisioned_settings: Settings) -> None:
@@ -99,10 +129,13 @@ def test_tenants_create_issue_and_revoke_keys(provisioned_settings: Settings) ->
     key = created.stdout.split("store it now): ")[1].split()[0]
     assert key.startswith("fb_")
     again = framebus("tenants", "create", "initech", env=env)
-    assert again.returncode == 1 and "already exists" in again.stderr
+    assert again.returncode == ExitCode.REFUSED and "already exists" in again.stderr
     key_id = key.split("_")[1]
     shown = framebus("tenants", "show", "initech", env=env)
     assert key_id in shown.stdout and key.split("_", 2)[2] not in shown.stdout  # never the secret
+    [record] = json_lines(framebus("tenants", "show", "initech", "--json", env=env))
+    assert record["tenant_id"] == "initech" and record["display_name"] == "Initech"
+    assert [k["key_id"] for k in record["api_keys"]] == [key_id] and "secret_sha256" not in record["api_keys"][0]
     revoked = framebus("tenants", "revoke-key", "initech", key_id, env=env)
     assert revoked.returncode == 0 and f"revoked key {key_id}" in revoked.stdout
 
@@ -110,7 +143,6 @@ def test_tenants_create_issue_and_revoke_keys(provisioned_settings: Settings) ->
 def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) -> None:
     import csv
     import io
-    import json
 
     from framebus.client import FramebusClient
     from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
@@ -128,7 +160,7 @@ def test_usage_cost_and_balance_from_the_ledger(provisioned_settings: Settings) 
                                   tier="batch", outcome="cancelled")]
         for entry in entries + entries[-1:]:  # the last one redelivered
             client.publish(entry, "framebus.ledger").get(10)
-    balance = framebus("tenants", "balance", "acme", "--format", "json", env=env)
+    balance = framebus("tenants", "balance", "acme", "--json", env=env)
     assert balance.returncode == 0, balance.stderr
     assert json.loads(balance.stdout) == {"tenant": "acme", "credited": 500.0, "credit_limit": 0.0,
                                                "reserved": 7.0, "charged": 40.0, "available": 453.0,
@@ -165,12 +197,11 @@ def test_webhook_secret_rotation_keeps_the_previous_secret_signing(provisioned_s
     shown = framebus("tenants", "show", "acme", env=env)
     assert "whsec_" not in shown.stdout, "secrets are never echoed back"
     missing = framebus("webhooks", "secret", "nobody", env=env)
-    assert missing.returncode == 1 and "no tenant 'nobody'" in missing.stderr
+    assert missing.returncode == ExitCode.NOT_FOUND and "no tenant 'nobody'" in missing.stderr
 
 
 def test_batch_submit_reports_bad_lines_and_list_status_cancel_follow(provisioned_settings: Settings,
                                                                         tmp_path: Path) -> None:
-    import json
     import re
 
     env = _env_for(provisioned_settings, FRAMEBUS_TENANT="acme")
@@ -188,8 +219,10 @@ def test_batch_submit_reports_bad_lines_and_list_status_cancel_follow(provisione
     batch_id = re.search(r"batch (bat_\w+): 1 lines accepted, 2 rejected; published 1", done.stdout).group(1)
     listed = framebus("batch", "list", env=env)
     assert batch_id in listed.stdout and "running" in listed.stdout
-    status = framebus("batch", "status", batch_id, "--no-follow", env=env)
-    assert status.returncode == 0 and "queued 1" in status.stdout, status.stdout + status.stderr
+    [status] = json_lines(framebus("batch", "status", batch_id, "--no-follow", "--json", env=env))
+    assert (status["batch_id"], status["state"], status["accepted"], status["rejected"]) == (batch_id, "running", 1, 2)
+    assert status["counts"]["queued"] == 1 and status["manifest_url"] is None
+    assert framebus("batch", "status", "bat_nope", env=env).returncode == ExitCode.NOT_FOUND
     cancelled = framebus("batch", "cancel", batch_id, env=env)
     assert cancelled.returncode == 0 and "cancel sent for the 1 lines" in cancelled.stdout
     window = framebus("batch", "submit", str(path), "--completion-window", "soon", env=env)
@@ -217,4 +250,6 @@ def test_webhooks_log_lists_every_attempt_of_a_request(provisioned_settings: Set
     done = framebus("webhooks", "log", "r-9", env=env)
     assert done.returncode == 0, done.stderr
     assert "retry" in done.stdout and "delivered" in done.stdout and "500" in done.stdout and "msg_abc" in done.stdout
+    attempts = json_lines(framebus("webhooks", "log", "r-9", "--json", env=env))
+    assert [(a["attempt"], a["outcome"], a["status_code"]) for a in attempts] == [(1, "retry", 500), (2, "delivered", 204)]
     assert "no webhook attempts for r-10" in framebus("webhooks", "log", "r-10", env=env).stdout

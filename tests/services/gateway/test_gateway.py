@@ -147,25 +147,53 @@ def test_a_second_replica_answers_from_kafka(gateway: RunningGateway, tmp_path) 
         terminate(process.pid, timeout_s=10)
 
 
-def test_openapi_document_describes_every_route(gateway: RunningGateway) -> None:
+def test_openapi_document_describes_every_route_and_is_the_committed_one(gateway: RunningGateway) -> None:
+    from framebus.services.gateway.openapi import DOCUMENT
+
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
-    assert set(spec["paths"]) == {"/v1/generations", "/v1/generations/{request_id}",
-                                  "/v1/generations/{request_id}/cancel", "/v1/quote", "/v1/usage", "/v1/batches",
+    assert set(spec["paths"]) == {"/v1/generations", "/v1/generations/{request_id}", "/v1/generations/{request_id}/video",
+                                  "/v1/generations/{request_id}/events", "/v1/generations/{request_id}/cancel",
+                                  "/v1/webhooks/secret", "/v1/quote", "/v1/usage", "/v1/batches",
                                   "/v1/batches/{batch_id}"}
+    assert spec == json.loads(DOCUMENT.read_text()), "docs/openapi.json is stale: run `make readme`"
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "fb_<key id>_<secret>",
+        "description": "The tenant's API key (`framebus tenants issue-key TENANT`)."}
+    assert spec["paths"]["/v1/generations"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in spec["paths"]["/v1/quote"]["get"]
 
 
-def test_schemathesis_finds_no_server_error(gateway: RunningGateway, tmp_path) -> None:
+def test_schemathesis_authenticates_from_the_committed_document_alone_and_finds_no_server_error(
+        gateway: RunningGateway, tmp_path) -> None:
+    """Credentials go in by the document's security scheme name, not as a hand-made header: what a
+    generated client does. `ignored_auth` also checks each secured route refuses a request without them."""
     import subprocess
     import sys
 
+    from framebus.services.gateway.openapi import DOCUMENT
+
+    (tmp_path / "schemathesis.toml").write_text(f'[auth.openapi.HTTPBearer]\nbearer = "{gateway.keys["fuzzer"]}"\n')
+    accepted_before = _submissions_accepted(gateway)
     done = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{gateway.url}/openapi.json", "--checks",
-         "not_a_server_error", "--max-examples", "40", "--seed", "1",
+        [sys.executable, "-m", "schemathesis.cli", "run", str(DOCUMENT), "--url", gateway.url, "--checks",
+         "not_a_server_error,ignored_auth", "--max-examples", "40", "--seed", "1",
          # One worker: CPython 3.11's ast.parse is not thread-safe, and schemathesis parses in threads.
-         "--workers", "1", "--request-timeout", "20",
-         "-H", f"Authorization: Bearer {gateway.keys['fuzzer']}", "--phases", "examples,coverage,fuzzing"],
+         "--workers", "1", "--request-timeout", "20", "--phases", "examples,coverage,fuzzing",
+         # The event stream of a request lasts until the request ends: not one for a fuzzer.
+         "--exclude-path-regex", "/events$"],
         capture_output=True, text=True, timeout=270, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert _submissions_accepted(gateway) > accepted_before, "schemathesis never got past authentication"
+
+
+def _submissions_accepted(gateway: RunningGateway) -> float:
+    """201s the gateway answered to POST /v1/generations, from its own HTTP server metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{gateway.url}/metrics").text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name.startswith("http_server_") and sample.name.endswith("_count")
+               and {"201", "/v1/generations", "POST"} <= set(sample.labels.values()))
 
 
 def test_usage_shows_only_the_callers_own_settled_requests(gateway: RunningGateway) -> None:

@@ -53,7 +53,7 @@ class FakeEngine:
         self.fits, self.fails = fits, fails
         self.batches: list[list[str]] = []
 
-    def render(self, requests, cancelled) -> list[Rendered]:
+    def render(self, requests, cancelled, on_step=None) -> list[Rendered]:
         self.batches.append([r.request_id for r in requests])
         if self.fails is not None:
             raise self.fails

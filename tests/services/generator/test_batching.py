@@ -113,7 +113,7 @@ def test_a_shared_render_stops_only_when_every_request_sharing_it_is_cancelled()
     seen: dict[str, bool] = {}
 
     class AsksAboutCancels(FakeEngine):
-        def render(self, requests, cancelled):
+        def render(self, requests, cancelled, on_step=None):
             cancels.cancel("acme", "twin")  # lands while the batch denoises
             seen.update({r.request_id: cancelled(r) for r in requests})
             return super().render(requests, cancelled)

@@ -182,7 +182,7 @@ class BrokenFrames:
     def warm(self) -> None:
         pass
 
-    def render(self, requests, cancelled):
+    def render(self, requests, cancelled, on_step=None):
         return [replace(item, frames=item.frames[:, :, :-1]) for item in self.real.render(requests, cancelled)]
 
 
@@ -196,7 +196,7 @@ class FitsOneAtATime:
     def warm(self) -> None:
         pass
 
-    def render(self, requests, cancelled) -> list[Rendered]:
+    def render(self, requests, cancelled, on_step=None) -> list[Rendered]:
         self.batches.append(len(requests))
         if len(requests) > self.limit:
             raise EngineOutOfMemory(f"{len(requests)} do not fit")
