@@ -121,6 +121,9 @@ def _binary_parts(header_map: dict[str, bytes], value: bytes | None) -> _Parts:
     try:
         attributes = {attribute: header_map[name].decode() for attribute, name in _BINARY_HEADERS.items()
                       if name in header_map}
+        if "traceparent" not in attributes and "ce_traceparent" in header_map:
+            # The CloudEvents SDKs write the tracing extension as ce_traceparent: the same trace.
+            attributes["traceparent"] = header_map["ce_traceparent"].decode()
     except UnicodeDecodeError as exc:
         raise CodecError(ErrorCode.INVALID_JSON, f"record header is not UTF-8: {exc}") from exc
     return _Parts(attributes, value, structured=False)

@@ -224,6 +224,14 @@ def test_a_structured_record_carries_the_trace_in_its_traceparent_attribute() ->
     assert (envelope.type, envelope.subject, envelope.data, envelope.traceparent) == ("x.y", "t9", {"k": 1}, TRACEPARENT)
 
 
+def test_a_binary_record_from_the_cloudevents_sdk_keeps_its_trace_in_ce_traceparent() -> None:
+    event = CloudEvent(attributes={"type": "x.y", "source": "/go-producer", "subject": "t9",
+                                   "traceparent": TRACEPARENT}, data={"k": 1})
+    message = ce_kafka.to_binary(event, JSONFormat())
+    assert "ce_traceparent" in message.headers
+    assert decode(message.headers.items(), message.value).traceparent == TRACEPARENT
+
+
 @pytest.mark.parametrize(("value", "reason", "fragment"), [
     (b"{not json", "invalid_json", "structured-mode record value is not JSON"),
     (b'{"id": "\xff"}', "invalid_json", "not UTF-8"),

@@ -145,6 +145,23 @@ def test_jobs_become_checked_videos_with_usage_and_repeats_are_copies(make_harne
     assert (found.codec, found.width, found.height, found.num_frames) == ("h264", 64, 48, 5)
     assert first["r-1"].output.key == f"acme/{request('r-1').submitted_at:%Y/%m/%d}/r-1.mp4"
     assert not list(harness.worker.spool_dir.glob("*.mp4")), "the spool is emptied after upload"
+    # Followers saw it go: each denoising step reported (first and last at least), then encoding, then uploading.
+    stages = [(e.stage, e.step, e.steps) for e in progress_of(provisioned_settings, "r-3")]
+    assert stages[-2:] == [("encoding", None, None), ("uploading", None, None)], stages
+    steps = [step for stage, step, _ in stages if stage == "denoising"]
+    assert steps[0] == 1 and steps[-1] == stages[0][2] == 3 and steps == sorted(steps), stages
+
+
+def progress_of(settings: Settings, request_id: str) -> list:
+    reader = kafka_adapter.consumer(settings.bootstrap_servers, settings.topic("framebus.progress"), group_id=None)
+    found: list = []
+    try:
+        for _ in range(10):
+            for records in reader.poll(timeout_ms=300).values():
+                found += [e for r in records if (e := decode_event(r.headers, r.value).event).request_id == request_id]
+    finally:
+        reader.close()
+    return found
 
 
 def test_unreadable_job_goes_to_the_dead_letter_topic_and_the_worker_keeps_going(make_harness, tiny_engine,
