@@ -5,13 +5,16 @@ The services' ``Settings`` extends these, so a variable means the same everywher
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from framebus.errors import ConfigurationError
 from framebus.schemas.models import DEFAULT_MODEL
 from framebus.schemas.state import ModelName
 from framebus.schemas.topics import BY_NAME
+from framebus.security import KafkaSecurity, Mechanism, Protocol, register
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -41,7 +44,45 @@ class ClientSettings(BaseSettings):
         DEFAULT_MODEL, description="Model of a request that names none, and the one `framebus worker` serves unless "
                                    "told otherwise; a request's unset size, frames and steps are that model's own.")
 
+    # A secured cluster (managed Kafka: Confluent Cloud, MSK, Aiven, ...). Applied to every client
+    # of the process alike (framebus.security); the password is never logged.
+    kafka_security_protocol: Protocol = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: Mechanism | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*).")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="PEM file of the CA(s) to trust; unset: the system's.")
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate, where the cluster asks for one.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM key of the client certificate.")
+    kafka_ssl_check_hostname: bool = Field(True, description="Check the broker's certificate names its host.")
+
     _blank_bootstrap_is_unset = field_validator("kafka_bootstrap", mode="before")(blank_is_unset)
+
+    @model_validator(mode="after")
+    def _security_complete(self):
+        """Refuse, in one line each, settings that could only fail at the first connection."""
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL"):
+            missing = [name for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                       if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"FRAMEBUS_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                 + ", ".join(f"FRAMEBUS_{name.upper()}" for name in missing))
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"FRAMEBUS_{name.upper()}={path}: no such file")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("FRAMEBUS_KAFKA_SSL_CERTFILE and FRAMEBUS_KAFKA_SSL_KEYFILE go together")
+        return self
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        path = (lambda p: str(p) if p is not None else None)
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+        return KafkaSecurity(protocol=self.kafka_security_protocol, mechanism=self.kafka_sasl_mechanism,
+                             username=self.kafka_sasl_username, password=password,
+                             cafile=path(self.kafka_ssl_cafile), certfile=path(self.kafka_ssl_certfile),
+                             keyfile=path(self.kafka_ssl_keyfile), check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def embedded_kafka(self) -> bool:
@@ -49,7 +90,11 @@ class ClientSettings(BaseSettings):
 
     @property  # not cached: model_copy(update=...) would carry a stale value over
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"{LOCAL_HOST}:{self.kafka_port}"
+        """The cluster's address; handing it out registers how to reach it (framebus.security),
+        so whichever client is built for it next connects the way these settings say."""
+        bootstrap = self.kafka_bootstrap or f"{LOCAL_HOST}:{self.kafka_port}"
+        register(bootstrap, self.kafka_security)
+        return bootstrap
 
     def request_context(self) -> dict:
         """The validation context for requests built or read here: the stack's default model and

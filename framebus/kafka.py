@@ -4,9 +4,11 @@ record (or all of them) from a compacted topic."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
+from collections import deque
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as SyncTopicPartition
@@ -14,21 +16,67 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from framebus.errors import KafkaAdapterError
+from framebus.security import security_for
 
 # Reconnect attempts back off to at most 1 s, not kafka-python's 30 s: after a broker restart a
 # client reconnected up to 30 s late, past the scheduler's worker timeout (measured: 12 s).
 RECONNECT = {"reconnect_backoff_max_ms": 1000}
 
 
+class _ConnectionFailures(logging.Handler):
+    """Keeps kafka-python's latest connection failures: when a client gives up with a bare
+    "Unable to bootstrap", the reason (wrong password, untrusted certificate) is only logged."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.recent: deque[tuple[float, str]] = deque(maxlen=50)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.recent.append((time.monotonic(), record.getMessage()))
+
+
+_FAILURES = _ConnectionFailures()
+logging.getLogger("kafka.net").addHandler(_FAILURES)
+_REASONS = (
+    ("SaslAuthenticationFailedError", "authentication failed: the cluster refused {who} (wrong password or user?)"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS: the broker's certificate is not trusted ({ca}): {detail}"),
+    ("WRONG_VERSION_NUMBER", "TLS: the listener does not speak TLS (is FRAMEBUS_KAFKA_SECURITY_PROTOCOL right?)"),
+    ("UnsupportedSaslMechanism", "the cluster does not accept SASL mechanism {mechanism}"),
+)
+
+
+def why_unreachable(bootstrap: str, *, within_s: float = 60.0) -> str | None:
+    """The latest telling reason a connection to the cluster failed, in one line (None: no clue)."""
+    security = security_for(bootstrap)
+    now = time.monotonic()
+    for at, message in reversed(_FAILURES.recent):
+        if now - at > within_s:
+            break
+        for marker, template in _REASONS:
+            if marker in message:
+                detail = message.split(marker, 1)[1].strip(" :]").split(" (_ssl")[0]
+                return template.format(who=f"user {security.username!r} ({security.mechanism})",
+                                       ca=security.cafile or "the system's CAs", detail=detail,
+                                       mechanism=security.mechanism)
+    return None
+
+
+def unreachable(bootstrap: str, exc: Exception) -> KafkaAdapterError:
+    """The error to raise when a client cannot connect: the reason where one is known, and how we tried."""
+    reason = why_unreachable(bootstrap) or f"{type(exc).__name__}: {exc}"
+    return KafkaAdapterError(f"cannot reach Kafka at {bootstrap} ({security_for(bootstrap).describe()}): {reason}")
+
+
 def producer(bootstrap: str, **overrides) -> KafkaProducer:
     """A producer that never pretends: acks from all in-sync replicas, idempotent, bounded retries."""
     config = {"bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": True,
-              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000, **RECONNECT}
+              "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000, **RECONNECT,
+              **security_for(bootstrap).kafka_python()}
     config.update(overrides)
     try:
         return KafkaProducer(**config)
     except KafkaError as exc:
-        raise KafkaAdapterError(f"cannot create a producer for {bootstrap}: {exc}") from exc
+        raise unreachable(bootstrap, exc) from exc
 
 
 def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) -> KafkaConsumer:
@@ -37,9 +85,15 @@ def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) ->
               "enable_auto_commit": False, "isolation_level": "read_committed", **RECONNECT}
     config.update(overrides)
     try:
-        return KafkaConsumer(*topics, **config)
+        return reader(*topics, **config)
     except KafkaError as exc:
-        raise KafkaAdapterError(f"cannot create a consumer for {bootstrap}: {exc}") from exc
+        raise unreachable(bootstrap, exc) from exc
+
+
+def reader(*topics: str, bootstrap_servers: str, **config) -> KafkaConsumer:
+    """A kafka-python consumer with the cluster's security (every consumer here is built by this)."""
+    return KafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, **config,
+                         **security_for(bootstrap_servers).kafka_python())
 
 
 def broker_answers(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
@@ -47,13 +101,15 @@ def broker_answers(bootstrap: str, *, timeout_s: float = 5.0) -> bool:
 
     A raw ApiVersions (v0) request, not a client library: the watchdog asks this when a
     service's own clients have gone silent, and must not share their state or their bugs."""
+    tls = security_for(bootstrap).ssl_context()  # a TLS listener answers after the handshake (SASL: before login)
     for host_port in bootstrap.split(","):
         host, _, port = host_port.strip().rpartition(":")
         request = struct.pack(">hhih", 18, 0, 7, 15) + b"framebus-health"  # api key, version, correlation id, client id
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
-                sock.sendall(struct.pack(">i", len(request)) + request)
-                header = _read_exactly(sock, 8)
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
+                with (tls.wrap_socket(raw, server_hostname=host.strip("[]")) if tls else raw) as sock:
+                    sock.sendall(struct.pack(">i", len(request)) + request)
+                    header = _read_exactly(sock, 8)
         except (OSError, ValueError):
             continue
         if header is not None and struct.unpack(">ii", header)[1] == 7:
@@ -79,25 +135,25 @@ def partition_for(key: bytes, partitions: int) -> int:
 def read_key(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0) -> list:
     """Every record still kept for ``key``, oldest first, reading only its partition (a tombstone
     clears what came before it)."""
-    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
-                           bootstrap_timeout_ms=int(timeout_s * 1000))
+    consumer = reader(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
+                      bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
-        partitions = reader.partitions_for_topic(topic)
+        partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             return []
         tp = SyncTopicPartition(topic, partition_for(key.encode(), len(partitions)))
-        reader.assign([tp])
-        reader.seek_to_beginning(tp)
-        end = reader.end_offsets([tp])[tp]
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
         found: list = []
         deadline = time.monotonic() + timeout_s
-        while reader.position(tp) < end and time.monotonic() < deadline:
-            for record in reader.poll(timeout_ms=500).get(tp, []):
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=500).get(tp, []):
                 if record.key == key.encode():
                     found = [] if record.value is None else [*found, record]
         return found
     finally:
-        reader.close()
+        consumer.close()
 
 
 def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0):
@@ -107,7 +163,7 @@ def read_latest(bootstrap: str, topic: str, key: str, *, timeout_s: float = 10.0
 
 
 def partitions_of(bootstrap: str, topic: str) -> set[int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = reader(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
         return set(consumer.partitions_for_topic(topic) or ())
     finally:
@@ -116,7 +172,7 @@ def partitions_of(bootstrap: str, topic: str) -> set[int]:
 
 def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[bytes, object]:
     """Every live key's latest record in ``topic`` (tombstones remove keys)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
+    consumer = reader(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                              bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -142,7 +198,7 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> dict[byt
 def read_since(bootstrap: str, topic: str, since_s: float, *, timeout_s: float = 60.0) -> list:
     """Every record of ``topic`` with a timestamp at or after ``since_s`` (epoch seconds), in
     partition order, up to the end offsets seen at the start."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    consumer = reader(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              isolation_level="read_committed", **RECONNECT)
     try:
         tps = [SyncTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

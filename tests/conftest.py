@@ -82,7 +82,8 @@ def server_settings(kafka_bootstrap: str, s3_endpoint: str, tmp_path_factory: py
     credentials = {}
     if not os.environ.get("FRAMEBUS_S3_ENDPOINT", "").strip():
         credentials = {"s3_access_key": TEST_ACCESS_KEY, "s3_secret_key": TEST_SECRET_KEY}
-    return Settings(kafka_bootstrap=kafka_bootstrap, s3_endpoint=s3_endpoint,
+    # One broker: one copy of each record (an existing cluster's default of 3 cannot be placed).
+    return Settings(kafka_bootstrap=kafka_bootstrap, s3_endpoint=s3_endpoint, kafka_replication_factor=1,
                     state_dir=tmp_path_factory.mktemp("state"), **credentials)
 
 

@@ -100,8 +100,9 @@ class KafkaBroker(LocalServer):
     def prepare(self) -> None:
         cluster_id = self._cluster_id()
         properties = Template(SERVER_PROPERTIES.read_text()).substitute(
-            host=self.host, port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
-        self.config_path.write_text(properties)
+            host=self.host, port=self.port, controller_port=self.controller_port, data_dir=self.data_dir,
+            listener=self.listener)
+        self.config_path.write_text(properties + self.extra_properties())
         if read_meta_properties(self.data_dir):
             return  # already formatted for this cluster
         java = _tool("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
@@ -109,12 +110,25 @@ class KafkaBroker(LocalServer):
             [java, "-Xmx256m", "-cp", f"{self.libs_dir}/*", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
              f"-Dkafka.logs.dir={self.state_dir / 'logs'}", "kafka.tools.StorageTool", "format",
              # `=` form: a base64url cluster id may start with "-".
-             f"--cluster-id={cluster_id}", "--config", str(self.config_path)],
+             f"--cluster-id={cluster_id}", "--config", str(self.config_path), *self.format_args()],
             capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise StartupError(f"formatting Kafka storage in {self.data_dir} failed: {last[0]}",
                                "run `framebus down --purge` to clear local Kafka data, then `framebus up`")
+
+    # --- what a secured variant changes (infra/kafka/secured.py) ---------------------
+    listener = "PLAINTEXT"  # the clients' listener; the controller's stays PLAINTEXT on loopback
+
+    def extra_properties(self) -> str:
+        return ""
+
+    def format_args(self) -> list[str]:
+        return []
+
+    def client_options(self) -> dict:
+        """kafka-python options a client of this broker needs (the probe is one)."""
+        return {}
 
     def _cluster_id(self) -> str:
         """Reuse the id of an existing log dir; refuse one that belongs to another node."""
@@ -151,7 +165,7 @@ class KafkaBroker(LocalServer):
         from kafka import KafkaAdminClient  # local: the infra package is importable without clients
 
         admin = KafkaAdminClient(bootstrap_servers=self.endpoint, request_timeout_ms=3000,
-                                 bootstrap_timeout_ms=2000, client_id="framebus-probe")
+                                 bootstrap_timeout_ms=2000, client_id="framebus-probe", **self.client_options())
         try:
             return bool(admin.describe_cluster().get("brokers"))
         finally:

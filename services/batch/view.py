@@ -94,3 +94,15 @@ def read_batches(settings) -> BatchTable:
                            timeout_s=60).values():
         table.apply_record(record)
     return table
+
+
+def read_batch(settings, batch_id: str) -> BatchTable:
+    """One batch's records only: the partition its id keys on, of each topic (what `batch status`
+    re-reads while it follows a batch), never the whole history of every batch."""
+    from framebus.kafka import read_key
+
+    table = BatchTable()
+    for topic in ("framebus.batches", "framebus.batches.progress"):
+        for record in read_key(settings.bootstrap_servers, settings.topic(topic), batch_id, timeout_s=60):
+            table.apply_record(record)
+    return table

@@ -71,9 +71,9 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
 
 
 def _summary(settings: Settings, batch_id: str):
-    from framebus.services.batch.view import read_batches
+    from framebus.services.batch.view import read_batch
 
-    summary = read_batches(settings).summary(batch_id)
+    summary = read_batch(settings, batch_id).summary(batch_id)
     if summary is None:
         raise NotFound(f"no batch {batch_id!r}")
     return summary

@@ -67,6 +67,9 @@ def _print_stack(report: StackReport) -> None:
     created = sum(t.created for t in report.topics)
     console.print(f"topics: {len(report.topics)} ready ({created} created now); "
                   f"bucket: [bold]{report.bucket}[/] ({'created' if report.bucket_created else 'exists'})")
+    for topic in report.topics:  # an existing cluster's topics are checked, never changed
+        for mismatch in topic.mismatches:
+            console.print(f"[yellow]topic {topic.name}: {mismatch}[/]", soft_wrap=True)
 
 
 def bring_up(settings: Settings, *, as_json: bool = False) -> StackReport:

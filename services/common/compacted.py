@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from framebus.errors import KafkaAdapterError
 from framebus.kafka import partition_for, partitions_of, read_all, read_latest, read_since
+from framebus.services.common.kafka import async_reader
 
 __all__ = ["TopicTable", "partition_for", "partitions_of", "read_all", "read_latest", "read_since"]
 
@@ -53,7 +54,7 @@ class TopicTable:
             partitions = await asyncio.to_thread(partitions_of, self.bootstrap, self.topic)
         if not partitions:
             raise KafkaAdapterError(f"topic {self.topic} does not exist; run `framebus up` to create it")
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+        self._consumer = async_reader(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                                           isolation_level="read_committed")
         await self._consumer.start()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

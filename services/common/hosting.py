@@ -17,6 +17,7 @@ from typing import Protocol
 
 import faust
 
+from framebus.security import security_for
 from framebus.services.common.logs import logging_config
 from framebus.services.common.metrics import configure_metrics
 from framebus.services.common.probes import serve_probes
@@ -44,6 +45,8 @@ def stream_app(name: str, settings: Settings, **overrides) -> faust.App:
         broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
         # faust makes a data directory even for in-memory stores; by default in the working directory.
         datadir=str(faust_dir / "{conf.name}-data"),
+        # TLS and SASL as every other client of the process (framebus.security).
+        **security_for(settings.bootstrap_servers).faust(),
     )
     return faust.App(f"{settings.topic_prefix}{name}-app", **{**options, **overrides})
 

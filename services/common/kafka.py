@@ -8,14 +8,16 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from framebus.errors import KafkaAdapterError
-from framebus.kafka import consumer, producer
+from framebus.kafka import consumer, producer, unreachable
 from framebus.schemas.topics import TopicSpec
+from framebus.security import security_for
 
 __all__ = ["admin_client", "consumer", "ensure_topics", "group_consumer", "producer", "stream_producer"]
-from framebus.services.common.settings import Settings
+from framebus.services.common.settings import Replication, Settings
 
 
 @dataclass(frozen=True)
@@ -23,20 +25,31 @@ class TopicOutcome:
     name: str
     created: bool  # False: it existed already (left as it was)
     partitions: int
+    mismatches: tuple[str, ...] = ()  # how an existing topic differs from the catalogue (never changed here)
 
 
 def admin_client(bootstrap: str, *, client_id: str = "framebus-admin") -> KafkaAdminClient:
     try:
         return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=15000,
-                                bootstrap_timeout_ms=10000)
+                                bootstrap_timeout_ms=10000, **security_for(bootstrap).kafka_python())
     except KafkaError as exc:
-        raise KafkaAdapterError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        raise unreachable(bootstrap, exc) from exc
 
 
-def ensure_topics(admin: KafkaAdminClient, specs: Iterable[TopicSpec], *, prefix: str = "") -> list[TopicOutcome]:
-    """Create each topic that is missing; leave existing ones untouched. Idempotent and race-safe."""
+def ensure_topics(admin: KafkaAdminClient, specs: Iterable[TopicSpec], *, prefix: str = "",
+                  replication: Replication = Replication()) -> list[TopicOutcome]:
+    """Create each topic that is missing; leave existing ones untouched, but say how each differs
+    from the catalogue (partitions, replicas, cleanup policy, retention). Idempotent and race-safe."""
     specs = {prefix + spec.name: spec for spec in specs}
-    request = {name: {"num_partitions": spec.partitions, "replication_factor": 1, "configs": spec.configs()}
+    try:
+        brokers = len(admin.describe_cluster().get("brokers", ()))
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"describing the cluster failed: {exc}") from exc
+    if 0 < brokers < replication.factor:
+        raise KafkaAdapterError(f"topics need {replication.factor} copies but the cluster has {brokers} broker(s): "
+                                f"set FRAMEBUS_KAFKA_REPLICATION_FACTOR to at most {brokers}")
+    request = {name: {"num_partitions": spec.partitions, "replication_factor": replication.factor,
+                      "configs": {**spec.configs(), "min.insync.replicas": str(replication.min_insync)}}
                for name, spec in specs.items()}
     try:
         response = admin.create_topics(request, timeout_ms=30000, raise_errors=False, wait_for_metadata=True)
@@ -49,8 +62,42 @@ def ensure_topics(admin: KafkaAdminClient, specs: Iterable[TopicSpec], *, prefix
             created.add(result["name"])
         elif result["error_code"] != TopicAlreadyExistsError.errno:
             raise KafkaAdapterError(f"creating topic {result['name']!r} failed: {result['error_message']}")
-    partitions = {topic["name"]: len(topic["partitions"]) for topic in described}
-    return [TopicOutcome(name, name in created, partitions.get(name, 0)) for name in specs]
+    layout = {topic["name"]: (len(topic["partitions"]), min((len(p.get("replica_nodes", ()))
+                                                             for p in topic["partitions"]), default=0))
+              for topic in described}
+    existing = [name for name in specs if name not in created]
+    configs = _topic_configs(admin, existing) if existing else {}
+    return [TopicOutcome(name, name in created, layout.get(name, (0, 0))[0],
+                         () if name in created else mismatches(specs[name], layout.get(name, (0, 0)),
+                                                               configs.get(name, {}), replication))
+            for name in specs]
+
+
+def _topic_configs(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    try:
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+                                       config_filter="all")
+    except KafkaError as exc:
+        raise KafkaAdapterError(f"reading the configs of existing topics failed: {exc}") from exc
+    topics = next(iter(found.values()), {}) if isinstance(found, dict) else {}
+    return {name: {key: str(entry.get("value")) for key, entry in entries.items()} for name, entries in topics.items()}
+
+
+def mismatches(spec: TopicSpec, layout: tuple[int, int], configs: dict[str, str],
+               replication: Replication) -> tuple[str, ...]:
+    """How an existing topic differs from what the catalogue would create, one line each."""
+    partitions, replicas = layout
+    found = []
+    if partitions < spec.partitions:
+        found.append(f"{partitions} partitions, the catalogue asks {spec.partitions} "
+                     "(adding them moves keys between partitions: left as it is)")
+    if replicas < replication.factor:
+        found.append(f"replication factor {replicas}, settings ask {replication.factor}")
+    wanted = spec.configs()
+    for key in ("cleanup.policy", "retention.ms"):
+        if key in configs and configs[key] != wanted[key]:
+            found.append(f"{key}={configs[key]}, the catalogue asks {wanted[key]}")
+    return tuple(found)
 
 
 def stream_producer(bootstrap: str, *, transactional_id: str | None = None) -> AIOKafkaProducer:
@@ -63,7 +110,8 @@ def stream_producer(bootstrap: str, *, transactional_id: str | None = None) -> A
     # after retry_backoff_ms, whose 100 ms default put every batch 100-300 ms late (measured).
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
                             max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
-                            transactional_id=transactional_id, retry_backoff_ms=10 if transactional_id else 100)
+                            transactional_id=transactional_id, retry_backoff_ms=10 if transactional_id else 100,
+                            **security_for(bootstrap).aiokafka())
 
 
 def group_consumer(settings: Settings, *topics: str, group: str, **overrides) -> AIOKafkaConsumer:
@@ -74,4 +122,10 @@ def group_consumer(settings: Settings, *topics: str, group: str, **overrides) ->
               # A killed member's partitions move to the others after this.
               "session_timeout_ms": 10000, "heartbeat_interval_ms": 3000}
     config.update(overrides)
-    return AIOKafkaConsumer(*topics, **config)
+    return async_reader(*topics, **config)
+
+
+def async_reader(*topics: str, bootstrap_servers: str, **config) -> AIOKafkaConsumer:
+    """An aiokafka consumer with the cluster's security (every async consumer here is built by this)."""
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, **config,
+                            **security_for(bootstrap_servers).aiokafka())

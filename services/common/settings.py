@@ -8,6 +8,7 @@ broker and S3 server on 127.0.0.1. Setting ``FRAMEBUS_KAFKA_BOOTSTRAP`` or
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -20,7 +21,15 @@ from framebus.schemas.state import Tier
 from framebus.schemas.webhooks import RETRY_SCHEDULE_S
 from framebus.services.common.watchdog import WatchdogConfig
 
-__all__ = ["LOCAL_HOST", "Settings", "render_markdown"]
+__all__ = ["LOCAL_HOST", "Replication", "Settings", "render_markdown"]
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Copies of each record, and how many must have it before a write counts (acks=all)."""
+
+    factor: int = 1
+    min_insync: int = 1
 
 
 def _default_cache_dir() -> Path:
@@ -39,6 +48,10 @@ class Settings(ClientSettings):
     # --- Kafka ---------------------------------------------------------------------
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker.")
     kafka_heap: str = Field("512m", pattern=r"^\d+[mg]$", description="JVM heap of the local broker.")
+    kafka_replication_factor: int | None = Field(
+        None, ge=1, description="Copies of every topic's records; unset: 1 on the local broker, 3 on an existing cluster.")
+    kafka_min_insync_replicas: int | None = Field(
+        None, ge=1, description="Copies a write needs before it counts (acks=all); unset: 1 locally, 2 on a cluster.")
 
     # --- S3 --------------------------------------------------------------------------
     s3_endpoint: str | None = Field(
@@ -155,6 +168,13 @@ class Settings(ClientSettings):
         if unknown:
             raise ValueError(f"`{info.field_name}` names tiers {', '.join(tier.value for tier in Tier)}, not {', '.join(unknown)}")
         return value
+
+    @property
+    def replication(self) -> Replication:
+        """What `framebus up` creates topics with: a single local broker cannot hold more than one copy;
+        a cluster keeps three and needs two for a write (one broker may fail without losing a record)."""
+        factor = self.kafka_replication_factor or (1 if self.embedded_kafka else 3)
+        return Replication(factor, self.kafka_min_insync_replicas or min(factor, 1 if self.embedded_kafka else 2))
 
     def video_link(self, request_id: str) -> str:
         """The stable link to a request's video: the gateway answers it with a freshly presigned URL."""

@@ -92,7 +92,8 @@ class Stack:
             step("creating topics")
             admin = admin_client(self.settings.bootstrap_servers)
             try:
-                topics = ensure_topics(admin, CATALOGUE, prefix=self.settings.topic_prefix)
+                topics = ensure_topics(admin, CATALOGUE, prefix=self.settings.topic_prefix,
+                                       replication=self.settings.replication)
             finally:
                 admin.close()
             step(f"creating bucket {self.settings.s3_bucket}")

@@ -12,8 +12,9 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from framebus.kafka import reader
 from framebus.schemas.codec import decode_event
 from framebus.schemas.errors import CodecError
 from framebus.services.common.compacted import partition_for
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def ledger_entries(settings: Settings, tenant_id: str | None = None, *, timeout_s: float = 60.0) -> Iterator:
     topic = settings.topic("framebus.ledger")
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+    consumer = reader(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
                              bootstrap_timeout_ms=int(min(timeout_s, 30) * 1000), max_poll_records=5000)
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or ())

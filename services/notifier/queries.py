@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from framebus.client import FramebusClient
+from framebus.kafka import reader
 from framebus.schemas.codec import decode_event
 from framebus.schemas.webhooks import WebhookAttempted, WebhookDead
 from framebus.services.common.compacted import partition_for
@@ -16,7 +17,7 @@ from framebus.services.common.settings import Settings
 
 def _read(settings: Settings, topic: str, key: str | None = None, timeout_s: float = 30.0) -> list:
     name = settings.topic(topic)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+    consumer = reader(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
     try:
         partitions = sorted(consumer.partitions_for_topic(name) or ())
         if not partitions:

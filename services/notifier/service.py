@@ -47,7 +47,7 @@ from framebus.schemas.webhooks import (
 from framebus.services.common import metrics
 from framebus.services.common.compacted import TopicTable, partitions_of, read_all, read_since
 from framebus.services.common.hosting import serve
-from framebus.services.common.kafka import group_consumer, stream_producer
+from framebus.services.common.kafka import async_reader, group_consumer, stream_producer
 from framebus.services.common.processor import Lane, Outputs, Processor
 from framebus.services.common.settings import Settings
 from framebus.services.notifier.core import (
@@ -105,7 +105,7 @@ class Notifier:
         bootstrap = self.settings.bootstrap_servers
         # Follow the pending topic from where it ends now, then load everything before that: replays
         # written by `framebus webhooks replay` while we run are picked up, nothing is missed.
-        pending = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        pending = async_reader(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await pending.start()
         partitions = await asyncio.to_thread(partitions_of, bootstrap, self.settings.topic(PENDING))
         tps = [TopicPartition(self.settings.topic(PENDING), p) for p in sorted(partitions)]

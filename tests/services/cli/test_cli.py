@@ -31,7 +31,7 @@ def _env_for(settings: Settings, **extra: str) -> dict[str, str]:
             "FRAMEBUS_S3_ACCESS_KEY": settings.s3_access_key,
             "FRAMEBUS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
             "FRAMEBUS_TOPIC_PREFIX": settings.topic_prefix, "FRAMEBUS_S3_BUCKET": settings.s3_bucket,
-            "FRAMEBUS_STATE_DIR": str(settings.state_dir), **extra}
+            "FRAMEBUS_STATE_DIR": str(settings.state_dir), "FRAMEBUS_KAFKA_REPLICATION_FACTOR": "1", **extra}
 
 
 def test_up_against_existing_servers_reports_them_as_external(settings: Settings) -> None:
@@ -253,3 +253,10 @@ def test_webhooks_log_lists_every_attempt_of_a_request(provisioned_settings: Set
     attempts = json_lines(framebus("webhooks", "log", "r-9", "--json", env=env))
     assert [(a["attempt"], a["outcome"], a["status_code"]) for a in attempts] == [(1, "retry", 500), (2, "delivered", 204)]
     assert "no webhook attempts for r-10" in framebus("webhooks", "log", "r-10", env=env).stdout
+
+
+def test_up_refuses_more_copies_than_the_cluster_has_brokers_in_one_line(settings: Settings) -> None:
+    done = framebus("up", env=_env_for(settings, FRAMEBUS_KAFKA_REPLICATION_FACTOR="3"))
+    assert done.returncode == 1  # the cluster answers: a setting to fix, not an outage
+    assert "topics need 3 copies but the cluster has 1 broker(s): set FRAMEBUS_KAFKA_REPLICATION_FACTOR to at most 1" \
+        in done.stderr and "Traceback" not in done.stderr

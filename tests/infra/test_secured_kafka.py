@@ -1,0 +1,101 @@
+"""framebus on a secured cluster: a SASL_SSL listener (TLS with a certificate made at start, SCRAM
+users), the whole chain over it, and a wrong password or an untrusted certificate each refused
+fast, in one line that says which, with the password in no log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from framebus.client import FramebusClient
+from framebus.infra.kafka.secured import SecuredKafkaBroker, self_signed_pem
+from framebus.infra.process import free_port, terminate
+from framebus.kafka import read_since
+from framebus.services.common.children import child_env, launch
+from framebus.services.common.settings import LOCAL_HOST, Settings
+from framebus.services.common.stack import Stack
+from framebus.services.demo.receiver import VerifyingReceiver
+from framebus.services.gateway.tenants import TenantAdmin
+
+PASSWORD = f"pw-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory, infra_cache_dir: Path) -> Iterator[SecuredKafkaBroker]:
+    secured = SecuredKafkaBroker(users={"framebus": PASSWORD}, host=LOCAL_HOST, port=free_port(),
+                                 controller_port=free_port(), heap="384m",
+                                 state_dir=tmp_path_factory.mktemp("secured-kafka"), cache_dir=infra_cache_dir)
+    secured.start()
+    try:
+        yield secured
+    finally:
+        secured.stop()
+
+
+def secured(server_settings: Settings, broker: SecuredKafkaBroker, **changes) -> Settings:
+    return server_settings.model_copy(update={
+        "kafka_bootstrap": broker.endpoint, "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "framebus",
+        "kafka_sasl_password": SecretStr(PASSWORD), "kafka_ssl_cafile": broker.cafile,
+        "topic_prefix": f"sec.{uuid.uuid4().hex[:8]}.", "s3_bucket": f"sec-{uuid.uuid4().hex[:8]}", "tenant": "acme",
+        "webhook_http_hosts": frozenset({"127.0.0.1"}), "webhook_allowed_hosts": frozenset({"127.0.0.1"}),
+        **changes})
+
+
+def test_submit_scheduler_worker_metering_and_notifier_all_run_over_sasl_ssl(
+        server_settings: Settings, broker: SecuredKafkaBroker, tmp_path: Path) -> None:
+    settings = secured(server_settings, broker)
+    Stack(settings).up()
+    client = FramebusClient(settings=settings, source="/tests")
+    admin = TenantAdmin(client)
+    admin.create("acme")
+    admin.credit("acme", 10_000)
+    receiver = VerifyingReceiver(admin.rotate_webhook_secret("acme").secrets[0])
+    processes = [launch(settings, args, tmp_path / f"{args[0]}.log") for args in (
+        ["scheduler"], ["metering"], ["notifier"],
+        ["worker", "--engine", "null", "--model", "wan-shapes", "--worker-id", "sec-w", "--heartbeat-s", "0.5"])]
+    try:
+        handles = client.submit_many([{"request_id": f"sec-{n}", "prompt": "a red circle moving left",
+                                       "webhook_url": receiver.url} for n in range(5)])
+        results = [handle.wait(timeout=120) for handle in handles]
+        assert [r.state.value for r in results] == ["completed"] * 5
+        usage = [r for r in read_since(settings.bootstrap_servers, settings.topic("framebus.usage"), 600)]
+        assert len(usage) == 5, "metering settled each request over the secured listener"
+        deadline = time.monotonic() + 60
+        while receiver.request_ids() != {f"sec-{n}" for n in range(5)} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert receiver.request_ids() == {f"sec-{n}" for n in range(5)}
+    finally:
+        for process in processes:
+            terminate(process.pid, timeout_s=10)
+        receiver.close()
+        client.close()
+    for log in tmp_path.glob("*.log"):
+        assert PASSWORD not in log.read_text(errors="replace"), f"{log.name} shows the password"
+
+
+@pytest.mark.parametrize(("problem", "expected"), [
+    ("password", "authentication failed: the cluster refused user 'framebus' (SCRAM-SHA-512)"),
+    ("certificate", "TLS: the broker's certificate is not trusted"),
+])
+def test_a_wrong_password_or_an_untrusted_certificate_fails_fast_in_one_clear_line(
+        server_settings: Settings, broker: SecuredKafkaBroker, tmp_path: Path, problem: str, expected: str) -> None:
+    change = ({"kafka_sasl_password": SecretStr("not-the-password")} if problem == "password"
+              else {"kafka_ssl_cafile": self_signed_pem(tmp_path / "other.pem")})
+    settings = secured(server_settings, broker, **change)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "framebus.services.cli.main", "up"], env=child_env(settings),
+                          capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 5, done.stdout[-2000:] + done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert any(expected in line for line in errors), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and PASSWORD not in done.stdout + done.stderr
+    assert took < 30, f"took {took:.0f}s to give up"
