@@ -119,6 +119,8 @@ class KafkaBroker(LocalServer):
 
     # --- what a secured variant changes (infra/kafka/secured.py) ---------------------
     listener = "PLAINTEXT"  # the clients' listener; the controller's stays PLAINTEXT on loopback
+    node_id = NODE_ID
+    cluster_id: str | None = None  # members of one cluster share it (infra/kafka/cluster.py)
 
     def extra_properties(self) -> str:
         return ""
@@ -134,7 +136,7 @@ class KafkaBroker(LocalServer):
         """Reuse the id of an existing log dir; refuse one that belongs to another node."""
         meta = read_meta_properties(self.data_dir)
         if meta:
-            if meta.get("node.id") != str(NODE_ID) or not meta.get("cluster.id"):
+            if meta.get("node.id") != str(self.node_id) or not meta.get("cluster.id"):
                 raise StaleStateError(
                     f"Kafka data dir {self.data_dir} belongs to another node "
                     f"(node.id={meta.get('node.id')!r}, cluster.id={meta.get('cluster.id')!r})",
@@ -146,7 +148,7 @@ class KafkaBroker(LocalServer):
                 f"Kafka data dir {self.data_dir} is not empty but has no meta.properties",
                 "run `framebus down --purge` to remove the stale local Kafka data",
             )
-        return new_cluster_id()
+        return self.cluster_id or new_cluster_id()
 
     # --- run ------------------------------------------------------------------------
     def command(self) -> list[str]:
