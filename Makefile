@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python -m bench.metering
 	$(BIN)/python -m bench.webhooks
 	$(BIN)/python -m bench.batch
+	$(BIN)/python -m bench.status
 
 clean-state: setup
 	$(BIN)/framebus down --purge

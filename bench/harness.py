@@ -29,7 +29,7 @@ def private_stack(tmp: Path, **overrides) -> Iterator[Settings]:
     stack.up()
     try:
         yield settings.model_copy(update={"kafka_bootstrap": settings.bootstrap_servers,
-                                          "s3_endpoint": settings.s3_endpoint_url})
+                                          "s3_endpoint": settings.s3_endpoint_url, "kafka_replication_factor": 1})
     finally:
         stack.down(purge=True)
 

@@ -105,7 +105,8 @@ class StatusFollower:
 
     def _run(self) -> None:
         try:
-            consumer = kafka_adapter.consumer(self.bootstrap, group_id=None)
+            # Large polls and short broker waits: catching up a partition is one burst of fetches.
+            consumer = kafka_adapter.consumer(self.bootstrap, group_id=None, max_poll_records=5000, fetch_max_wait_ms=50)
         except KafkaAdapterError as exc:
             self._failure = exc
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -36,7 +37,17 @@ class _ConnectionFailures(logging.Handler):
 
 
 _FAILURES = _ConnectionFailures()
-logging.getLogger("kafka.net").addHandler(_FAILURES)
+
+
+def watch_connection_failures() -> None:
+    """(Re)attach the failure log: a logging dictConfig clears the handlers of kafka's child loggers,
+    so every client factory calls this before it connects."""
+    for name in ("kafka.net.manager", "kafka.net.connection"):
+        logger = logging.getLogger(name)
+        if _FAILURES not in logger.handlers:
+            logger.addHandler(_FAILURES)
+        if logger.getEffectiveLevel() > logging.WARNING:
+            logger.setLevel(logging.WARNING)  # the reasons are warnings; our handler is the only reader of them
 _REASONS = (
     ("SaslAuthenticationFailedError", "authentication failed: the cluster refused {who} (wrong password or user?)"),
     ("CERTIFICATE_VERIFY_FAILED", "TLS: the broker's certificate is not trusted ({ca}): {detail}"),
@@ -46,8 +57,11 @@ _REASONS = (
 
 
 def why_unreachable(bootstrap: str, *, within_s: float = 60.0) -> str | None:
-    """The latest telling reason a connection to the cluster failed, in one line (None: no clue)."""
+    """The reason a connection to the cluster failed, in one line (None: no clue). What the client
+    logged, else what a fresh probe finds: the client may only have seen the socket close (the
+    broker closes it right after refusing a login, and the refusal is not always read first)."""
     security = security_for(bootstrap)
+    who = f"user {security.username!r} ({security.mechanism})"
     now = time.monotonic()
     for at, message in reversed(_FAILURES.recent):
         if now - at > within_s:
@@ -55,10 +69,30 @@ def why_unreachable(bootstrap: str, *, within_s: float = 60.0) -> str | None:
         for marker, template in _REASONS:
             if marker in message:
                 detail = message.split(marker, 1)[1].strip(" :]").split(" (_ssl")[0]
-                return template.format(who=f"user {security.username!r} ({security.mechanism})",
-                                       ca=security.cafile or "the system's CAs", detail=detail,
+                return template.format(who=who, ca=security.cafile or "the system's CAs", detail=detail,
                                        mechanism=security.mechanism)
+    if security.uses_tls and (refused := _tls_refusal(bootstrap)) is not None:
+        return refused
+    if security.uses_sasl and broker_answers(bootstrap):
+        return _REASONS[0][1].format(who=who)  # it answers, but not to us: the login
     return None
+
+
+def _tls_refusal(bootstrap: str) -> str | None:
+    """Why a TLS handshake with the first broker fails (None: it succeeds, or the broker is down)."""
+    security = security_for(bootstrap)
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as raw:
+            with security.ssl_context().wrap_socket(raw, server_hostname=host.strip("[]")):
+                return None
+    except ssl.SSLCertVerificationError as exc:
+        return (f"TLS: the broker's certificate is not trusted ({security.cafile or 'the system CAs'}): "
+                f"certificate verify failed: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return f"TLS: the handshake failed: {exc.reason or exc}"
+    except (OSError, ValueError):
+        return None
 
 
 def unreachable(bootstrap: str, exc: Exception) -> KafkaAdapterError:
@@ -73,6 +107,7 @@ def producer(bootstrap: str, **overrides) -> KafkaProducer:
               "linger_ms": 5, "delivery_timeout_ms": 30000, "request_timeout_ms": 10000, **RECONNECT,
               **security_for(bootstrap).kafka_python()}
     config.update(overrides)
+    watch_connection_failures()
     try:
         return KafkaProducer(**config)
     except KafkaError as exc:
@@ -92,6 +127,7 @@ def consumer(bootstrap: str, *topics: str, group_id: str | None, **overrides) ->
 
 def reader(*topics: str, bootstrap_servers: str, **config) -> KafkaConsumer:
     """A kafka-python consumer with the cluster's security (every consumer here is built by this)."""
+    watch_connection_failures()
     return KafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, **config,
                          **security_for(bootstrap_servers).kafka_python())
 

@@ -12,7 +12,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from framebus.errors import KafkaAdapterError
-from framebus.kafka import consumer, producer, unreachable
+from framebus.kafka import consumer, producer, unreachable, watch_connection_failures
 from framebus.schemas.topics import TopicSpec
 from framebus.security import security_for
 
@@ -29,6 +29,7 @@ class TopicOutcome:
 
 
 def admin_client(bootstrap: str, *, client_id: str = "framebus-admin") -> KafkaAdminClient:
+    watch_connection_failures()
     try:
         return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=15000,
                                 bootstrap_timeout_ms=10000, **security_for(bootstrap).kafka_python())

@@ -99,3 +99,17 @@ def test_a_wrong_password_or_an_untrusted_certificate_fails_fast_in_one_clear_li
     assert any(expected in line for line in errors), done.stderr[-2000:]
     assert "Traceback" not in done.stderr and PASSWORD not in done.stdout + done.stderr
     assert took < 30, f"took {took:.0f}s to give up"
+
+
+def test_the_reason_is_found_by_a_probe_when_the_client_only_saw_the_socket_close(
+        server_settings: Settings, broker: SecuredKafkaBroker, tmp_path: Path) -> None:
+    """Under load a client may read the closed socket before the broker's refusal: nothing logged."""
+    from framebus import kafka
+
+    for change, expected in (({"kafka_sasl_password": SecretStr("not-the-password")},
+                              "authentication failed: the cluster refused user 'framebus' (SCRAM-SHA-512)"),
+                             ({"kafka_ssl_cafile": self_signed_pem(tmp_path / "other.pem")},
+                              "TLS: the broker's certificate is not trusted")):
+        settings = secured(server_settings, broker, **change)
+        kafka._FAILURES.recent.clear()
+        assert expected in (kafka.why_unreachable(settings.bootstrap_servers) or ""), change
