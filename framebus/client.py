@@ -293,9 +293,7 @@ class FramebusClient:
         self._http: HttpTransport | None = None
         self._kafka: KafkaTransport | None = None
         if base_url is not None:
-            if not api_key:
-                raise ConfigurationError("an HTTP client needs the tenant's API key (api_key=...)")
-            self._http = HttpTransport(base_url, api_key, timeout_s=timeout_s, retries=retries)
+            self._http = HttpTransport(base_url, _required(api_key), timeout_s=timeout_s, retries=retries)
         else:
             self._kafka = KafkaTransport(tenant_id=tenant_id, settings=settings, source=source,
                                          on_accepted=on_accepted)
@@ -353,7 +351,7 @@ class FramebusClient:
     def events(self, request_id: str, *, timeout: float | None = None) -> Iterator[StreamItem]:
         """The request's status now, each change and progress line, ending with its terminal state;
         raises WaitTimeout if ``timeout`` seconds pass first (None: no limit)."""
-        deadline = time.monotonic() + (timeout if timeout is not None else 10 * 365 * 86400)
+        deadline = _deadline(timeout)
         stream = (self._kafka.events(request_id, deadline) if self._kafka is not None
                   else self._http.events(request_id, deadline))  # type: ignore[union-attr]
         for item in stream:
@@ -439,9 +437,7 @@ class AsyncFramebusClient:
         self._http: AsyncHttpTransport | None = None
         self._kafka: KafkaTransport | None = None
         if base_url is not None:
-            if not api_key:
-                raise ConfigurationError("an HTTP client needs the tenant's API key (api_key=...)")
-            self._http = AsyncHttpTransport(base_url, api_key, timeout_s=timeout_s, retries=retries)
+            self._http = AsyncHttpTransport(base_url, _required(api_key), timeout_s=timeout_s, retries=retries)
         else:
             self._kafka = KafkaTransport(tenant_id=tenant_id, settings=settings, source=source)
 
@@ -466,7 +462,7 @@ class AsyncFramebusClient:
         return await self._http.status(request_id)
 
     async def events(self, request_id: str, *, timeout: float | None = None) -> AsyncIterator[StreamItem]:
-        deadline = time.monotonic() + (timeout if timeout is not None else 10 * 365 * 86400)
+        deadline = _deadline(timeout)
         stream = (self._kafka_events(request_id, deadline) if self._kafka is not None
                   else self._http.events(request_id, deadline))  # type: ignore[union-attr]
         async for item in stream:
@@ -539,6 +535,17 @@ class AsyncFramebusClient:
         handle = AsyncGeneration.model_validate(receipt.model_dump())
         handle._client = self
         return handle
+
+
+def _required(api_key: str | None) -> str:
+    if not api_key:
+        raise ConfigurationError("an HTTP client needs the tenant's API key (api_key=...)")
+    return api_key
+
+
+def _deadline(timeout: float | None) -> float:
+    """When ``events``/``wait`` give up (monotonic clock); no timeout: never, in practice."""
+    return time.monotonic() + (timeout if timeout is not None else 10 * 365 * 86400)
 
 
 def _as_mapping(request: GenerationRequest | Mapping[str, Any]) -> Mapping[str, Any]:

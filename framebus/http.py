@@ -10,6 +10,7 @@ caller did not), and the gateway is idempotent on it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 import time
@@ -105,6 +106,17 @@ class _Settings:
         self.retries = retries
         self.rng = random.Random()
 
+    def retry_in(self, attempt: int, call: str, *, response: httpx.Response | None = None,
+                 error: httpx.TransportError | None = None) -> float:
+        """After failed attempt ``attempt``: the seconds to wait before the next one, or the typed
+        error to raise (not transient, or no retries left). The sync and async transports share it."""
+        if error is not None:
+            if attempt > self.retries:
+                raise UnavailableError(f"{call}: {error}") from error
+        elif response is not None and (response.status_code not in RETRIED_STATUS or attempt > self.retries):
+            raise error_for(response)
+        return backoff_s(attempt, response, self.rng)
+
 
 class HttpTransport:
     def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0, retries: int = 4) -> None:
@@ -114,18 +126,15 @@ class HttpTransport:
 
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         """One API call with retries on transient failures; raises the typed error otherwise."""
-        for attempt in range(1, self.config.retries + 2):
-            response = None
+        for attempt in itertools.count(1):
             try:
                 response = self._http.request(method, path, **kwargs)
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in RETRIED_STATUS or attempt > self.config.retries:
-                    raise error_for(response)
             except httpx.TransportError as exc:
-                if attempt > self.config.retries:
-                    raise UnavailableError(f"{method} {path}: {exc}") from exc
-            time.sleep(backoff_s(attempt, response, self.config.rng))
+                time.sleep(self.config.retry_in(attempt, f"{method} {path}", error=exc))
+                continue
+            if response.status_code < 400:
+                return response
+            time.sleep(self.config.retry_in(attempt, f"{method} {path}", response=response))
         raise AssertionError("unreachable")
 
     def submit(self, request: Mapping[str, Any], traceparent: str | None = None) -> dict:
@@ -195,18 +204,15 @@ class AsyncHttpTransport:
                                        timeout=self.config.timeout)
 
     async def call(self, method: str, path: str, **kwargs) -> httpx.Response:
-        for attempt in range(1, self.config.retries + 2):
-            response = None
+        for attempt in itertools.count(1):
             try:
                 response = await self._http.request(method, path, **kwargs)
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in RETRIED_STATUS or attempt > self.config.retries:
-                    raise error_for(response)
             except httpx.TransportError as exc:
-                if attempt > self.config.retries:
-                    raise UnavailableError(f"{method} {path}: {exc}") from exc
-            await asyncio.sleep(backoff_s(attempt, response, self.config.rng))
+                await asyncio.sleep(self.config.retry_in(attempt, f"{method} {path}", error=exc))
+                continue
+            if response.status_code < 400:
+                return response
+            await asyncio.sleep(self.config.retry_in(attempt, f"{method} {path}", response=response))
         raise AssertionError("unreachable")
 
     async def submit(self, request: Mapping[str, Any], traceparent: str | None = None) -> dict:

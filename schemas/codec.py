@@ -131,15 +131,7 @@ def _binary_parts(header_map: dict[str, bytes], value: bytes | None) -> _Parts:
 
 def _structured_parts(value: bytes | None) -> _Parts:
     """The attributes and data of one JSON-format CloudEvent; raise CodecError naming what is wrong."""
-    try:
-        event = json.loads(value or b"null")
-    except UnicodeDecodeError as exc:
-        raise CodecError(ErrorCode.INVALID_JSON, f"structured-mode record is not UTF-8: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise CodecError(ErrorCode.INVALID_JSON, f"structured-mode record value is not JSON: {exc}") from exc
-    if not isinstance(event, dict):
-        raise CodecError(ErrorCode.INVALID_JSON,
-                         f"structured-mode record value must be a JSON object but is {type(event).__name__}")
+    event = decode_data(value, what="structured-mode record")
     for attribute in USED_ATTRIBUTES:
         if event.get(attribute) is not None and not isinstance(event[attribute], str):
             raise CodecError(ErrorCode.INVALID_REQUEST, f"`{attribute}` attribute must be a string "
@@ -201,16 +193,16 @@ def _structured_data(value: bytes | None) -> bytes | None:
     return json.dumps(data).encode() if isinstance(data, dict) else None
 
 
-def decode_data(value: bytes | None) -> dict[str, Any]:
-    """A record's value as a JSON object; raise CodecError if it is not one."""
+def decode_data(value: bytes | None, *, what: str = "record") -> dict[str, Any]:
+    """A record's value as a JSON object; raise CodecError, naming ``what`` was read, if it is not one."""
     try:
         data = json.loads(value or b"null")
     except UnicodeDecodeError as exc:
-        raise CodecError(ErrorCode.INVALID_JSON, f"record is not UTF-8: {exc}") from exc
+        raise CodecError(ErrorCode.INVALID_JSON, f"{what} is not UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
-        raise CodecError(ErrorCode.INVALID_JSON, f"record value is not JSON: {exc}") from exc
+        raise CodecError(ErrorCode.INVALID_JSON, f"{what} value is not JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise CodecError(ErrorCode.INVALID_JSON, f"record value must be a JSON object but is {type(data).__name__}")
+        raise CodecError(ErrorCode.INVALID_JSON, f"{what} value must be a JSON object but is {type(data).__name__}")
     return data
 
 
