@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr
 
 from framebus import kafka as kafka_adapter
 from framebus import tracing
@@ -59,6 +59,7 @@ from framebus.schemas.codec import encode_event
 from framebus.schemas.events import CancelRequested, GenerationRequest, StatusChanged, utc_now
 from framebus.schemas.state import RequestState, Tier
 from framebus.schemas.topics import request_topic
+from framebus.signing import key_bytes, signed_for
 
 log = logging.getLogger(__name__)
 SDK_SOURCE = "/framebus/sdk"
@@ -85,13 +86,19 @@ class KafkaTransport:
     """Kafka: requests to the tier topics, status and progress from the follower."""
 
     def __init__(self, *, tenant_id: str | None = None, settings: ClientSettings | None = None,
-                 source: str = SDK_SOURCE, on_accepted: Callable[[StatusChanged], None] | None = None) -> None:
-        """``on_accepted`` sees each ``accepted`` status as it is published (the gateway's own table uses it)."""
+                 source: str = SDK_SOURCE, on_accepted: Callable[[StatusChanged], None] | None = None,
+                 signing_key: str | None = None) -> None:
+        """``on_accepted`` sees each ``accepted`` status as it is published (the gateway's own table uses it).
+        ``signing_key``: the tenant's key (else FRAMEBUS_SIGNING_KEY): requests and cancels are signed with it."""
         self.settings = settings or ClientSettings()
+        if signing_key is not None:
+            self.settings = self.settings.model_copy(update={"signing_key": SecretStr(signing_key)})
+            key_bytes(signing_key)  # a malformed key fails here, not at the scheduler
         self.on_accepted = on_accepted
         self.tenant_id = tenant_id or self.settings.tenant
         self.source = source
         self._follower: StatusFollower | None = None
+        self._key = self.settings.publishing_key  # requests and cancels are signed with it (framebus.signing)
         deadline_ms = int(self.settings.submit_deadline_s * 1000)
         self._producer = kafka_adapter.producer(
             self.settings.bootstrap_servers, delivery_timeout_ms=deadline_ms, max_block_ms=deadline_ms,
@@ -125,7 +132,8 @@ class KafkaTransport:
             sent = tracing.start("publish", parent=traceparent, kind=SpanKind.PRODUCER, attributes={
                 "messaging.system": "kafka", "messaging.destination.name": topic, "framebus.tenant": request.tenant_id,
                 "framebus.request_id": request.request_id, "framebus.tier": request.tier.value})
-            record = encode_event(request, source=self.source, traceparent=tracing.traceparent_of(sent, traceparent))
+            record = signed_for(request_topic(request.tier), encode_event(
+                request, source=self.source, traceparent=tracing.traceparent_of(sent, traceparent)), self._key)
             event_id = dict(record.headers)["ce_id"].decode()
             try:
                 future = self._producer.send(topic, key=record.key, value=record.value, headers=record.headers)
@@ -161,6 +169,8 @@ class KafkaTransport:
                 self.on_accepted(status)
             if self._follower is not None:
                 self._follower.apply(status)
+            if self.settings.signing_key is not None:
+                continue  # a tenant's producer writes requests and cancels only; the scheduler records the rest
             try:
                 future = self.publish(status, "framebus.status", traceparent=traceparent)
             except KafkaError:
@@ -171,7 +181,7 @@ class KafkaTransport:
 
     def publish(self, event, topic: str, *, traceparent: str | None = None):
         """Send any contract event to a catalogue topic; returns the send future."""
-        record = encode_event(event, source=self.source, traceparent=traceparent)
+        record = signed_for(topic, encode_event(event, source=self.source, traceparent=traceparent), self._key)
         return self._producer.send(self.settings.topic(topic), key=record.key, value=record.value,
                                    headers=record.headers)
 
@@ -189,6 +199,11 @@ class KafkaTransport:
     @property
     def follower(self) -> StatusFollower:
         """The one reader of this tenant's statuses and progress, started on first use."""
+        if self.settings.signing_key is not None and self.settings.kafka_security_protocol.startswith("SASL"):
+            # On a bus with ACLs a tenant's producer reads nothing all tenants share (README, Security).
+            raise ConfigurationError("a tenant's Kafka producer may not read framebus.status: follow its requests "
+                                     "through their webhooks, or through the gateway (FramebusClient(base_url=..., "
+                                     "api_key=...)), which shows each tenant only its own")
         if self._follower is None:
             self._follower = StatusFollower(self.settings.bootstrap_servers, self.settings.topic("framebus.status"),
                                             self.settings.topic("framebus.progress"), self.tenant_id)
@@ -289,14 +304,14 @@ class FramebusClient:
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None, tenant_id: str | None = None,
                  settings: ClientSettings | None = None, source: str = SDK_SOURCE,
                  on_accepted: Callable[[StatusChanged], None] | None = None, timeout_s: float = 30.0,
-                 retries: int = 4) -> None:
+                 retries: int = 4, signing_key: str | None = None) -> None:
         self._http: HttpTransport | None = None
         self._kafka: KafkaTransport | None = None
         if base_url is not None:
             self._http = HttpTransport(base_url, _required(api_key), timeout_s=timeout_s, retries=retries)
         else:
             self._kafka = KafkaTransport(tenant_id=tenant_id, settings=settings, source=source,
-                                         on_accepted=on_accepted)
+                                         on_accepted=on_accepted, signing_key=signing_key)
 
     # --- Kafka only: what the services and the admin tools build on -------------------------
     @property
@@ -433,13 +448,13 @@ class AsyncFramebusClient:
 
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None, tenant_id: str | None = None,
                  settings: ClientSettings | None = None, source: str = SDK_SOURCE, timeout_s: float = 30.0,
-                 retries: int = 4) -> None:
+                 retries: int = 4, signing_key: str | None = None) -> None:
         self._http: AsyncHttpTransport | None = None
         self._kafka: KafkaTransport | None = None
         if base_url is not None:
             self._http = AsyncHttpTransport(base_url, _required(api_key), timeout_s=timeout_s, retries=retries)
         else:
-            self._kafka = KafkaTransport(tenant_id=tenant_id, settings=settings, source=source)
+            self._kafka = KafkaTransport(tenant_id=tenant_id, settings=settings, source=source, signing_key=signing_key)
 
     async def submit(self, request: GenerationRequest | Mapping[str, Any], *,
                      traceparent: str | None = None) -> AsyncGeneration:

@@ -15,6 +15,7 @@ from framebus.schemas.models import DEFAULT_MODEL
 from framebus.schemas.state import ModelName
 from framebus.schemas.topics import BY_NAME
 from framebus.security import KafkaSecurity, Mechanism, Protocol, register
+from framebus.signing import SigningKeyError, key_bytes
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -55,6 +56,16 @@ class ClientSettings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(None, description="PEM key of the client certificate.")
     kafka_ssl_check_hostname: bool = Field(True, description="Check the broker's certificate names its host.")
 
+    # Proof of who publishes on the Kafka path (framebus.signing): a tenant's own key, or the
+    # services' key for the gateway, tracker and workers, which act for any tenant.
+    signing_key: SecretStr | None = Field(
+        None, description="The tenant's key for signing Kafka requests and cancels (fbsk_..., from `framebus tenants "
+                          "signing-key`); a client given one signs everything it publishes.")
+    service_signing_key: SecretStr | None = Field(
+        None, description="The services' shared signing key (fbsk_..., `framebus acl service-key`): the gateway, tracker "
+                          "and workers sign with it and the scheduler accepts it for any tenant. Keep it as secret as "
+                          "the Kafka passwords.")
+
     _blank_bootstrap_is_unset = field_validator("kafka_bootstrap", mode="before")(blank_is_unset)
 
     @model_validator(mode="after")
@@ -73,7 +84,19 @@ class ClientSettings(BaseSettings):
                 raise ValueError(f"FRAMEBUS_{name.upper()}={path}: no such file")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("FRAMEBUS_KAFKA_SSL_CERTFILE and FRAMEBUS_KAFKA_SSL_KEYFILE go together")
+        for name in ("signing_key", "service_signing_key", "service_signing_key_previous"):  # the last: Settings'
+            if (key := getattr(self, name, None)) is not None:
+                try:
+                    key_bytes(key.get_secret_value())
+                except SigningKeyError as exc:
+                    raise ValueError(f"FRAMEBUS_{name.upper()}: {exc}") from None
         return self
+
+    @property
+    def publishing_key(self) -> str | None:
+        """The key this process signs with: the tenant's own when it has one, else the services'."""
+        key = self.signing_key or self.service_signing_key
+        return key.get_secret_value() if key is not None else None
 
     @property
     def kafka_security(self) -> KafkaSecurity:

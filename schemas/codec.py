@@ -176,6 +176,16 @@ def decode(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> 
     return replace(_attributes(parts), data=decode_data(parts.data))
 
 
+def signed_attributes(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> tuple[str, str, str]:
+    """A record's ``id``, ``time`` and ``subject`` exactly as it spells them, in either content mode
+    (empty where missing or unreadable): what a signature covers besides the value (framebus.signing)."""
+    try:
+        attributes = _parts(headers, value).attributes
+    except CodecError:
+        return "", "", ""
+    return attributes.get("id", ""), attributes.get("time", ""), attributes.get("subject", "")
+
+
 def event_data(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> bytes | None:
     """The data of a record as a binary-mode value, unchecked: the value itself, or a structured
     record's ``data`` (None when it has none). What an unreadable record still names is read from it."""

@@ -32,7 +32,7 @@ from framebus.schemas.models import DEFAULT_MODEL, MODEL_DEFAULTS
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 

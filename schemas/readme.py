@@ -1,4 +1,4 @@
-"""Refresh the generated tables in README.md (topics, settings, model defaults): ``python -m framebus.schemas.readme``.
+"""Refresh the generated tables in README.md (topics, settings, model defaults, the access plan): ``python -m framebus.schemas.readme``.
 
 Tests fail while the README shows tables that differ from the code (`make readme` runs this).
 """
@@ -15,9 +15,10 @@ README = Path(__file__).parents[1] / "README.md"
 def tables() -> dict[str, str]:
     from framebus.schemas.models import render_markdown as models
     from framebus.schemas.topics import render_markdown as topics
+    from framebus.services.common.access import render_markdown as access
     from framebus.services.common.settings import render_markdown as settings
 
-    return {"topics": topics(), "settings": settings(), "models": models()}
+    return {"topics": topics(), "settings": settings(), "models": models(), "access": access()}
 
 
 def refreshed(text: str) -> str:

@@ -21,7 +21,7 @@ from framebus.schemas.events import (
     TenantUpdated,
     UsageRecorded,
 )
-from framebus.schemas.webhooks import WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
+from framebus.schemas.webhooks import SigningKeys, WebhookAttempted, WebhookDead, WebhookDelivery, WebhookSecrets
 from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturned
 
 EVENT_MODELS: dict[str, type[Event]] = {
@@ -29,5 +29,5 @@ EVENT_MODELS: dict[str, type[Event]] = {
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
                   GenerationProgress, StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
                   BatchCompleted, BatchProgress, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
-                  WebhookAttempted, WebhookDead, WebhookSecrets, WorkReturned)
+                  WebhookAttempted, WebhookDead, WebhookSecrets, SigningKeys, WorkReturned)
 }

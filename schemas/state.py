@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     MODEL_UNAVAILABLE = "model_unavailable"  # no worker served the request's model within the grace
     DUPLICATE_REQUEST = "duplicate_request"
+    UNAUTHENTICATED = "unauthenticated"  # a Kafka record not signed by its tenant or the services (1.7)
     ALREADY_FINISHED = "already_finished"  # a cancel of a request that has ended
     INSUFFICIENT_BALANCE = "insufficient_balance"
     QUEUE_FULL = "queue_full"

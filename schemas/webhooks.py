@@ -90,6 +90,21 @@ class WebhookSecrets(Event):
     updated_at: datetime = Field(default_factory=utc_now)
 
 
+class SigningKeys(Event):
+    """framebus.signing.keys (compacted, key = tenant): the keys that prove a tenant on the Kafka
+    path (framebus.signing), newest first; two while rotating, so producers can switch over.
+
+    Like webhook secrets, kept on a topic of their own: only the scheduler (which verifies)
+    and operators may read it.
+    """
+
+    event_type: ClassVar[str] = "framebus.signing.keys"
+
+    tenant_id: TenantId
+    keys: tuple[str, ...] = Field(min_length=1, max_length=2, description="Signing keys (fbsk_...), newest first (1.7).")
+    updated_at: datetime = Field(default_factory=utc_now)
+
+
 # --- what a receiver gets ----------------------------------------------------------------
 # The body of each webhook, as models: the notifier builds bodies from them and their JSON
 # Schemas are published (schemas/json/webhook.*.schema.json) for receivers in any language.

@@ -11,6 +11,7 @@ topic prefix of this test's own topics. kcat missing fails the test: setup insta
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -52,13 +53,13 @@ def against_the_test_broker(script: str, settings: Settings) -> str:
             .replace(README_TOPIC, f" -t {settings.topic_prefix}framebus."))
 
 
-def run_kcat(script: str) -> None:
+def run_kcat(script: str, **env: str) -> None:
     if shutil.which("kcat") is None:
         pytest.fail("kcat is not installed, and the README's examples use it: infra/setup.sh installs it "
                     "(Debian package `kcat`: apt-get install kcat)")
     try:
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
-                              timeout=KCAT_TIMEOUT_S)
+                              timeout=KCAT_TIMEOUT_S, env={**os.environ, **env})
     except subprocess.TimeoutExpired:
         pytest.fail(f"the kcat script did not end in {KCAT_TIMEOUT_S:g}s:\n{script}")
     assert done.returncode == 0, f"the kcat script exited {done.returncode}:\n{script}\n{done.stdout}{done.stderr}"
@@ -105,3 +106,40 @@ def test_a_request_sent_with_the_readme_kcat_example_completes(kcat_pipeline: Pi
     result = result_of(kcat_pipeline.settings, request_id, COMPLETION_TIMEOUT_S)
     assert isinstance(result, GenerationCompleted), (
         f"{request_id} did not complete: {result!r}\n{kcat_pipeline.log('scheduler.log')}")
+
+
+@pytest.fixture(scope="module")
+def signed_pipeline(server_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A pipeline whose scheduler admits only signed requests; acme has a signing key."""
+    for made in running_pipeline(server_settings, tmp_path_factory.mktemp("kcat-signed"),
+                                 request_signatures="required"):
+        made.signing_key = made.admin.rotate_signing_key("acme").keys[0]
+        made.start_scheduler()
+        made.start(["worker", "--engine", "null", "--model", made.settings.default_model.value,
+                    "--worker-id", f"kcat-s-{uuid.uuid4().hex[:6]}", "--heartbeat-s", "0.5"], "worker.log")
+        yield made
+
+
+def test_a_request_signed_by_hand_with_the_readme_kcat_example_completes_where_signatures_are_required(
+        signed_pipeline: Pipeline) -> None:
+    script = readme_script(README.read_text(), "kcat-signed")
+    assert "framebus-signature=v1," in script and "openssl dgst" in script
+    run_kcat(against_the_test_broker(script, signed_pipeline.settings), FRAMEBUS_SIGNING_KEY=signed_pipeline.signing_key)
+    result = result_of(signed_pipeline.settings, "kcat-3", COMPLETION_TIMEOUT_S)
+    assert isinstance(result, GenerationCompleted), f"kcat-3 did not complete: {result!r}"
+
+
+def test_the_unsigned_readme_example_is_refused_where_signatures_are_required(signed_pipeline: Pipeline) -> None:
+    from framebus.kafka import read_since
+    from framebus.services.common.deadletters import reason_of
+
+    settings = signed_pipeline.settings
+    run_kcat(against_the_test_broker(readme_script(README.read_text(), "kcat-binary"), settings))
+    deadline = time.monotonic() + COMPLETION_TIMEOUT_S
+    refused = []
+    while not refused and time.monotonic() < deadline:
+        refused = [reason_of(r) for r in read_since(settings.bootstrap_servers, settings.topic("framebus.requests.rejected"),
+                                                     600) if b'"kcat-1"' in r.value]
+        time.sleep(0.3)
+    assert refused and refused[0][0] == "unauthenticated" and "unsigned" in refused[0][1], refused
+    assert result_of(settings, "kcat-1", 2) is None

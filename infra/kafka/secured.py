@@ -26,10 +26,14 @@ class SecuredKafkaBroker(KafkaBroker):
     title = "Kafka broker (SASL_SSL)"
     listener = "SASL_SSL"
 
-    def __init__(self, *, users: dict[str, str], **kwargs) -> None:
-        """``users``: SCRAM user name to password, created at format."""
+    def __init__(self, *, users: dict[str, str], authorizer: bool = False, super_users: tuple[str, ...] = (),
+                 **kwargs) -> None:
+        """``users``: SCRAM user name to password, created at format. ``authorizer``: run KRaft's
+        StandardAuthorizer, denying whatever no ACL allows; ``super_users`` (user names) bypass it."""
         super().__init__(**kwargs)
         self.users = dict(users)
+        self.authorizer = authorizer
+        self.super_users = super_users
         self.tls_dir = self.state_dir / "tls"
         self.keystore = self.tls_dir / "broker.p12"
         self.truststore = self.tls_dir / "trust.p12"
@@ -50,7 +54,23 @@ class SecuredKafkaBroker(KafkaBroker):
                           f"ssl.keystore.location={self.keystore}", "ssl.keystore.type=PKCS12",
                           f"ssl.keystore.password={self._store_password}",
                           f"ssl.truststore.location={self.truststore}", "ssl.truststore.type=PKCS12",
-                          f"ssl.truststore.password={self._store_password}", ""])
+                          f"ssl.truststore.password={self._store_password}", *self._authorizer_properties(), ""])
+
+    def _authorizer_properties(self) -> list[str]:
+        if not self.authorizer:
+            return []
+        # The broker reaches its controller as a user too (PLAIN on the loopback controller listener:
+        # KRaft keeps SCRAM credentials in the metadata the controller serves, so SCRAM cannot log in there).
+        controller_jaas = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{BROKER_USER}" '
+                           f'password="{self._broker_password}" user_{BROKER_USER}="{self._broker_password}";')
+        supers = ";".join(f"User:{name}" for name in (BROKER_USER, *self.super_users))
+        return ["", "# StandardAuthorizer: whatever no ACL allows is denied",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false", f"super.users={supers}",
+                f"listener.security.protocol.map={self.listener}:{self.listener},CONTROLLER:SASL_PLAINTEXT",
+                "sasl.mechanism.controller.protocol=PLAIN",
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}"]
 
     def format_args(self) -> list[str]:
         users = {BROKER_USER: self._broker_password, **self.users}

@@ -41,6 +41,7 @@ from framebus.services.common.hosting import serve
 from framebus.services.common.kafka import stream_producer
 from framebus.services.common.processor import Outputs, Processor, Tick
 from framebus.services.common.settings import Settings
+from framebus.signing import signed_for
 
 log = logging.getLogger(__name__)
 SOURCE = sources.BATCH_TRACKER
@@ -166,9 +167,11 @@ class BatchTracker:
                 (state := self.state_of(batch.batch_id, i["request_id"])) and state.is_terminal)]
             log.info("batch %s: completion window over, cancelling %d lines", batch.batch_id, len(unfinished))
             self._cancelled_at[batch.batch_id] = now
-            return out.extend([("framebus.control", encode_event(
+            key = self.settings.publishing_key
+            return out.extend([("framebus.control", signed_for("framebus.control", encode_event(
                 CancelRequested(request_id=item["request_id"], tenant_id=batch.tenant_id,
-                                reason="the batch's completion window ended"), source=SOURCE)) for item in unfinished])
+                                reason="the batch's completion window ended"), source=SOURCE), key))
+                for item in unfinished])
         if now - cancelled_at > timedelta(seconds=CANCEL_GRACE_S):
             return self.finish(batch, expired=True)
         return out

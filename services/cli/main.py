@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from framebus.services.cli import acl as acl_commands
 from framebus.services.cli import batches as batch_commands
 from framebus.services.cli import metering as metering_commands
 from framebus.services.cli import models as model_commands
@@ -192,6 +193,7 @@ app.add_typer(tenant_commands.app, name="tenants")
 app.add_typer(webhook_commands.app, name="webhooks")
 app.add_typer(batch_commands.app, name="batch")
 app.add_typer(model_commands.app, name="model")
+app.add_typer(acl_commands.app, name="acl")
 app.command()(metering_commands.usage)
 app.command()(trace_commands.trace)
 app.command()(metering_commands.cost)

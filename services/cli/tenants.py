@@ -94,6 +94,21 @@ def revoke_key(tenant_id: str, key_id: str) -> None:
     console.print(f"revoked key {key_id} of {tenant_id}")
 
 
+@app.command("signing-key")
+def signing_key(tenant_id: str,
+                keep_previous: Annotated[bool, typer.Option(help="Keep the old key valid too (rotation).")] = True,
+                as_json: JsonOption = False) -> None:
+    """Issue a new key for signing the tenant's Kafka requests (fbsk_...); printed once. The previous one
+    stays valid until the next rotation, so producers can switch without a refusal."""
+    with errors_exit():
+        rotated = tenant_admin().rotate_signing_key(tenant_id, keep_previous=keep_previous)
+    if as_json:
+        emit_json({"tenant_id": tenant_id, "signing_key": rotated.keys[0], "previous_kept": len(rotated.keys) > 1})
+        return
+    console.print(f"signing key for {tenant_id}'s Kafka producers (shown once; FRAMEBUS_SIGNING_KEY): "
+                  f"[bold]{rotated.keys[0]}[/]", soft_wrap=True)
+
+
 @app.command()
 def credit(tenant_id: str, tokens: float,
            reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "credit", as_json: JsonOption = False) -> None:

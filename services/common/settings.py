@@ -53,6 +53,17 @@ class Settings(ClientSettings):
     kafka_min_insync_replicas: int | None = Field(
         None, ge=1, description="Copies a write needs before it counts (acks=all); unset: 1 locally, 2 on a cluster.")
 
+    request_signatures: Literal["auto", "required", "optional"] = Field(
+        "auto", description="Whether the scheduler admits only signed requests and cancels (framebus.signing): required, "
+                            "optional (an unsigned one passes, a wrongly signed one never does), or auto: required "
+                            "when Kafka authenticates its clients (SASL_*), optional on a plaintext bus.")
+    service_signing_key_previous: SecretStr | None = Field(
+        None, description="The services' previous signing key, still accepted by the scheduler while the services move "
+                          "to a new FRAMEBUS_SERVICE_SIGNING_KEY (rotation); unset once they have.")
+    signature_max_age_s: float = Field(
+        300.0, gt=0, le=86400, description="How far a signed record's time may be from the scheduler's clock before it "
+                                           "is refused as a replay (either way: clocks drift).")
+
     # --- S3 --------------------------------------------------------------------------
     s3_endpoint: str | None = Field(
         None, description="Endpoint URL of an existing S3 service (e.g. https://us-east-1.linodeobjects.com); unset = start a local server.")
@@ -168,6 +179,18 @@ class Settings(ClientSettings):
         if unknown:
             raise ValueError(f"`{info.field_name}` names tiers {', '.join(tier.value for tier in Tier)}, not {', '.join(unknown)}")
         return value
+
+    @property
+    def accepted_service_keys(self) -> tuple[str, ...]:
+        """The services' keys the scheduler accepts: the current one and, while rotating, the previous."""
+        keys = (self.service_signing_key, self.service_signing_key_previous)
+        return tuple(key.get_secret_value() for key in keys if key is not None)
+
+    @property
+    def signatures_required(self) -> bool:
+        if self.request_signatures == "auto":
+            return self.kafka_security_protocol.startswith("SASL")
+        return self.request_signatures == "required"
 
     @property
     def replication(self) -> Replication:

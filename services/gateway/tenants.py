@@ -14,12 +14,14 @@ from framebus.client import FramebusClient
 from framebus.kafka import read_latest
 from framebus.schemas.codec import decode_event
 from framebus.schemas.events import LedgerCredited, TenantStorage, TenantUpdated, utc_now
-from framebus.schemas.webhooks import WebhookSecrets
+from framebus.schemas.webhooks import SigningKeys, WebhookSecrets
 from framebus.services.common.errors import FramebusError
 from framebus.services.gateway.keys import IssuedKey, issue_key
+from framebus.signing import new_key
 
 TENANTS_TOPIC = "framebus.tenants"
 SECRETS_TOPIC = "framebus.webhooks.secrets"
+SIGNING_KEYS_TOPIC = "framebus.signing.keys"
 
 
 class TenantError(FramebusError):
@@ -82,16 +84,28 @@ class TenantAdmin:
         """Issue a new webhook signing secret (whsec_..., first in the returned secrets: show it once).
         With ``keep_previous`` the newest old one keeps signing too, so receivers can switch over
         without missing a delivery."""
-        self.get_existing(tenant_id)
         fresh = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        kept: tuple[str, ...] = ()
-        record = read_latest(self.settings.bootstrap_servers, self.settings.topic(SECRETS_TOPIC), tenant_id)
-        if keep_previous and record is not None:
-            event = decode_event(record.headers, record.value).event
-            kept = event.secrets[:1] if isinstance(event, WebhookSecrets) else ()
+        kept = self._previous(SECRETS_TOPIC, tenant_id, WebhookSecrets, "secrets") if keep_previous else ()
         rotated = WebhookSecrets(tenant_id=tenant_id, secrets=(fresh, *kept))
         self.client.publish(rotated, SECRETS_TOPIC).get(timeout=self.settings.submit_deadline_s)
         return rotated
+
+    def rotate_signing_key(self, tenant_id: str, *, keep_previous: bool = True) -> SigningKeys:
+        """Issue a new key for signing the tenant's Kafka requests (fbsk_..., first: show it once). With
+        ``keep_previous`` the newest old one stays valid, so producers can switch over without a refusal."""
+        kept = self._previous(SIGNING_KEYS_TOPIC, tenant_id, SigningKeys, "keys") if keep_previous else ()
+        rotated = SigningKeys(tenant_id=tenant_id, keys=(new_key(), *kept))
+        self.client.publish(rotated, SIGNING_KEYS_TOPIC).get(timeout=self.settings.submit_deadline_s)
+        return rotated
+
+    def _previous(self, topic: str, tenant_id: str, model: type, field: str) -> tuple[str, ...]:
+        """The newest of a tenant's current secrets on ``topic`` (none before the first rotation)."""
+        self.get_existing(tenant_id)
+        record = read_latest(self.settings.bootstrap_servers, self.settings.topic(topic), tenant_id)
+        if record is None or record.value is None:
+            return ()
+        event = decode_event(record.headers, record.value).event
+        return getattr(event, field)[:1] if isinstance(event, model) else ()
 
     def get_existing(self, tenant_id: str) -> TenantUpdated:
         tenant = self.get(tenant_id)

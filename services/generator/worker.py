@@ -70,6 +70,7 @@ from framebus.services.generator.outcomes import (
 from framebus.services.generator.progress import StepReporter, progress
 from framebus.services.generator.rendered import IsCancelled, Item, Rendered
 from framebus.services.generator.storage import VideoStore
+from framebus.signing import signed_for
 
 __all__ = ["SOURCE", "EngineOutOfMemory", "Utilisation", "Worker", "WorkerConfig"]
 log = logging.getLogger(__name__)
@@ -433,8 +434,8 @@ class Worker:
     def _send(self, topic: str, event: Event, *, resend: bool = True, traceparent: str | None = None) -> None:
         """Hand a record to the producer. ``resend``: if the broker never acknowledges it (expired
         while the broker was down), send it again (a result must not vanish)."""
-        self._send_record(self.settings.topic(topic), encode_event(event, source=SOURCE, event_id=self._new_id(),
-                                                                   traceparent=traceparent),
+        record = encode_event(event, source=SOURCE, event_id=self._new_id(), traceparent=traceparent)
+        self._send_record(self.settings.topic(topic), signed_for(topic, record, self.settings.publishing_key),
                           0 if resend else None)
 
     def _send_record(self, topic: str, record, attempts: int | None) -> None:

@@ -34,6 +34,7 @@ from framebus.services.common.hosting import serve
 from framebus.services.common.kafka import group_consumer, stream_producer
 from framebus.services.common.processor import Lane, Processor, Tick
 from framebus.services.common.settings import Settings
+from framebus.services.scheduler.authenticate import Authenticator
 from framebus.services.scheduler.backlog import BACKLOG_TOPIC
 from framebus.services.scheduler.config import SchedulerConfig
 from framebus.services.scheduler.handlers import REJECTED_TOPIC, SchedulerHandlers
@@ -64,7 +65,11 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.handlers = SchedulerHandlers(config, topic_prefix=settings.topic_prefix,
-                                          admission_context=settings.request_context())
+                                          admission_context=settings.request_context(),
+                                          authenticator=Authenticator(
+                                              required=settings.signatures_required,
+                                              service_keys=settings.accepted_service_keys,
+                                              max_age_s=settings.signature_max_age_s))
         self.lease = lease
         self.processor = Processor("scheduler", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers),
@@ -79,6 +84,7 @@ class Scheduler:
     def _step(self, now: float):
         if now - self._swept_at > 60.0:  # bound the finished index to the dedupe window
             self.handlers.finished.expire(now)
+            self.handlers.auth.expire(now)
             self._swept_at = now
         # Liveness counts only time in which heartbeats could reach us: when the broker last answered
         # the heartbeats' consumer (wall clock, as aiokafka stamps fetches), in this clock.
@@ -130,6 +136,7 @@ class Scheduler:
                                       lambda r: handlers.apply_worker(r, self.clock()), from_end=True)
         self._tables = [
             TopicTable(bootstrap, topic("framebus.tenants"), handlers.apply_tenant),
+            TopicTable(bootstrap, topic("framebus.signing.keys"), handlers.apply_signing_keys),
             TopicTable(bootstrap, topic("framebus.ledger"), handlers.apply_ledger),
             TopicTable(bootstrap, topic("framebus.status"), handlers.finished.apply_record),
             self._heartbeats,

@@ -26,6 +26,7 @@ from framebus.services.common import metrics
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.processor import Outputs
 from framebus.services.scheduler import records
+from framebus.services.scheduler.authenticate import Authenticator
 from framebus.services.scheduler.backlog import BacklogEntry
 from framebus.services.scheduler.config import SchedulerConfig
 from framebus.services.scheduler.core import SchedulerCore, SchedulerOutput
@@ -38,8 +39,11 @@ REJECTED_TOPIC = "framebus.requests.rejected"
 class SchedulerHandlers:
     """The scheduler's state (core, tenants, finished requests) and a handler per input."""
 
-    def __init__(self, config: SchedulerConfig, *, topic_prefix: str = "", admission_context: dict | None = None) -> None:
+    def __init__(self, config: SchedulerConfig, *, topic_prefix: str = "", admission_context: dict | None = None,
+                 authenticator: Authenticator | None = None) -> None:
         self.tenants: dict[str, TenantUpdated] = {}
+        # Who may publish what on the Kafka path (signed requests and cancels); followed from framebus.signing.keys.
+        self.auth = authenticator or Authenticator()
         self.finished = FinishedIndex(config.dedupe_window_s)
         self.core = SchedulerCore(config, tenants=self.tenants.get, is_finished=self.finished.contains)
         self.prefix = topic_prefix
@@ -72,7 +76,15 @@ class SchedulerHandlers:
                 raise CodecError(ErrorCode.INVALID_REQUEST,
                                  f"`tier` is {decoded.tier.value} but the record is on the {topic_tier.value} topic")
         except CodecError as exc:
-            return self.refuse(record, str(exc.reason), exc.detail)
+            named = named_request(event_data(headers, record.value))
+            vouched = named is not None and self.auth.vouches(headers, record.value, named[0])
+            return self.refuse(record, str(exc.reason), exc.detail, name_request=vouched)
+        refusal = self.auth.check(headers, record.value, tenant_id=decoded.tenant_id, event_id=read.envelope.id,
+                                  signed_at=read.envelope.time, now=now)
+        if refusal is not None:
+            # Nothing in the named tenant's name (no status, no charge): the record may be a forgery
+            # of a request that tenant really made.
+            return self.unauthenticated(record, decoded.tier.value, refusal)
         if record.key != decoded.tenant_id.encode():
             # Partitioning and per-tenant order rest on the key. The body's tenant is not trusted
             # here, so no `failed` result is written in its name: the producer reads the rejection.
@@ -119,10 +131,18 @@ class SchedulerHandlers:
 
     def on_control(self, record, now: float) -> Outputs:
         try:
-            decoded = decode_event(list(record.headers), record.value).event
+            read = decode_event(list(record.headers), record.value)
         except CodecError as exc:
             log.warning("skipped an unreadable control record: %s", exc)
             return Outputs()
+        decoded = read.event
+        if isinstance(decoded, CancelRequested | WorkReturned):
+            # Only a worker hands work back: that takes the services' signature, a cancel its tenant's.
+            refusal = self.auth.check(list(record.headers), record.value, tenant_id=decoded.tenant_id,
+                                      event_id=read.envelope.id, signed_at=read.envelope.time, now=now,
+                                      services_only=isinstance(decoded, WorkReturned))
+            if refusal is not None:
+                return self.unauthenticated(record, "control", refusal)
         if isinstance(decoded, CancelRequested):
             return self.publish(self.core.cancel(decoded, now))
         if isinstance(decoded, WorkReturned):
@@ -156,11 +176,18 @@ class SchedulerHandlers:
         log.error("skipped the result at %s/%s/%s: %r", record.topic, record.partition, record.offset, exc)
         return Outputs()
 
-    def refuse(self, record, reason: str, detail: str) -> Outputs:
-        """The record to the rejected topic, and a failed result for whatever request it still names."""
+    def unauthenticated(self, record, lane: str, refusal: str) -> Outputs:
+        self.rejected += 1
+        metrics.admissions.add(1, {"tier": lane, "decision": ErrorCode.UNAUTHENTICATED.value})
+        log.warning("refused a record at %s/%s/%s: %s", record.topic, record.partition, record.offset, refusal)
+        return Outputs().add(REJECTED_TOPIC, dead_letter(record, ErrorCode.UNAUTHENTICATED.value, refusal))
+
+    def refuse(self, record, reason: str, detail: str, *, name_request: bool = True) -> Outputs:
+        """The record to the rejected topic, and a failed result for whatever request it still names
+        (unless ``name_request`` is false: a record that may not speak for that request's tenant)."""
         self.rejected += 1
         out = Outputs().add(REJECTED_TOPIC, dead_letter(record, reason, detail))
-        known = named_request(event_data(record.headers, record.value))  # a structured record's `data`
+        known = named_request(event_data(record.headers, record.value)) if name_request else None  # structured: `data`
         if known is not None:
             tier = self._tier_of(record.topic) or Tier.STANDARD
             out.extend(records.failed_for_unreadable(*known, tier, reason, detail))
@@ -218,6 +245,9 @@ class SchedulerHandlers:
         ]
 
     # --- followed tables -------------------------------------------------------------------------
+    def apply_signing_keys(self, record) -> None:
+        self.auth.apply_keys(record)
+
     def apply_tenant(self, record) -> None:
         event = decode_event(record.headers, record.value).event
         if isinstance(event, TenantUpdated):
