@@ -200,6 +200,30 @@ def test_webhook_secret_rotation_keeps_the_previous_secret_signing(provisioned_s
     assert missing.returncode == ExitCode.NOT_FOUND and "no tenant 'nobody'" in missing.stderr
 
 
+def test_signing_key_rotation_keeps_the_previous_key_valid_and_shows_each_key_once(
+        provisioned_settings: Settings) -> None:
+    from framebus.schemas.codec import decode_event
+    from framebus.services.common.compacted import read_latest
+    from framebus.signing import key_bytes
+
+    env = _env_for(provisioned_settings)
+    assert framebus("tenants", "create", "acme", env=env).returncode == 0
+    first, second = (json.loads(framebus("tenants", "signing-key", "acme", "--json", env=env).stdout) for _ in range(2))
+    assert not first["previous_kept"] and second["previous_kept"]
+    key_bytes(second["signing_key"])
+    record = read_latest(provisioned_settings.bootstrap_servers, provisioned_settings.topic("framebus.signing.keys"),
+                         "acme")
+    assert decode_event(record.headers, record.value).event.keys == (second["signing_key"], first["signing_key"])
+    dropped = json.loads(framebus("tenants", "signing-key", "acme", "--no-keep-previous", "--json", env=env).stdout)
+    record = read_latest(provisioned_settings.bootstrap_servers, provisioned_settings.topic("framebus.signing.keys"),
+                         "acme")
+    assert decode_event(record.headers, record.value).event.keys == (dropped["signing_key"],)
+    missing = framebus("tenants", "signing-key", "nobody", env=env)
+    assert missing.returncode == ExitCode.NOT_FOUND and "no tenant 'nobody'" in missing.stderr
+    made = framebus("acl", "service-key", "--json", env={})
+    assert made.returncode == 0 and key_bytes(json.loads(made.stdout)["service_signing_key"])
+
+
 def test_batch_submit_reports_bad_lines_and_list_status_cancel_follow(provisioned_settings: Settings,
                                                                         tmp_path: Path) -> None:
     import re
