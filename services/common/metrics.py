@@ -117,6 +117,7 @@ def _observer(gauge: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
 GAUGES = {
     "framebus.consumer.lag": ("{record}", "Records on a processor's input not yet handled, by group and topic (a tier's request topic is its backlog at the broker)."),
     "framebus.queue.depth": ("{request}", "Requests the scheduler holds queued, by tier."),
+    "framebus.queue.oldest_wait": ("s", "How long the longest-queued request of each tier has waited (what KEDA scales on, with the depth)."),
     "framebus.requests.in_flight": ("{request}", "Requests dispatched to workers and not yet finished, as the scheduler sees them."),
     "framebus.workers.live": ("{worker}", "Workers the scheduler hears heartbeats from."),
     "framebus.worker.ready": ("1", "1 once the worker is warm (its model loaded and compiled)."),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 
 from opentelemetry.trace import SpanKind
@@ -240,6 +241,8 @@ class SchedulerHandlers:
         return [
             metrics.observe("framebus.queue.depth", lambda: [(float(self.core.queue.depth(tier)), {"tier": tier.value})
                                                              for tier in Tier]),
+            metrics.observe("framebus.queue.oldest_wait", lambda: [
+                (self.core.queue.oldest_wait(tier, time.time()), {"tier": tier.value}) for tier in Tier]),
             metrics.observe("framebus.requests.in_flight", lambda: [(float(self.core.in_flight()), {})]),
             metrics.observe("framebus.workers.live", lambda: [(float(len(self.core.workers)), {})]),
         ]

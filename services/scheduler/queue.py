@@ -110,6 +110,14 @@ class RequestQueue:
     def depth(self, tier: Tier) -> int:
         return self._depth[tier]
 
+    def oldest_wait(self, tier: Tier, now: float) -> float:
+        """How long the tier's longest-queued request has waited (0 when none is queued). Read-only:
+        /metrics calls it from its own thread (a concurrent change just skips that scrape)."""
+        for entry in self._arrivals.get(tier, ()):
+            if not entry.removed and self._entries.get(entry.key) is entry:
+                return max(0.0, now - entry.enqueued_at)
+        return 0.0
+
     def __len__(self) -> int:
         return len(self._entries)
 
