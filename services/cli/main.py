@@ -13,6 +13,7 @@ from framebus.services.cli import metering as metering_commands
 from framebus.services.cli import models as model_commands
 from framebus.services.cli import ps as ps_commands
 from framebus.services.cli import requests as request_commands
+from framebus.services.cli import scale as scale_commands
 from framebus.services.cli import tenants as tenant_commands
 from framebus.services.cli import trace as trace_commands
 from framebus.services.cli import webhooks as webhook_commands
@@ -194,6 +195,7 @@ app.add_typer(webhook_commands.app, name="webhooks")
 app.add_typer(batch_commands.app, name="batch")
 app.add_typer(model_commands.app, name="model")
 app.add_typer(acl_commands.app, name="acl")
+app.add_typer(scale_commands.app, name="scale")
 app.command()(metering_commands.usage)
 app.command()(trace_commands.trace)
 app.command()(metering_commands.cost)
