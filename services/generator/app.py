@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -119,6 +120,9 @@ def run(worker: Worker, *, max_seconds: float | None = None) -> None:
     # `kill -USR1 <pid>` prints every thread's stack to the log: what a stuck worker is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     worker.run(max_seconds=max_seconds)
+    if worker.engine_broken is not None:  # its work is handed back; a restart gets a fresh device context
+        logging.shutdown()
+        sys.exit(1)
     if worker.failure is not None:
         logging.shutdown()
         os._exit(1)  # not sys.exit: the wedged client's threads may never let the interpreter finish

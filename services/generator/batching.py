@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from framebus.schemas.events import GenerationRequest, Output
 from framebus.schemas.state import ErrorCode
 from framebus.services.generator.cancels import CancelBook
-from framebus.services.generator.errors import EngineOutOfMemory, RenderInterrupted
+from framebus.services.generator.errors import EngineBroken, EngineOutOfMemory, RenderInterrupted
 from framebus.services.generator.fingerprint import result_fingerprint
 from framebus.services.generator.rendered import IsCancelled, Item, Refused, Rendered, Served
 
@@ -99,17 +99,19 @@ def render_in_halves(render: Render, requests: Sequence[GenerationRequest],
     try:
         return list(render(requests, cancelled))
     except EngineOutOfMemory as exc:
-        if len(requests) == 1:
-            return [Refused(requests[0], ErrorCode.OUT_OF_MEMORY, f"out of memory even alone: {exc}")]
-        half = len(requests) // 2
-        log.warning("batch of %d is out of memory; retrying as %d + %d", len(requests), half, len(requests) - half)
-        return render_in_halves(render, requests[:half], cancelled) + render_in_halves(render, requests[half:],
-                                                                                       cancelled)
-    except RenderInterrupted:
-        raise  # the worker is stopping: its requests go back to the scheduler, not to a result
+        # Only the message is kept: the halves run after this handler, once the exception (and the
+        # failed attempt's tensors its traceback holds) is gone.
+        failure = str(exc)
+    except (RenderInterrupted, EngineBroken):
+        raise  # the worker is stopping (or must): its requests go back to the scheduler, not to a result
     except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the worker
         log.exception("engine failed on %d requests", len(requests))
         return [Refused(r, ErrorCode.GENERATION_ERROR, f"{type(exc).__name__}: {exc}") for r in requests]
+    if len(requests) == 1:
+        return [Refused(requests[0], ErrorCode.OUT_OF_MEMORY, f"out of memory even alone: {failure}")]
+    half = len(requests) // 2
+    log.warning("batch of %d is out of memory; retrying as %d + %d", len(requests), half, len(requests) - half)
+    return render_in_halves(render, requests[:half], cancelled) + render_in_halves(render, requests[half:], cancelled)
 
 
 def fan_out(groups: Sequence[Group], rendered: Sequence[Rendered | Refused], is_cancelled: IsCancelled) -> list[Item]:

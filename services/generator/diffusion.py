@@ -10,6 +10,7 @@ every request of the batch is cancelled the pipeline stops at once.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import torch
 from framebus.schemas.events import GenerationRequest
 from framebus.services.common.errors import ConfigurationError
 from framebus.services.common.settings import Settings
-from framebus.services.generator.errors import EngineOutOfMemory
+from framebus.services.generator.errors import classify_device_error
 from framebus.services.generator.magcache import load_ratios
 from framebus.services.generator.models import REGISTRY, ModelSpec, checkpoint_dir, load_pipeline
 from framebus.services.generator.optimize import (
@@ -47,6 +48,19 @@ class WarmShape:
     height: int = 64
     num_frames: int = 5
     steps: int = 2
+
+
+def _trimmed(embedding: torch.Tensor) -> torch.Tensor:
+    """One prompt's embedding without the zero rows the pipeline pads it with, in storage of its own
+    (a slice would keep the whole batch's tensor alive): what the LRU keeps."""
+    used = embedding.abs().sum(dim=-1).nonzero()
+    length = int(used[-1]) + 1 if len(used) else 1
+    return embedding[:length].clone()
+
+
+def _padded(embedding: torch.Tensor, length: int) -> torch.Tensor:
+    """A trimmed embedding zero-padded back to ``length`` rows, as the pipeline expects."""
+    return torch.nn.functional.pad(embedding, (0, 0, 0, length - embedding.shape[0]))
 
 
 class PromptCache:
@@ -99,6 +113,7 @@ class DiffusionEngine:
         self.warm_shape = warm_shape
         self.quantized_layers = 0
         self._warm = False
+        self._free_before_next = False
         self._apply_switches()
         self.blocks = BlockCounter(self.pipe.transformer)
         # What decides the pixels besides the request: a different engine id never shares results.
@@ -173,14 +188,35 @@ class DiffusionEngine:
                on_step: StepReport | None = None) -> list[Rendered]:
         if not self.options.batching and len(requests) > 1:
             return [item for request in requests for item in self.render([request], cancelled, on_step)]
-        try:
-            return self._render_batch(list(requests), cancelled, on_step)
-        except torch.OutOfMemoryError as exc:
+        if self._free_before_next:  # the failed attempt's tensors are gone now; give their memory back
+            self._free_before_next = False
+            gc.collect()
             if self.options.device == "cuda":
                 torch.cuda.empty_cache()
-            raise EngineOutOfMemory(str(exc).splitlines()[0]) from exc
-        except MemoryError as exc:
-            raise EngineOutOfMemory("host memory exhausted") from exc
+        try:
+            return self._render_batch(list(requests), cancelled, on_step)
+        except (RuntimeError, MemoryError) as exc:
+            failure = classify_device_error(exc)
+            if failure is None:
+                raise
+        finally:
+            self._reset_cache_hooks()
+        # Raised here, outside the handler: the original's traceback (and the failed attempt's tensors
+        # its frames hold) is gone by now, so the retry of the halves has that memory back.
+        self._free_before_next = True
+        raise failure
+
+    def _reset_cache_hooks(self) -> None:
+        """A cache hook keeps per-call state (the previous step's residuals, its batch size) that the
+        pipeline resets only when a call ends normally; after a failure mid-denoise the next call,
+        of another batch size, would meet it (measured: a size mismatch in both halves of a split)."""
+        if self.options.cache == "none":
+            return
+        from diffusers.hooks import HookRegistry
+
+        registry = HookRegistry.check_if_exists_or_initialize(self.pipe.transformer)
+        registry._set_context(None)  # cache_context() leaves its name set when the call raises
+        self.pipe.transformer._reset_stateful_cache()
 
     def _render_batch(self, requests: list[GenerationRequest], cancelled: IsCancelled,
                       on_step: StepReport | None) -> list[Rendered]:
@@ -236,18 +272,22 @@ class DiffusionEngine:
         found = {key: self.prompts.get(key) for key in dict.fromkeys(keys)}
         missing = [key for key, value in found.items() if value is None]
         if missing:
-            # Positive and negative prompts in one text-encoder call.
+            # Positive and negative prompts in one text-encoder call, with no autograd graph: an
+            # embedding cached with its graph kept the encoder's activations alive (GiBs per prompt
+            # at UMT5-XXL size).
             texts = [key[1] for key in missing] + ([key[2] or "" for key in missing] if guided else [])
-            encoded, _ = self.pipe.encode_prompt(texts, do_classifier_free_guidance=False,
-                                                 max_sequence_length=self.spec.max_sequence_length,
-                                                 device=torch.device(self.options.device))
+            with torch.inference_mode():
+                encoded, _ = self.pipe.encode_prompt(texts, do_classifier_free_guidance=False,
+                                                     max_sequence_length=self.spec.max_sequence_length,
+                                                     device=torch.device(self.options.device))
             count = len(missing)
             for index, key in enumerate(missing):
-                pair = (encoded[index:index + 1], encoded[count + index:count + index + 1] if guided else None)
+                pair = (_trimmed(encoded[index]), _trimmed(encoded[count + index]) if guided else None)
                 found[key] = pair
                 self.prompts.put(key, pair)
-        prompt_embeds = torch.cat([found[key][0] for key in keys])
-        negative_embeds = torch.cat([found[key][1] for key in keys]) if guided else None
+        length = self.spec.max_sequence_length
+        prompt_embeds = torch.stack([_padded(found[key][0], length) for key in keys])
+        negative_embeds = torch.stack([_padded(found[key][1], length) for key in keys]) if guided else None
         return prompt_embeds, negative_embeds
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -256,6 +296,11 @@ class DiffusionEngine:
         latents = latents.to(vae.dtype)
         mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(latents)
         inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(latents)
-        video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
-        frames = self.pipe.video_processor.postprocess_video(video, output_type="np")
-        return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        # One video at a time: a batch's decode peaks at the whole batch's activations, and an
+        # out-of-memory there would throw away the denoising already done.
+        clips = []
+        for row in latents / inverse_std + mean:
+            video = vae.decode(row.unsqueeze(0), return_dict=False)[0]
+            frames = self.pipe.video_processor.postprocess_video(video, output_type="np")
+            clips.append((np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+        return np.concatenate(clips)

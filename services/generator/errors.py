@@ -18,6 +18,32 @@ class EngineOutOfMemory(GeneratorError):
     """Raised by an engine when a batch does not fit; the worker splits the batch and retries."""
 
 
+class EngineBroken(GeneratorError):
+    """The device is unusable (a CUDA context after an illegal access or a device-side assert: every
+    later call fails too). The worker hands its work back and exits for its supervisor to restart it."""
+
+
+# What a device says when an allocation fails: torch raises OutOfMemoryError, but cuBLAS and cuDNN
+# report theirs as plain RuntimeErrors (and a split batch may well fit).
+ALLOCATION_FAILURES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                       "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")
+BROKEN_CONTEXT = ("illegal memory access", "device-side assert", "unspecified launch failure", "misaligned address",
+                  "uncorrectable ECC error", "CUDA error: an illegal instruction")
+
+
+def classify_device_error(exc: BaseException) -> GeneratorError | None:
+    """The generator error a device failure means (out of memory, or a broken device), or None."""
+    message = str(exc)
+    if isinstance(exc, MemoryError) and not message:
+        return EngineOutOfMemory("host memory exhausted")
+    if any(marker in message for marker in BROKEN_CONTEXT):
+        return EngineBroken(message.splitlines()[0] if message else type(exc).__name__)
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError) or any(
+            marker in message for marker in ALLOCATION_FAILURES):
+        return EngineOutOfMemory(message.splitlines()[0] if message else type(exc).__name__)
+    return None
+
+
 class RenderInterrupted(GeneratorError):
     """Raised between denoising steps when the worker is stopping: its requests are handed back."""
 

@@ -56,7 +56,7 @@ from framebus.services.generator.cancels import CancelBook
 from framebus.services.generator.clock import Clock
 from framebus.services.generator.encode import EncodeConfig, EncodedVideo, encode_video
 from framebus.services.generator.engine import Engine
-from framebus.services.generator.errors import EngineOutOfMemory, RenderInterrupted
+from framebus.services.generator.errors import EngineBroken, EngineOutOfMemory, RenderInterrupted
 from framebus.services.generator.finishing import Finisher
 from framebus.services.generator.outcomes import (
     Completed,
@@ -153,6 +153,7 @@ class Worker:
         self._told = ClientHealth.LIVE  # the health last logged
         self._resend: queue.Queue[tuple[str, object, int]] = queue.Queue()  # (topic, record, attempts) the broker never acknowledged
         self.failure: str | None = None  # why the worker stopped itself (its exit is then non-zero)
+        self.engine_broken: str | None = None  # the device failed for good: work handed back, exit non-zero
         self.started_at = clock.now()  # tells the scheduler a restart under the same id from a late heartbeat
 
     # --- announcements ---------------------------------------------------------------------
@@ -224,8 +225,9 @@ class Worker:
                     job = self._jobs.popleft()
                     self._running.add(job.job_id)
                 rendered = self._render_job(job)
-                if rendered is None:  # interrupted between denoising steps: the worker is stopping
-                    self._hand_back(job, "interrupted between denoising steps: the worker is stopping")
+                if rendered is None:  # interrupted between denoising steps, or the device broke: stopping
+                    self._hand_back(job, f"the worker's device failed: {self.engine_broken}" if self.engine_broken
+                                    else "interrupted between denoising steps: the worker is stopping")
                     with self._lock:
                         self._running.discard(job.job_id)
                     break
@@ -322,6 +324,12 @@ class Worker:
                                   cached=lambda request, fingerprint: self.store.cached(request, fingerprint,
                                                                                         self.clock.now()))
         except RenderInterrupted:
+            return None
+        except EngineBroken as exc:
+            # Every later call on this device would fail too: hand the job back and leave for a restart.
+            self.engine_broken = str(exc)
+            log.critical("worker %s: the device is broken (%s); handing work back and stopping for a restart",
+                         self.config.worker_id, exc)
             return None
         return RenderedJob(job, started, rendered)
 

@@ -3,13 +3,14 @@ halving, identical requests sharing a render, the result cache, and cancels befo
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from framebus.schemas.state import ErrorCode
 from framebus.services.generator.batching import JobPlan, render_in_halves, render_job, request_key
 from framebus.services.generator.cancels import CancelBook
-from framebus.services.generator.errors import EngineOutOfMemory
+from framebus.services.generator.errors import EngineBroken, EngineOutOfMemory, classify_device_error
 from framebus.services.generator.fingerprint import result_fingerprint
 from framebus.services.generator.rendered import Refused, Rendered, Served
 from tests.services.generator.fakes import FakeEngine, output, request
@@ -53,11 +54,29 @@ def test_only_a_request_that_does_not_fit_alone_is_refused() -> None:
 
 
 def test_any_other_engine_error_refuses_the_whole_batch_with_its_message() -> None:
-    engine = FakeEngine(fails=RuntimeError("CUDA error: an illegal memory access"))
+    engine = FakeEngine(fails=RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     items = render_in_halves(engine.render, [request("a"), request("b", seed=2)], never)
     assert [item.code for item in items] == [ErrorCode.GENERATION_ERROR] * 2
-    assert items[0].message == "RuntimeError: CUDA error: an illegal memory access"
+    assert items[0].message == "RuntimeError: mat1 and mat2 shapes cannot be multiplied"
     assert len(engine.batches) == 1, "only running out of memory is worth a retry"
+
+
+def test_a_broken_device_is_not_a_refusal_the_worker_hands_the_job_back() -> None:
+    engine = FakeEngine(fails=EngineBroken("CUDA error: an illegal memory access was encountered"))
+    with pytest.raises(EngineBroken):
+        render_in_halves(engine.render, [request("a"), request("b", seed=2)], never)
+
+
+@pytest.mark.parametrize(("error", "meant"), [
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), EngineBroken),
+    (RuntimeError("CUDA error: device-side assert triggered"), EngineBroken),
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), EngineOutOfMemory),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), EngineOutOfMemory),
+    (MemoryError(), EngineOutOfMemory),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), type(None)),
+])
+def test_device_errors_are_told_apart(error: Exception, meant: type) -> None:
+    assert isinstance(classify_device_error(error), meant)
 
 
 def test_identical_requests_share_one_render_and_the_copies_carry_no_engine_time() -> None:

@@ -326,3 +326,38 @@ def test_a_worker_whose_producer_is_wedged_while_the_broker_answers_stops_itself
     assert time.monotonic() - began < 2.0 + 2.0 + 3.0
     for client in (harness.results, harness.producer, harness.worker._consumer, harness.worker._producer.real):  # noqa: SLF001
         client.close()
+
+
+class BrokenDevice:
+    """An engine double whose device fails for good, as a CUDA context does after an illegal access."""
+
+    name, model, engine_id = "broken", "wan-tiny", "broken"
+
+    def warm(self) -> None:
+        pass
+
+    def render(self, requests, cancelled, on_step=None) -> list[Rendered]:
+        from framebus.services.generator.errors import EngineBroken
+
+        raise EngineBroken("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_broken_device_hands_the_job_back_and_stops_the_worker(make_harness, provisioned_settings):
+    control = kafka_adapter.consumer(provisioned_settings.bootstrap_servers,
+                                     provisioned_settings.topic("framebus.control"), group_id=None)
+    harness = make_harness(BrokenDevice(), worker_id="w-dead-gpu")
+    harness.send_job(request("b-1"), request("b-2", seed=2))
+    returned: set[str] = set()
+
+    def handed_back() -> bool:
+        for records in control.poll(timeout_ms=200).values():
+            returned.update(decode_event(r.headers, r.value).event.request_id for r in records)
+        return returned == {"b-1", "b-2"}
+
+    try:
+        assert eventually(handed_back, 60), returned
+        assert eventually(lambda: not harness.thread.is_alive(), 60), "the worker stopped"
+        assert harness.worker.engine_broken and "illegal memory access" in harness.worker.engine_broken
+        assert harness.results.poll(timeout_ms=500) == {}, "no result: the requests run elsewhere"
+    finally:
+        control.close()
