@@ -101,9 +101,16 @@ class GenerationFields(BaseModel):
         that model's ``MODEL_DEFAULTS``. (After validation, so JSON input keeps JSON's rules.)"""
         if self.model is None:
             object.__setattr__(self, "model", ModelName((info.context or {}).get("default_model") or DEFAULT_MODEL))
-        for key, value in MODEL_DEFAULTS[self.model].fields().items():
+        defaults = MODEL_DEFAULTS[self.model]
+        for key, value in defaults.fields().items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)  # frozen model: filling in once, while it is built
+        for key in ("width", "height"):
+            if getattr(self, key) % defaults.size_multiple:
+                size = getattr(self, key)
+                raise ValueError(f"`{key}` must be a multiple of {defaults.size_multiple} for {self.model.value} but "
+                                 f"is {size} (e.g. {size - size % defaults.size_multiple} or "
+                                 f"{size - size % defaults.size_multiple + defaults.size_multiple})")
         return self
 
     @field_validator("prompt")

@@ -22,6 +22,9 @@ class ModelDefaults:
     num_frames: int
     num_inference_steps: int
     fps: int = 16
+    # What width and height must be multiples of: the VAE's spatial factor times the transformer's
+    # patch. Wan 2.2 TI2V-5B compresses 16x and patches 2x: 32 (its pipeline would silently floor 720 to 704).
+    size_multiple: int = 16
 
     def fields(self) -> dict[str, int]:
         return {"width": self.width, "height": self.height, "num_frames": self.num_frames,
@@ -38,7 +41,7 @@ MODEL_DEFAULTS: dict[ModelName, ModelDefaults] = {
     # The Wan releases' own sizes: 480p for 1.3B, 720p for 14B, 704p at 24 fps for 2.2 TI2V-5B.
     ModelName.WAN21_T2V_1_3B: ModelDefaults(832, 480, 81, 50),
     ModelName.WAN21_T2V_14B: ModelDefaults(1280, 720, 81, 50),
-    ModelName.WAN22_TI2V_5B: ModelDefaults(1280, 704, 121, 50, fps=24),
+    ModelName.WAN22_TI2V_5B: ModelDefaults(1280, 704, 121, 50, fps=24, size_multiple=32),
 }
 
 

@@ -91,8 +91,10 @@ def advise(
         raise typer.BadParameter("no completed request in the window to measure a worker's speed from: give "
                                  "--service-rate (videos per busy worker-second) or a longer --window-s",
                                  param_hint="--service-rate")
-    price = gpu_price if gpu_price is not None else settings.gpu_hour_costs.get(
-        settings.worker_machine or "rtx-pro-6000", settings.gpu_hour_costs.get("default", 0.0))
+    from framebus.services.metering.report import CostModel
+
+    price = gpu_price if gpu_price is not None else float(
+        CostModel.from_settings(settings).hourly(settings.worker_machine or "rtx-pro-6000"))
     rows = scaling.advise(loads_from(backlog, results, window_s=window_s, now=now), rate)
     workers = sum(row.workers for row in rows)
     arrivals = sum(row.load.arrival_rate for row in rows)

@@ -54,8 +54,16 @@ class CostModel:
         return cls({kind: _d(cost) for kind, cost in settings.gpu_hour_costs.items()})
 
     def cost(self, gpu_seconds: Decimal, machine: str | None) -> Decimal:
-        hourly = self.per_gpu_hour.get(machine or "default", self.per_gpu_hour.get("default", Decimal(0)))
-        return gpu_seconds / 3600 * hourly
+        return gpu_seconds / 3600 * self.hourly(machine)
+
+    def hourly(self, machine: str | None) -> Decimal:
+        """The price of an hour on ``machine``: its own key, else the longest key its detected name
+        contains (a worker reports ``nvidia-h100-80gb-hbm3``, the price book says ``h100``), else ``default``."""
+        name = (machine or "default").lower()
+        if name in self.per_gpu_hour:
+            return self.per_gpu_hour[name]
+        known = sorted((kind for kind in self.per_gpu_hour if kind != "default" and kind.lower() in name), key=len)
+        return self.per_gpu_hour[known[-1]] if known else self.per_gpu_hour.get("default", Decimal(0))
 
 
 @dataclass

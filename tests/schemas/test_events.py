@@ -195,3 +195,12 @@ def test_the_contract_document_lists_every_error_code() -> None:
 
     contract = (Path(__file__).parents[2] / "docs" / "contract.md").read_text()
     assert [code.value for code in ErrorCode if f"`{code.value}`" not in contract] == []
+
+
+def test_each_model_says_what_its_sizes_must_be_multiples_of() -> None:
+    """Wan 2.2 TI2V-5B needs multiples of 32: its pipeline would silently floor 720 to 704."""
+    made = request(model="wan2.2-ti2v-5b", width=1280, height=704)
+    assert (made.width, made.height) == (1280, 704)
+    with pytest.raises(ValidationError, match="`height` must be a multiple of 32 for wan2.2-ti2v-5b but is 720"):
+        request(model="wan2.2-ti2v-5b", width=1280, height=720)
+    assert request(model="wan2.1-t2v-14b", width=1280, height=720).height == 720  # 16 suffices there

@@ -175,3 +175,16 @@ def test_the_readme_bill_is_what_the_report_computes():
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     for figure in ("$0.3809", "$0.1319", "$0.2489", "$0.0440", "114.258"):
         assert figure in readme
+
+
+def test_a_detected_gpu_name_finds_its_price_by_the_key_it_contains() -> None:
+    from decimal import Decimal
+
+    from framebus.services.metering.report import CostModel
+
+    model = CostModel({"h100": Decimal("3.00"), "rtx-pro-6000": Decimal("2.50"), "default": Decimal("1.00")})
+    assert model.hourly("nvidia-h100-80gb-hbm3") == Decimal("3.00")
+    assert model.hourly("NVIDIA RTX-PRO-6000 Blackwell") == Decimal("2.50")
+    assert model.hourly("rtx-pro-6000") == Decimal("2.50")
+    assert model.hourly("amd-mi300x") == Decimal("1.00") and model.hourly(None) == Decimal("1.00")
+    assert model.cost(Decimal(7200), "nvidia-h100-80gb-hbm3") == Decimal("6.00")
