@@ -28,6 +28,14 @@ fi
 # toolchain through the module proxy when a module asks for one.
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
+# kustomize renders infra/k8s for tests/infra/test_k8s.py: pinned, built once into the cache.
+KUSTOMIZE_VERSION=v5.7.1
+tools="${FRAMEBUS_CACHE_DIR:-$HOME/.cache/framebus}/bin"
+if [[ "$("$tools/kustomize" version 2>/dev/null)" != "$KUSTOMIZE_VERSION" ]]; then
+  echo "setup: building kustomize $KUSTOMIZE_VERSION into $tools"
+  GOBIN="$tools" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+fi
+
 stamp="$VENV/.framebus-installed"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" || setup.py -nt "$stamp" ]]; then
   [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
