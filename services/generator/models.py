@@ -62,7 +62,8 @@ REGISTRY: dict[ModelName, ModelSpec] = {
     ModelName.WAN_TINY: ModelSpec(ModelName.WAN_TINY, "wan-tiny", cache_threshold=0.1, max_sequence_length=64,
                                   tiny=TinyWanConfig()),
     ModelName.WAN21_T2V_1_3B: ModelSpec(ModelName.WAN21_T2V_1_3B, "wan2.1-t2v-1.3b", cache_threshold=0.05),
-    ModelName.WAN21_T2V_14B: ModelSpec(ModelName.WAN21_T2V_14B, "wan2.1-t2v-14b", cache_threshold=0.05),
+    ModelName.WAN21_T2V_14B: ModelSpec(ModelName.WAN21_T2V_14B, "wan2.1-t2v-14b", cache_threshold=0.05,
+                                       flow_shift=5.0),  # its default is 720p
     ModelName.WAN22_TI2V_5B: ModelSpec(ModelName.WAN22_TI2V_5B, "wan2.2-ti2v-5b", cache_threshold=0.05,
                                        flow_shift=5.0),
 }
@@ -123,7 +124,13 @@ def load_pipeline(spec: ModelSpec, models_dir: Path | None, *, dtype: torch.dtyp
     if directory is not None:
         from diffusers import WanPipeline
 
-        return WanPipeline.from_pretrained(directory, local_files_only=True, torch_dtype=dtype)
+        pipeline = WanPipeline.from_pretrained(directory, local_files_only=True, torch_dtype=dtype)
+        if getattr(pipeline.scheduler.config, "flow_shift", spec.flow_shift) != spec.flow_shift:
+            # A checkpoint's scheduler config may carry another shift (the Diffusers repos ship one
+            # config for all sizes): the registry's, chosen for the model's resolution, decides.
+            pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config,
+                                                                      flow_shift=spec.flow_shift)
+        return pipeline
     if spec.built_from_config:
         return build_tiny_pipeline(spec.tiny, flow_shift=spec.flow_shift)
     if spec.bundled is not None:
