@@ -39,7 +39,9 @@ class EncodeConfig:
 
     def output_args(self) -> dict:
         if self.codec == NVENC:
-            return {"vcodec": NVENC, "preset": self.nvenc_preset, "rc": "vbr", "cq": self.nvenc_cq}
+            # Constant quality needs the bitrate cap off (-b:v 0): with NVENC's default target bitrate
+            # set, `cq` only applies below it and quality drops on busy clips.
+            return {"vcodec": NVENC, "preset": self.nvenc_preset, "rc": "vbr", "cq": self.nvenc_cq, "b:v": "0"}
         return {"vcodec": X264, "preset": self.x264_preset, "crf": self.x264_crf}
 
 
@@ -81,18 +83,34 @@ def listed_encoders(ffmpeg_bin: str = "ffmpeg") -> set[str]:
     return names
 
 
+# ffmpeg's closing lines when an encoder fails; the cause (no device, driver too old, a missing
+# library) is an earlier line.
+_GENERIC_FAILURES = ("Conversion failed", "Error while opening encoder", "Error initializing output stream",
+                     "Could not open encoder before EOF", "Nothing was written", "Error sending frames",
+                     "Task finished with error", "Terminating thread with return code")
+
+
 def trial_encode(codec: str, ffmpeg_bin: str = "ffmpeg") -> str | None:
-    """Encode one black 256x256 frame with ``codec``; None on success, else ffmpeg's last line."""
+    """Encode one black 256x256 frame with ``codec`` and the options real encodes use; None on
+    success, else ffmpeg's own reason (its specific lines, not the generic last one)."""
+    options = [arg for key, value in EncodeConfig(codec=codec).output_args().items() if key != "vcodec"
+               for arg in (f"-{key}", str(value))]
     args = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=black:s=256x256:d=0.04",
-            "-frames:v", "1", "-c:v", codec, "-f", "null", "-"]
+            "-frames:v", "1", "-c:v", codec, *options, "-f", "null", "-"]
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=TRIAL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"trial encode timed out after {TRIAL_TIMEOUT_S} s"
     if done.returncode == 0:
         return None
-    lines = done.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit code {done.returncode}"
+    return ffmpeg_reason(done.stderr) or f"exit code {done.returncode}"
+
+
+def ffmpeg_reason(stderr: str) -> str:
+    """The lines of ffmpeg's error output that say why (at most two), else its last line."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    specific = [line for line in lines if not any(generic in line for generic in _GENERIC_FAILURES)]
+    return "; ".join(specific[:2]) if specific else (lines[-1] if lines else "")
 
 
 def choose_encoder(preference: EncoderPreference = "auto", ffmpeg_bin: str = "ffmpeg") -> EncoderChoice:

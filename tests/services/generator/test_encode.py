@@ -73,3 +73,21 @@ def test_ffmpeg_failure_carries_ffmpeg_message_and_leaves_no_file(tmp_path):
 def test_frames_must_be_uint8_rgb(tmp_path):
     with pytest.raises(EncodeError, match="uint8"):
         encode_video(gradient().astype(np.float32), 16, tmp_path / "f.mp4")
+
+
+def test_a_failed_trial_names_ffmpegs_reason_not_its_closing_line():
+    from framebus.services.generator.encode import ffmpeg_reason
+
+    stderr = ("[h264_nvenc @ 0x55eeb51d6480] Cannot load libcuda.so.1\n"
+              "Error initializing output stream 0:0 -- Error while opening encoder for output stream #0:0 - "
+              "maybe incorrect parameters such as bit_rate, rate, width or height\n")
+    assert ffmpeg_reason(stderr) == "[h264_nvenc @ 0x55eeb51d6480] Cannot load libcuda.so.1"
+    assert ffmpeg_reason("Conversion failed!\n") == "Conversion failed!"
+    if NVENC in listed_encoders() and trial_encode(NVENC) is not None:  # this ffmpeg has NVENC, no GPU behind it
+        reason = trial_encode(NVENC)
+        assert "Error while opening encoder" not in reason and ("Cannot load" in reason or "nvenc" in reason.lower())
+
+
+def test_nvenc_encodes_at_constant_quality_with_the_bitrate_cap_off():
+    args = EncodeConfig(codec=NVENC).output_args()
+    assert (args["rc"], args["cq"], args["b:v"]) == ("vbr", 23, "0")
