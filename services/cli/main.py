@@ -106,17 +106,6 @@ def down(purge: bool = typer.Option(False, help="Also delete local Kafka and S3 
 
 
 @app.command()
-def ps() -> None:
-    """Show where Kafka and S3 listen and whether the local ones run."""
-    from framebus.services.common.stack import Stack
-
-    table = Table("service", "endpoint", "state")
-    for service in Stack(Settings()).status():
-        table.add_row(service.name, service.endpoint, service.state)
-    console.print(table)
-
-
-@app.command()
 def smoke(as_json: JsonOption = False) -> None:
     """Check a running stack: a CloudEvent through Kafka, an object through S3, ffmpeg present."""
     from framebus.services.demo.smoke import run_smoke

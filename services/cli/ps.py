@@ -80,14 +80,26 @@ def running(state_dir: Path, *, timeout_s: float = 2.0) -> list[Running]:
     return found
 
 
+def _print_stack(settings: Settings) -> None:
+    """Where Kafka and S3 listen, and whether the local ones run."""
+    from framebus.services.common.stack import Stack
+
+    table = Table("server", "endpoint", "state", title="Kafka and S3", title_justify="left")
+    for service in Stack(settings).status():
+        table.add_row(service.name, service.endpoint, service.state)
+    console.print(table)
+
+
 def ps(as_json: JsonOption = False) -> None:
-    """Every framebus process on this machine: its health, readiness and consumer lag."""
+    """Where Kafka and S3 listen, and every framebus process on this machine: its health, readiness
+    and consumer lag (--json: the processes, one object per line)."""
     with errors_exit():
         settings = Settings()
         processes = running(settings.state_dir)
         if as_json:
             emit_json(*processes)
             return
+        _print_stack(settings)
         if not processes:
             console.print(f"no framebus process is running here (none announced in {settings.state_dir / 'run'})")
             return
