@@ -37,7 +37,12 @@ def window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     return start, end
 
 
+FORMATS = ("table", "json", "csv")
+
+
 def output_format(output: str, as_json: bool) -> str:
+    if output not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)} but is {output!r}", param_hint="--format")
     return "json" if as_json else output
 
 
@@ -75,12 +80,13 @@ def usage(tenant: Annotated[str | None, typer.Option(help="Tenant (default FRAME
 
     if group_by not in ("tier", "model", "day", "hour"):
         raise typer.BadParameter(f"--group-by must be tier, model, day or hour, not {group_by!r}")
+    fmt = output_format(output, as_json)
     settings = Settings()
     tenant_id = acting_tenant(tenant, settings)
     start, end = window(since, until)
     with errors_exit():
         report = usage_report(settings, tenant_id=tenant_id, start=start, end=end, group_by=group_by)  # type: ignore[arg-type]
-    emit(report, output_format(output, as_json), f"usage of {tenant_id}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+    emit(report, fmt, f"usage of {tenant_id}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
          group_label=group_by)
 
 
@@ -90,11 +96,12 @@ def cost(since: SinceOption = None, until: UntilOption = None, output: FormatOpt
     margin and cost per video."""
     from framebus.services.metering.queries import usage_report
 
+    fmt = output_format(output, as_json)
     settings = Settings()
     start, end = window(since, until)
     with errors_exit():
         report = usage_report(settings, start=start, end=end, group_by="tenant")
-    emit(report, output_format(output, as_json), f"revenue and GPU cost per tenant, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+    emit(report, fmt, f"revenue and GPU cost per tenant, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
          group_label="tenant")
 
 
@@ -103,6 +110,7 @@ def balance(tenant_id: str, output: FormatOption = "table", as_json: JsonOption 
     from framebus.services.cli.tenants import tenant_admin
     from framebus.services.metering.queries import balances
 
+    fmt = output_format(output, as_json)
     settings = Settings()
     with errors_exit():
         tenant = tenant_admin(settings).get_existing(tenant_id)
@@ -110,7 +118,7 @@ def balance(tenant_id: str, output: FormatOption = "table", as_json: JsonOption 
     row = {"tenant": tenant_id, "credited": float(held.credited), "credit_limit": tenant.credit_limit_tokens,
            "reserved": float(held.reserved), "charged": float(held.charged),
            "available": float(held.available(tenant.credit_limit_tokens)), "open_reservations": len(held.reservations)}
-    if output_format(output, as_json) == "json":
+    if fmt == "json":
         emit_json(row)
         return
     table = Table("credited", "credit limit", "reserved", "charged", "available", title=f"balance of {tenant_id} (tokens)",

@@ -113,6 +113,8 @@ def signing_key(tenant_id: str,
 def credit(tenant_id: str, tokens: float,
            reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "credit", as_json: JsonOption = False) -> None:
     """Add prepaid tokens to a tenant's balance."""
+    if not tokens > 0:  # a usage error (exit 2), before anything is read or sent
+        raise typer.BadParameter(f"must be positive but is {tokens:g}", param_hint="TOKENS")
     with errors_exit():
         entry = tenant_admin().credit(tenant_id, tokens, reason=reason)
     if as_json:

@@ -284,3 +284,13 @@ def test_up_refuses_more_copies_than_the_cluster_has_brokers_in_one_line(setting
     assert done.returncode == 1  # the cluster answers: a setting to fix, not an outage
     assert "topics need 3 copies but the cluster has 1 broker(s): set FRAMEBUS_KAFKA_REPLICATION_FACTOR to at most 1" \
         in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_arguments_are_usage_errors_before_anything_is_read() -> None:
+    """Exit 2 at once, with no broker to reach (port 1 would only time out)."""
+    env = {"FRAMEBUS_KAFKA_PORT": "1"}
+    negative = framebus("tenants", "credit", "acme", "--", "-5", env=env, timeout=30)
+    assert negative.returncode == 2 and "must be positive but is -5" in negative.stderr
+    for command in (("tenants", "balance", "acme"), ("usage", "--tenant", "acme"), ("cost",)):
+        done = framebus(*command, "--format", "xml", env=env, timeout=30)
+        assert done.returncode == 2 and "must be one of table, json, csv but is 'xml'" in done.stderr, command
