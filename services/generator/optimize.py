@@ -149,6 +149,10 @@ def quantize_transformer(transformer: torch.nn.Module, kind: Quantize) -> int:
 
 
 # --- cache -------------------------------------------------------------------------------------
+# Above this, TaylorSeer runs in its lite mode (the model's output extrapolated, not every block's parts).
+TAYLORSEER_FULL_MAX_PARAMS = 500_000_000
+
+
 def apply_cache(transformer: torch.nn.Module, kind: CacheKind, threshold: float,
                 mag_ratios: tuple[float, ...] | None = None, num_inference_steps: int = 50) -> None:
     """Attach a diffusers cache hook to the transformer.
@@ -166,10 +170,16 @@ def apply_cache(transformer: torch.nn.Module, kind: CacheKind, threshold: float,
     if kind == "first-block":
         config = FirstBlockCacheConfig(threshold=threshold)
     elif kind == "taylorseer":
-        # Wan's attention modules are attn1/attn2: the default patterns would hook nothing.
-        config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=2,
-                                       taylor_factors_dtype=torch.float32,
-                                       cache_identifiers=[r"blocks\.\d+\.(attn1|attn2|ffn)"])
+        if sum(p.numel() for p in transformer.parameters()) > TAYLORSEER_FULL_MAX_PARAMS:
+            # Full TaylorSeer keeps fp32 factors of attn1, attn2 and ffn of every block, per CFG pass:
+            # tens of GB per batch row for the 1.3B model at 832x480x81. Lite keeps the output only.
+            config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=2,
+                                           taylor_factors_dtype=torch.bfloat16, use_lite_mode=True)
+        else:
+            # Wan's attention modules are attn1/attn2: the default patterns would hook nothing.
+            config = TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=2,
+                                           taylor_factors_dtype=torch.float32,
+                                           cache_identifiers=[r"blocks\.\d+\.(attn1|attn2|ffn)"])
     elif kind == "magcache":
         if not mag_ratios:
             raise ConfigurationError("the magcache switch needs calibrated magnitude ratios for this model "
@@ -192,7 +202,11 @@ class BlockCounter:
         self.calls = 0
         self.computed = 0
         last_block = transformer.blocks[-1]
-        probe = getattr(last_block, "ffn", last_block)
+        # The first leaf inside the last block's FFN: it runs only when the FFN really computes. A
+        # cache hook replaces the forward of the module it wraps (the block, or with TaylorSeer the
+        # FFN itself), but hooks on that module still fire when it is called, skipped or not.
+        ffn = getattr(last_block, "ffn", last_block)
+        probe = next(module for module in ffn.modules() if not list(module.children()))
         transformer.register_forward_pre_hook(self._call)
         probe.register_forward_pre_hook(self._computed)
 

@@ -102,3 +102,22 @@ def test_cached_prompt_embeddings_hold_no_graph_only_their_tokens_and_memory_sta
     for n in range(8, 50):
         cached_engine.render([request(n, seed=n, prompt=f"new prompt {n:03d}")], never)
     assert cached_bytes() <= full * 1.05
+
+
+def test_taylorseer_counts_the_steps_it_extrapolates_and_runs_lite_on_large_models(monkeypatch) -> None:
+    from framebus.services.generator import optimize
+
+    engine = DiffusionEngine.load(TINY, EngineOptions(cache="taylorseer"))
+    [item] = engine.render([request(1, seed=1, num_inference_steps=6)], never)
+    # Steps 0 and 1 compute, then every second step is extrapolated: 2 of 6 skipped (the counter's
+    # probe used to fire on the hooked FFN itself and counted none).
+    assert (item.steps_run, item.steps_skipped_by_cache) == (6, 2)
+    monkeypatch.setattr(optimize, "TAYLORSEER_FULL_MAX_PARAMS", 1)  # wan-tiny counts as large
+    lite = DiffusionEngine.load(TINY, EngineOptions(cache="taylorseer"))
+    [item] = lite.render([request(1, seed=1, num_inference_steps=6)], never)
+    assert item.frames is not None and item.steps_skipped_by_cache == 2
+    from diffusers.hooks import HookRegistry
+
+    hooked = [name for name, module in lite.pipe.transformer.named_modules()
+              if "taylorseer_cache" in getattr(HookRegistry.check_if_exists_or_initialize(module), "hooks", {})]
+    assert "proj_out" in hooked and not any(name.endswith(("attn1", "attn2", "ffn")) for name in hooked), hooked
