@@ -118,3 +118,23 @@ def test_framebus_scale_advise_reads_the_stack_and_prints_workers_and_costs(prov
     assert tiers["standard"]["arrivals_per_min"] == pytest.approx(3.0) and tiers["batch"]["workers"] == 0
     assert report["cost_per_video_full"] == pytest.approx(1.2 / 7200)
     assert report["break_even_videos_per_month"] == pytest.approx(2 * 1.2 * 730 / 0.05)
+
+
+def test_every_keda_query_names_a_metric_the_scheduler_exports() -> None:
+    import re
+
+    from framebus.services.common import metrics
+
+    metrics.configure_metrics("scaling-test", "off")
+    forget = [metrics.observe("framebus.queue.oldest_wait", lambda: [(12.5, {"tier": "batch"})]),
+              metrics.observe("framebus.queue.depth", lambda: [(3.0, {"tier": "batch"})])]
+    try:
+        metrics.admissions.add(1, {"tier": "batch", "decision": "queued"})
+        exported = {line.split("{")[0] for line in metrics.prometheus_text()[0].decode().splitlines()
+                    if line and not line.startswith("#")}
+    finally:
+        for undo in forget:
+            undo()
+    for trigger in scaling.keda_triggers(scaling.TIERS["batch"]).values():
+        named = re.search(r"(framebus_[a-z_]+)\{", trigger["query"]).group(1)
+        assert named in exported, (named, sorted(exported))
