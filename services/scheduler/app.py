@@ -153,6 +153,10 @@ def build(settings: Settings, config: SchedulerConfig | None = None) -> Schedule
         aging_s=settings.scheduler_aging_s, worker_timeout_s=settings.scheduler_worker_timeout_s,
         unserved_grace_s=settings.scheduler_unserved_grace_s, unreported_grace_s=settings.scheduler_unreported_grace_s,
         reconnect_grace_s=settings.client_stall_s)
+    if settings.signatures_required and not settings.accepted_service_keys:
+        log.warning("this scheduler admits signed requests only (Kafka authenticates its clients) but has no "
+                    "FRAMEBUS_SERVICE_SIGNING_KEY: what the gateway, tracker and workers send will be refused; "
+                    "give the services one key (`framebus acl service-key`) or set FRAMEBUS_REQUEST_SIGNATURES")
     # One transactional id for the role: the active scheduler's producer fences any earlier one
     # (paused, not dead), whose next transaction then fails and stops it.
     producer = stream_producer(settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}")

@@ -23,8 +23,10 @@ from framebus.services.common.settings import LOCAL_HOST, Settings
 from framebus.services.common.stack import Stack
 from framebus.services.demo.receiver import VerifyingReceiver
 from framebus.services.gateway.tenants import TenantAdmin
+from framebus.signing import new_key
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
+SERVICE_KEY = new_key()  # on a SASL bus the scheduler admits signed requests only: this test's client is a service
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def secured(server_settings: Settings, broker: SecuredKafkaBroker, **changes) ->
         "kafka_sasl_password": SecretStr(PASSWORD), "kafka_ssl_cafile": broker.cafile,
         "topic_prefix": f"sec.{uuid.uuid4().hex[:8]}.", "s3_bucket": f"sec-{uuid.uuid4().hex[:8]}", "tenant": "acme",
         "webhook_http_hosts": frozenset({"127.0.0.1"}), "webhook_allowed_hosts": frozenset({"127.0.0.1"}),
-        **changes})
+        "service_signing_key": SecretStr(SERVICE_KEY), **changes})
 
 
 def test_submit_scheduler_worker_metering_and_notifier_all_run_over_sasl_ssl(
