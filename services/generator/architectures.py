@@ -57,3 +57,33 @@ def transformer_on_meta(architecture: WanArchitecture):
 
     with torch.device("meta"):
         return WanTransformer3DModel(**architecture.transformer_config())
+
+
+def random_pipeline(architecture: WanArchitecture, *, dtype=None, seed: int = 0):
+    """A WanPipeline with the real transformer and VAE shapes and seeded random weights: what the
+    engine runs at full size without a checkpoint (tests, the GPU check). The text encoder keeps
+    the real width (4096) with one layer: UMT5-XXL's 4.7 B parameters would only cost time."""
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    if architecture.latent_channels != 16:
+        raise ValueError("random_pipeline builds Wan 2.1's VAE (16 latent channels); Wan 2.2's needs its own")
+    tokenizer = ByT5Tokenizer()
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        text_encoder = UMT5EncoderModel(UMT5Config(
+            vocab_size=len(tokenizer), d_model=architecture.text_dim, d_kv=64, d_ff=1024, num_layers=1, num_heads=8,
+            feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+            decoder_start_token_id=0, tie_word_embeddings=False)).eval()
+        transformer = WanTransformer3DModel(**architecture.transformer_config()).eval()
+        vae = AutoencoderKLWan().eval()  # diffusers' defaults are Wan 2.1's VAE
+    finally:
+        torch.random.set_rng_state(state)
+    if dtype is not None:
+        transformer.to(dtype)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=architecture.flow_shift)
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer)

@@ -189,6 +189,18 @@ def apply_cache(transformer: torch.nn.Module, kind: CacheKind, threshold: float,
     else:
         raise ValueError(f"`cache` must be none, first-block, taylorseer or magcache but is {kind!r}")
     transformer.enable_cache(config)
+    forget_child_registries(transformer)
+
+
+def forget_child_registries(transformer: torch.nn.Module) -> None:
+    """diffusers' hook registry lists its children's registries once, at the first call under a cache
+    context, and never again: hooks added to blocks after the transformer has run (a cache enabled
+    or re-armed later) would never get a context ("No context is set"). Make it list them afresh."""
+    from diffusers.hooks import HookRegistry
+
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    if getattr(registry, "_child_registries_cache", None) is not None:
+        registry._child_registries_cache = None
 
 
 class BlockCounter:

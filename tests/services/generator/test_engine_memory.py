@@ -121,3 +121,16 @@ def test_taylorseer_counts_the_steps_it_extrapolates_and_runs_lite_on_large_mode
     hooked = [name for name, module in lite.pipe.transformer.named_modules()
               if "taylorseer_cache" in getattr(HookRegistry.check_if_exists_or_initialize(module), "hooks", {})]
     assert "proj_out" in hooked and not any(name.endswith(("attn1", "attn2", "ffn")) for name in hooked), hooked
+
+
+def test_a_cache_enabled_after_the_transformer_has_run_gets_its_context() -> None:
+    """diffusers lists the hook registries once, at the first call: a cache hooked on later (a second
+    engine on the same pipeline, MagCache re-armed for another step count) must still be reached."""
+    from framebus.services.generator.models import load_pipeline
+
+    pipeline = load_pipeline(TINY, None)
+    DiffusionEngine(TINY, pipeline, EngineOptions().resolve(), weights_id="x").render([request(1, seed=1)], never)
+    cached = DiffusionEngine(TINY, pipeline, EngineOptions(cache="first-block", cache_threshold=1e6).resolve(),
+                             weights_id="x")
+    [item] = cached.render([request(2, seed=2, num_inference_steps=4)], never)
+    assert item.frames is not None and item.steps_skipped_by_cache == 3
