@@ -24,6 +24,7 @@ from framebus.services.common.stack import Stack
 from framebus.services.demo.receiver import VerifyingReceiver
 from framebus.services.gateway.tenants import TenantAdmin
 from framebus.signing import new_key
+from tests.infra.secrets import assert_no_secret_in_logs
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 SERVICE_KEY = new_key()  # on a SASL bus the scheduler admits signed requests only: this test's client is a service
@@ -79,8 +80,7 @@ def test_submit_scheduler_worker_metering_and_notifier_all_run_over_sasl_ssl(
             terminate(process.pid, timeout_s=10)
         receiver.close()
         client.close()
-    for log in tmp_path.glob("*.log"):
-        assert PASSWORD not in log.read_text(errors="replace"), f"{log.name} shows the password"
+    assert_no_secret_in_logs(tmp_path, {"the password": PASSWORD})
 
 
 @pytest.mark.parametrize(("problem", "expected"), [
