@@ -112,36 +112,47 @@ class StatusFollower:
             return
         try:
             while not self._stopped.is_set():
-                self._assign_wanted(consumer)
                 try:
-                    batches = consumer.poll(timeout_ms=100)
-                except KafkaError as exc:  # the broker away: keep trying; callers time out on their own
+                    self._read_once(consumer)
+                except Exception as exc:  # noqa: BLE001 - a broker away or a leader moving: every waiter hangs on this thread
+                    if not isinstance(exc, KafkaError):
+                        log.warning("reading %s failed; trying again: %r", self.status_topic, exc)
                     self._failure = exc
-                    continue
-                for records in batches.values():
-                    self.records_read += len(records)
-                    for record in records:
-                        self._apply_record(record)
-                self._mark_caught_up(consumer)
+                    self._stopped.wait(0.5)
         finally:
             consumer.close()
 
+    def _read_once(self, consumer) -> None:
+        self._assign_wanted(consumer)
+        batches = consumer.poll(timeout_ms=100)
+        for records in batches.values():
+            self.records_read += len(records)
+            for record in records:
+                self._apply_record(record)
+        self._mark_caught_up(consumer)
+        self._failure = None
+
     def _assign_wanted(self, consumer) -> None:
         with self._lock:
-            wanted, self._wanted = self._wanted, set()
+            wanted = set(self._wanted)
         if not wanted:
             return
         new_status = [TopicPartition(self.status_topic, p) for p in sorted(wanted)]
         new_progress = [TopicPartition(self.progress_topic, p) for p in sorted(wanted) if self._with_progress]
-        consumer.assign(list(consumer.assignment()) + new_status + new_progress)
+        consumer.assign(sorted(set(consumer.assignment()) | set(new_status) | set(new_progress)))
         consumer.seek_to_beginning(*new_status)
         if new_progress:
             consumer.seek_to_end(*new_progress)
-        self._ends.update(consumer.end_offsets(new_status))
+        # Only once the end offsets are known is the partition taken: a failure here (its leader
+        # away) leaves it wanted, and the next pass starts it again from the beginning.
+        self._ends.update(consumer.end_offsets(new_status, timeout_ms=10_000))
+        with self._lock:
+            self._wanted -= wanted
 
     def _mark_caught_up(self, consumer) -> None:
         for tp, end in list(self._ends.items()):
-            if consumer.position(tp) >= end:
+            position = consumer.position(tp, timeout_ms=1_000)  # None while its offset is being reset
+            if position is not None and position >= end:
                 del self._ends[tp]
                 self._caught_up[tp.partition].set()
 

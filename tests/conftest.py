@@ -42,6 +42,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.integration if uses_servers else pytest.mark.unit)
 
 
+SERVICE_LOG_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test that ran services shows the end of each service's log (in its tmp_path):
+    on a CI machine those logs are gone once the run ends, and they say why a request stalled."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if not report.failed or not isinstance(tmp_path, Path):
+        return
+    for log_path in sorted(tmp_path.rglob("*.log"))[:12]:
+        if log_path.stat().st_size == 0 or "cluster" in log_path.parts:
+            continue
+        lines = log_path.read_text(errors="replace").splitlines()[-SERVICE_LOG_LINES:]
+        report.sections.append((f"log {log_path.relative_to(tmp_path)} (last {len(lines)} lines)", "\n".join(lines)))
+
+
 @pytest.fixture(scope="session")
 def infra_cache_dir() -> Path:
     """The shared download cache (jars, binaries): the same one `framebus up` uses."""
