@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
@@ -32,7 +33,7 @@ from framebus.schemas.models import DEFAULT_MODEL, MODEL_DEFAULTS
 from framebus.schemas.state import ErrorCode, ModelName, RequestState, Tier
 from framebus.schemas.tokens import quote_tokens
 
-SCHEMA_VERSION = "1.7"
+SCHEMA_VERSION = "1.8"
 ANY_HOST = "*"  # webhook_http_hosts value for records past admission, where the allowlist was already applied
 ADMITTED = {"webhook_http_hosts": ANY_HOST}  # validation context for those records
 
@@ -489,6 +490,39 @@ class LedgerReleased(_Settlement):
     outcome: Literal["failed", "cancelled", "expired"] | None = None
     gpu_seconds: float = Field(0.0, ge=0, description="Work done before it failed or was cancelled (cost, never billed).")
     machine: str | None = Field(None, max_length=64)
+
+
+class TenantLedger(BaseModel):
+    """One tenant's fold of the ledger: sums, open reservations, and what dedupes the window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credited: Decimal
+    charged: Decimal
+    reservations: dict[str, Decimal] = Field(default_factory=dict, description="Request id to tokens held.")
+    settled: dict[str, float] = Field(default_factory=dict,
+                                      description="Request id to when it was settled (epoch s), within the dedupe window.")
+    entries: dict[str, float] = Field(default_factory=dict,
+                                      description="Entry id to its time (epoch s), within the dedupe window.")
+
+
+class LedgerSnapshot(Event):
+    """The fold of one framebus.ledger partition up to ``next_offset`` (1.8): a reader loads it and
+    folds only the entries from that offset on, so start-up does not grow with the ledger."""
+
+    event_type: ClassVar[str] = "framebus.ledger.snapshot"
+
+    partition: int = Field(ge=0)
+    next_offset: int = Field(ge=0, description="The first ledger offset of the partition not folded in.")
+    taken_at: datetime = Field(default_factory=utc_now)
+    dedupe_window_s: float = Field(gt=0, description="How far back ``settled`` and ``entries`` reach.")
+    tenants: dict[str, TenantLedger] = Field(default_factory=dict)
+
+    def partition_key(self) -> str:
+        return str(self.partition)
+
+    def subject(self) -> str:
+        return f"partition-{self.partition}"
 
 
 # --- batches and tenants -------------------------------------------------------------------

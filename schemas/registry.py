@@ -17,6 +17,7 @@ from framebus.schemas.events import (
     LedgerCredited,
     LedgerReleased,
     LedgerReserved,
+    LedgerSnapshot,
     StatusChanged,
     TenantUpdated,
     UsageRecorded,
@@ -27,7 +28,7 @@ from framebus.schemas.workers import JobDispatched, WorkerAnnounced, WorkReturne
 EVENT_MODELS: dict[str, type[Event]] = {
     model.event_type: model
     for model in (GenerationRequest, CancelRequested, GenerationCompleted, GenerationFailed, GenerationCancelled,
-                  GenerationProgress, StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased,
+                  GenerationProgress, StatusChanged, UsageRecorded, LedgerCredited, LedgerReserved, LedgerCharged, LedgerReleased, LedgerSnapshot,
                   BatchCompleted, BatchProgress, BatchSubmitted, TenantUpdated, WorkerAnnounced, JobDispatched, WebhookDelivery,
                   WebhookAttempted, WebhookDead, WebhookSecrets, SigningKeys, WorkReturned)
 }

@@ -7,15 +7,20 @@ Partition counts are the local/CI defaults; production clusters may create more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 DAY_MS = 24 * 60 * 60 * 1000
+SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024  # a ledger snapshot record, before compression
 
 
 class Cleanup(StrEnum):
     DELETE = "delete"
     COMPACT = "compact"
+    # The latest value per key, and only while it is younger than the retention: state that
+    # matters for a while (a request's status), not forever.
+    COMPACT_DELETE = "compact,delete"
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,9 @@ class TopicSpec:
     cleanup: Cleanup = Cleanup.DELETE
     retention_ms: int = 7 * DAY_MS  # -1 keeps records forever
     extra_config: tuple[tuple[str, str], ...] = field(default=())
+    # The Settings field (in days) the retention comes from, where an operator sets it; ``retention_ms``
+    # is then that setting's default, and ``catalogue()`` fills in the configured value.
+    retention_setting: str | None = None
 
     def configs(self) -> dict[str, str]:
         """Topic-level configs passed to CreateTopics."""
@@ -35,6 +43,7 @@ class TopicSpec:
         if self.cleanup is Cleanup.COMPACT:
             # Compacted topics keep the latest value per key forever; retention does not apply.
             configs["retention.ms"] = "-1"
+        if self.cleanup in (Cleanup.COMPACT, Cleanup.COMPACT_DELETE):
             configs["min.cleanable.dirty.ratio"] = "0.1"
             configs["segment.ms"] = str(60 * 60 * 1000)
         configs.update(dict(self.extra_config))
@@ -72,8 +81,12 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("framebus.results.dead", "tenant id", 1,
               "Result records metering could not read, as they came plus the reason, kept for a month.",
               ("framebus.generation.completed",), retention_ms=30 * DAY_MS),
-    TopicSpec("framebus.status", "tenant/request id", 6, "Latest state of every request (compacted).",
-              ("framebus.generation.status",), cleanup=Cleanup.COMPACT),
+    # Compacted, and deleted once older than FRAMEBUS_STATUS_RETENTION_DAYS: the gateway reads only
+    # that window at start, so its start-up and memory follow the window, not all history.
+    TopicSpec("framebus.status", "tenant/request id", 6,
+              "Latest state of every request (compacted), while statuses are kept.",
+              ("framebus.generation.status",), cleanup=Cleanup.COMPACT_DELETE, retention_ms=30 * DAY_MS,
+              retention_setting="status_retention_days"),
     # Progress lines for followers (the gateway's event stream, the SDK): worth minutes, not history.
     TopicSpec("framebus.progress", "tenant/request id", 6,
               "Denoising steps, encoding and uploading of running requests, for event streams (one hour).",
@@ -87,6 +100,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
                "framebus.ledger.charged", "framebus.ledger.released"), retention_ms=-1),
     # The scheduler's own changelog: every live request (queued or dispatched) under
     # tenant/request id, a tombstone once it ends. A restarted scheduler rebuilds from it.
+    TopicSpec("framebus.ledger.snapshots", "ledger partition", 1,
+              "The ledger's fold per partition up to an offset (compacted): readers start there, not at offset 0.",
+              ("framebus.ledger.snapshot",), cleanup=Cleanup.COMPACT,
+              extra_config=(("max.message.bytes", str(SNAPSHOT_MAX_BYTES + 1024 * 1024)),)),
     TopicSpec("framebus.scheduler.backlog", "tenant/request id", 6,
               "Scheduler changelog: live requests and where they are (compacted).",
               ("framebus.scheduler.backlog",), cleanup=Cleanup.COMPACT),
@@ -121,6 +138,15 @@ CATALOGUE: tuple[TopicSpec, ...] = (
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
 
 
+def catalogue(retention_days: Mapping[str, float] | None = None) -> tuple[TopicSpec, ...]:
+    """The catalogue with each settable retention filled in: ``retention_days`` maps a spec's
+    ``retention_setting`` to days (``Settings.catalogue()`` passes the configured ones); a
+    setting left out keeps the catalogue's default. What ``framebus up`` creates and compares."""
+    retention_days = retention_days or {}
+    return tuple(replace(spec, retention_ms=round(retention_days[spec.retention_setting] * DAY_MS))
+                 if spec.retention_setting in retention_days else spec for spec in CATALOGUE)
+
+
 def request_topic(tier: str) -> str:
     if tier not in REQUEST_TIERS:
         raise ValueError(f"`tier` must be one of {', '.join(REQUEST_TIERS)} but is {tier!r}.")
@@ -134,10 +160,14 @@ def render_markdown() -> str:
     for spec in CATALOGUE:
         if spec.cleanup is Cleanup.COMPACT:
             keep = "compacted"
+        elif spec.cleanup is Cleanup.COMPACT_DELETE:
+            keep = f"compacted, {spec.retention_ms // DAY_MS} d"
         elif spec.retention_ms < 0:
             keep = "delete, kept forever"
         else:
             keep = f"delete, {spec.retention_ms // DAY_MS} d"
+        if spec.retention_setting:
+            keep += f" (`FRAMEBUS_{spec.retention_setting.upper()}`)"
         types = ", ".join(f"`{t}`" for t in spec.event_types)
         rows.append(f"| `{spec.name}` | {spec.key} | {spec.partitions} | {keep} | {types} | {spec.purpose} |")
     return "\n".join(rows)

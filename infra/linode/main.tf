@@ -39,6 +39,10 @@ resource "linode_object_storage_bucket" "outputs" {
   region = var.region
   label  = var.bucket_name
 
+  # No prefix: the rule covers every key, the result-cache index under `_results/` included. The
+  # workers stop serving an index entry after FRAMEBUS_RESULT_CACHE_TTL_DAYS (default 30, the
+  # default here) and delete it; keep that at most output_retention_days, since an entry is of no
+  # use once the video it points at has expired.
   lifecycle_rule {
     id                                     = "expire-outputs"
     enabled                                = true

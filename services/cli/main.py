@@ -163,15 +163,14 @@ def demo() -> None:
 
 @app.command()
 def topics(as_json: JsonOption = False) -> None:
-    """Print the topic catalogue."""
-    from framebus.schemas.topics import CATALOGUE
-
+    """Print the topic catalogue (with the retention these settings give)."""
+    catalogue = Settings().catalogue()
     if as_json:
         emit_json(*({"name": t.name, "partitions": t.partitions, "key": t.key, "configs": t.configs(),
-                     "event_types": list(t.event_types)} for t in CATALOGUE))
+                     "event_types": list(t.event_types)} for t in catalogue))
         return
     table = Table("topic", "key", "partitions", "cleanup", "event types")
-    for t in CATALOGUE:
+    for t in catalogue:
         table.add_row(t.name, t.key, str(t.partitions), t.cleanup.value, ", ".join(t.event_types))
     console.print(table)
 

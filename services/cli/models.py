@@ -37,17 +37,18 @@ def list_models(as_json: JsonOption = False) -> None:
 def train(
     output: Path = typer.Option(Path("models/wan-shapes"), help="Where the diffusers checkpoint directory goes."),
     seed: int = typer.Option(20261201, help="Seeds the data set, the initial weights and the training order."),
-    vae_steps: int = typer.Option(2600, help="VAE training steps."),
-    dit_steps: int = typer.Option(5000, help="Transformer and text-encoder training steps."),
-    clips: int = typer.Option(4000, help="Clips rendered for training."),
+    vae_steps: int | None = typer.Option(None, help="VAE training steps (default: the recipe's, 2200)."),
+    dit_steps: int | None = typer.Option(None, help="Transformer and text-encoder training steps (default: 4500)."),
+    clips: int | None = typer.Option(None, help="Clips rendered for training (default: 4000)."),
     threads: int = typer.Option(0, help="torch threads (0: torch's default, one per core)."),
 ) -> None:
-    """Train wan-shapes from nothing on this machine (about 45 minutes on 2 cores) and save it in diffusers' layout."""
+    """Train wan-shapes from nothing on this machine (about 50 minutes on 2 cores) and save it in diffusers' layout."""
     from framebus.services.shapes.train import TrainConfig
     from framebus.services.shapes.train import train as run_training
 
     with errors_exit():
-        config = TrainConfig(seed=seed, vae_steps=vae_steps, dit_steps=dit_steps, clips=clips)
+        chosen = {"vae_steps": vae_steps, "dit_steps": dit_steps, "clips": clips}
+        config = TrainConfig(seed=seed, **{name: value for name, value in chosen.items() if value is not None})
         record = run_training(config, output, threads=threads or None)
         console.print(f"wan-shapes saved to [bold]{output}[/] in {record.stages['total_s']:.0f} s; "
                       f"VAE reconstruction {record.stages['vae_reconstruction_psnr_db']} dB; "

@@ -13,7 +13,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from framebus.errors import KafkaAdapterError
 from framebus.kafka import consumer, producer, unreachable, watch_connection_failures
-from framebus.schemas.topics import TopicSpec
+from framebus.schemas.topics import SNAPSHOT_MAX_BYTES, TopicSpec
 from framebus.security import security_for
 
 __all__ = ["admin_client", "consumer", "ensure_topics", "group_consumer", "producer", "stream_producer"]
@@ -113,6 +113,13 @@ def stream_producer(bootstrap: str, *, transactional_id: str | None = None) -> A
                             max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
                             transactional_id=transactional_id, retry_backoff_ms=10 if transactional_id else 100,
                             **security_for(bootstrap).aiokafka())
+
+
+def snapshot_producer(bootstrap: str) -> AIOKafkaProducer:
+    """The producer of ledger snapshots: large single records (the dedupe window's settled
+    requests), compressed; the snapshots topic allows records of this size."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip",
+                            max_request_size=SNAPSHOT_MAX_BYTES, **security_for(bootstrap).aiokafka())
 
 
 def group_consumer(settings: Settings, *topics: str, group: str, **overrides) -> AIOKafkaConsumer:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from framebus.config import LOCAL_HOST, ClientSettings, blank_is_unset
+from framebus.schemas import topics
 from framebus.schemas.state import Tier
 from framebus.schemas.webhooks import RETRY_SCHEDULE_S
 from framebus.services.common.watchdog import WatchdogConfig
@@ -52,6 +53,10 @@ class Settings(ClientSettings):
         None, ge=1, description="Copies of every topic's records; unset: 1 on the local broker, 3 on an existing cluster.")
     kafka_min_insync_replicas: int | None = Field(
         None, ge=1, description="Copies a write needs before it counts (acks=all); unset: 1 locally, 2 on a cluster.")
+    status_retention_days: int = Field(
+        30, gt=0, description="Days a request's status is kept: the retention of framebus.status (compacted, then "
+                              "deleted) and the window a gateway reads at start; an older request is unknown "
+                              "(404), and its request_id may be used again.")
 
     request_signatures: Literal["auto", "required", "optional"] = Field(
         "auto", description="Whether the scheduler admits only signed requests and cancels (framebus.signing): required, "
@@ -78,6 +83,19 @@ class Settings(ClientSettings):
     s3_checksums: Literal["when_required", "when_supported"] = Field(
         "when_required", description="When boto3 adds CRC checksums; `when_required` suits S3-compatible services such as Linode's.")
     s3_upload_deadline_s: float = Field(300.0, gt=0, description="How long a worker retries an upload (the file waits in its spool) before `upload_failed`.")
+    ledger_dedupe_window_s: float = Field(
+        2 * 86400.0, gt=0, description="Seconds the ledger fold remembers which requests it settled (and which "
+                                       "credits it folded), to count a late duplicate once; older ones are summed, "
+                                       "not remembered. Longer than any request lives (queue TTL plus run time). "
+                                       "A ledger snapshot holds the window's settled requests (~50 bytes each).")
+    ledger_snapshot_interval_s: float = Field(
+        300.0, gt=0, description="Seconds between metering's snapshots of the ledger fold "
+                                 "(framebus.ledger.snapshots), from which every reader of the ledger starts.")
+
+    result_cache_ttl_days: int = Field(
+        30, gt=0, description="Days an entry of the result cache (`_results/` in the bucket) serves identical "
+                              "requests; an older one is a miss and is deleted. At most the bucket's output "
+                              "retention, or a hit finds its video gone (then it renders).")
 
     # --- Producers and the gateway ------------------------------------------------
     webhook_allowed_hosts: frozenset[str] = Field(
@@ -179,6 +197,23 @@ class Settings(ClientSettings):
         if unknown:
             raise ValueError(f"`{info.field_name}` names tiers {', '.join(tier.value for tier in Tier)}, not {', '.join(unknown)}")
         return value
+
+    @model_validator(mode="after")
+    def _statuses_outlast_queued_requests(self) -> Settings:
+        longest = max(self.scheduler_tier_ttl_s.items(), key=lambda item: item[1], default=None)
+        if longest is not None and longest[1] > self.status_retention_days * 86400:
+            raise ValueError(f"`status_retention_days` ({self.status_retention_days}) must outlast the longest a "
+                             f"request may stay queued ({longest[0]}: {longest[1]:g} s in `scheduler_tier_ttl_s`)")
+        if longest is not None and longest[1] >= self.ledger_dedupe_window_s:
+            raise ValueError(f"`ledger_dedupe_window_s` ({self.ledger_dedupe_window_s:g}) must outlast the longest a "
+                             f"request may stay queued ({longest[0]}: {longest[1]:g} s in `scheduler_tier_ttl_s`), "
+                             "or its late settlement could count twice")
+        return self
+
+    def catalogue(self) -> tuple[topics.TopicSpec, ...]:
+        """The topic catalogue with the retention these settings give (what `framebus up` creates and compares)."""
+        return topics.catalogue({spec.retention_setting: getattr(self, spec.retention_setting)
+                                 for spec in topics.CATALOGUE if spec.retention_setting})
 
     @property
     def accepted_service_keys(self) -> tuple[str, ...]:

@@ -15,7 +15,6 @@ from framebus.infra.errors import InfraError
 from framebus.infra.kafka import KafkaBroker
 from framebus.infra.s3 import S3Server
 from framebus.infra.server import LocalServer
-from framebus.schemas.topics import CATALOGUE
 from framebus.services.common.kafka import TopicOutcome, admin_client, ensure_topics
 from framebus.services.common.settings import LOCAL_HOST, Settings
 from framebus.services.common.storage import ensure_bucket, s3_client
@@ -92,7 +91,7 @@ class Stack:
             step("creating topics")
             admin = admin_client(self.settings.bootstrap_servers)
             try:
-                topics = ensure_topics(admin, CATALOGUE, prefix=self.settings.topic_prefix,
+                topics = ensure_topics(admin, self.settings.catalogue(), prefix=self.settings.topic_prefix,
                                        replication=self.settings.replication)
             finally:
                 admin.close()

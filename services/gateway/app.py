@@ -2,8 +2,10 @@
 
     framebus gateway            # uvicorn on FRAMEBUS_GATEWAY_HOST:FRAMEBUS_GATEWAY_PORT
 
-At startup it materializes framebus.status and framebus.tenants from the beginning and
-reports ready (GET /readyz) once both have caught up, so any replica answers any request.
+At startup it materializes framebus.tenants from the beginning and framebus.status over its
+retention window (FRAMEBUS_STATUS_RETENTION_DAYS: older statuses are gone from the topic, and
+never read), and reports ready (GET /readyz) once both have caught up, so any replica answers
+any request; start-up time and memory follow the window, not the topic's whole history.
 """
 
 from __future__ import annotations
@@ -44,14 +46,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure("framebus-gateway", settings.telemetry)
     configure_metrics("framebus-gateway", settings.telemetry)
     watchers = Watchers()  # open event streams, told of every status change and progress line
-    statuses, tenants, batches = StatusTable(on_change=watchers.notify), TenantTable(), BatchTable()
+    status_window_s = settings.status_retention_days * 86400.0
+    statuses = StatusTable(on_change=watchers.notify, keep_s=status_window_s)
+    tenants, batches = TenantTable(), BatchTable()
     progress = ProgressTable(on_change=watchers.notify)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = await asyncio.to_thread(FramebusClient, settings=settings, source=GATEWAY_SOURCE,
                                          on_accepted=statuses.apply)
-        tables = [TopicTable(settings.bootstrap_servers, settings.topic("framebus.status"), statuses.apply_record),
+        tables = [TopicTable(settings.bootstrap_servers, settings.topic("framebus.status"), statuses.apply_record,
+                             since_s=status_window_s),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches"), batches.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches.progress"),

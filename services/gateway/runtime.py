@@ -114,7 +114,8 @@ class Gateway:
     def status(self, tenant: TenantUpdated, request_id: str) -> StatusChanged:
         found = self.statuses.get(tenant.tenant_id, request_id)
         if found is None:  # another tenant's request looks exactly like a missing one
-            raise NotFound(f"no generation {request_id!r}")
+            raise NotFound(f"no generation {request_id!r}: statuses are kept for "
+                           f"{self.settings.status_retention_days} days (FRAMEBUS_STATUS_RETENTION_DAYS)")
         return found
 
     def video_url(self, tenant: TenantUpdated, request_id: str) -> str:

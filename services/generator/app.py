@@ -90,7 +90,8 @@ def build_worker(settings: Settings, *, engine: EngineKind, model: ModelName, de
     ensure_bucket(client, settings.s3_bucket)
     worker_id = worker_id or new_worker_id()
     store = VideoStore(StorageTarget(client, settings.s3_bucket), settings.s3_presign_expiry_s,
-                       retry=RetryPolicy(deadline_s=settings.s3_upload_deadline_s), target_for=TenantTargets(settings))
+                       retry=RetryPolicy(deadline_s=settings.s3_upload_deadline_s), target_for=TenantTargets(settings),
+                       result_ttl_s=settings.result_cache_ttl_days * 86400)
     built_engine = build_engine(settings, engine, model, delay_ms=delay_ms, worker_id=worker_id)
     return assemble_worker(settings, engine=built_engine, store=store,
                            config=WorkerConfig(worker_id=worker_id, max_batch_size=batch, slots=slots,

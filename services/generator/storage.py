@@ -5,7 +5,9 @@ Key layout: ``{tenant}/{yyyy}/{mm}/{dd}/{request_id}.mp4`` (the submission day) 
 re-run of a request overwrites the same keys with the same bytes (seeded, deterministic
 engines), so results are idempotent. The result-cache index lives in the same bucket under
 ``_results/{tenant}/{fingerprint}.json``: per tenant, so one tenant can never learn
-another's prompts from a cache hit.
+another's prompts from a cache hit. Each entry records when it was written; one older than
+the cache's TTL (FRAMEBUS_RESULT_CACHE_TTL_DAYS) is a miss and is deleted, so the index does
+not outlive the videos it points at (the bucket's lifecycle rule expires both).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class VideoStore:
     retry: RetryPolicy = RetryPolicy()
     target_for: Callable[[str], StorageTarget | None] = lambda tenant_id: None  # a tenant's own bucket
     sleep: Callable[[float], None] = time.sleep
+    result_ttl_s: float = 30 * 86400.0  # a result-cache entry older than this is a miss (and is deleted)
     _index: OrderedDict[str, dict] = field(default_factory=OrderedDict, repr=False)  # result-cache LRU
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -104,7 +107,7 @@ class VideoStore:
                               video.num_frames, video.fps)
         if fingerprint is not None:
             self._retrying("result-cache index", lambda: self._write_index(target, request.tenant_id, fingerprint,
-                                                                            output))
+                                                                            output, now))
         return output
 
     def _shared(self, target: StorageTarget, request: GenerationRequest, video: EncodedVideo, now: datetime) -> Output:
@@ -160,9 +163,11 @@ class VideoStore:
     def index_key(tenant_id: str, fingerprint: str) -> str:
         return f"_results/{tenant_id}/{fingerprint}.json"
 
-    def _write_index(self, target: StorageTarget, tenant_id: str, fingerprint: str, output: Output) -> None:
+    def _write_index(self, target: StorageTarget, tenant_id: str, fingerprint: str, output: Output,
+                     now: datetime) -> None:
         entry = output.model_dump(mode="json", include={"key", "poster_key", "sha256", "bytes", "codec", "width",
                                                         "height", "num_frames", "fps"})
+        entry["written_at"] = now.astimezone(UTC).isoformat()  # its age decides when it stops serving
         body = json.dumps(entry).encode()
         target.client.put_object(Bucket=target.bucket, Key=self.index_key(tenant_id, fingerprint), Body=body,
                                  ContentType="application/json")
@@ -179,12 +184,18 @@ class VideoStore:
             log.warning("result cache skipped for %s: %s", request.tenant_id, exc)
             return None
         memo = f"{target.bucket}/{request.tenant_id}/{fingerprint}"
+        index_key = self.index_key(request.tenant_id, fingerprint)
         try:
             entry = self._known(memo)
+            if entry is not None and self._expired(entry, now):
+                with self._lock:
+                    self._index.pop(memo, None)
+                entry = None  # another worker may have indexed the same result since: S3 decides
             if entry is None:
-                body = target.client.get_object(Bucket=target.bucket,
-                                                Key=self.index_key(request.tenant_id, fingerprint))["Body"].read()
-                entry = json.loads(body)
+                entry = json.loads(target.client.get_object(Bucket=target.bucket, Key=index_key)["Body"].read())
+                if self._expired(entry, now):
+                    self._forget(target, index_key)
+                    return None
                 self._remember(memo, entry)
             key, poster_key = self.keys(request, now)
             if key != entry["key"]:
@@ -203,6 +214,25 @@ class VideoStore:
             return None
         return self._output(target, key, poster_key, now, entry["sha256"], entry["bytes"], entry["codec"],
                             entry["width"], entry["height"], entry["num_frames"], entry["fps"])
+
+    def _expired(self, entry: dict, now: datetime) -> bool:
+        """Older than the TTL, or from before entries carried their time (so of unknown age)."""
+        try:
+            written_at = datetime.fromisoformat(entry["written_at"])
+        except (KeyError, TypeError, ValueError):
+            return True
+        if written_at.tzinfo is None:
+            return True
+        return (now - written_at).total_seconds() > self.result_ttl_s
+
+    @staticmethod
+    def _forget(target: StorageTarget, index_key: str) -> None:
+        """Delete an expired index entry, best effort: a failure leaves it to the next reader or the
+        bucket's lifecycle rule, and the lookup is a miss either way."""
+        try:
+            target.client.delete_object(Bucket=target.bucket, Key=index_key)
+        except (ClientError, BotoCoreError) as exc:
+            log.info("could not delete the expired result-cache entry %s: %s", index_key, exc)
 
     def _known(self, memo: str):
         with self._lock:

@@ -2,7 +2,7 @@
 
     framebus metering
 
-Startup: fold framebus.ledger from the beginning until caught up (balances, and which
+Startup: fold framebus.ledger from its latest snapshots until caught up (balances, and which
 requests are settled), then keep following it, then read framebus.results (consumer group
 ``framebus-metering``) on the processor runtime in batches of up to ``BATCH`` records. For
 each worker result not yet settled it writes the usage record and the ledger entry and
@@ -13,12 +13,16 @@ a paused instance whose partitions moved on is fenced by their new owner. Before
 partition it has just taken over, an instance folds the ledger to its end; the fold settles a
 request once whatever arrives twice, so each request is charged or released exactly once.
 
+Beside that, its ``LedgerCompactor`` folds the ledger as committed and writes each
+partition's snapshot every ``FRAMEBUS_LEDGER_SNAPSHOT_INTERVAL_S`` (``common/ledger_snapshots.py``).
+
 A result record that does not decode, or that metering fails on, goes to
 framebus.results.dead with the reason; metering keeps going.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -31,11 +35,12 @@ from framebus.schemas.codec import decode_event, encode_event, written_by
 from framebus.schemas.errors import CodecError
 from framebus.schemas.events import GenerationCancelled, GenerationCompleted, GenerationFailed, LedgerCharged
 from framebus.schemas.state import ErrorCode
-from framebus.services.common import metrics
+from framebus.services.common import ledger_snapshots, metrics
 from framebus.services.common.compacted import TopicTable
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.hosting import serve
-from framebus.services.common.kafka import group_consumer, stream_producer
+from framebus.services.common.ledger_snapshots import LedgerCompactor
+from framebus.services.common.kafka import group_consumer, snapshot_producer, stream_producer
 from framebus.services.common.processor import Lane, Outputs, Processor
 from framebus.services.common.settings import Settings
 from framebus.services.metering.core import Metering
@@ -121,11 +126,14 @@ def lanes(handlers: MeteringHandlers) -> list[Lane]:
 
 class MeteringService:
     def __init__(self, settings: Settings, *, producer, consumer_for, instance: str, clock=time.time,
-                 producer_per_partition=None) -> None:
+                 producer_per_partition=None, snapshot_producer=None) -> None:
         self.settings = settings
+        self.clock = clock
         self.handlers = MeteringHandlers(instance=instance)
-        self.ledger = TopicTable(settings.bootstrap_servers, settings.topic("framebus.ledger"),
-                                 self.handlers.apply_ledger)
+        self.ledger: TopicTable | None = None  # from the latest snapshots on, at ``run``
+        self.compactor = LedgerCompactor(settings.bootstrap_servers, settings.topic_prefix, snapshot_producer,
+                                         window_s=settings.ledger_dedupe_window_s,
+                                         interval_s=settings.ledger_snapshot_interval_s, clock=clock)
         self.processor = Processor("metering", settings=settings, producer=producer, consumer_for=consumer_for,
                                    lanes=lanes(self.handlers), outputs=OUTPUTS, clock=clock,
                                    group_id=f"{settings.topic_prefix}{GROUP}",
@@ -135,20 +143,34 @@ class MeteringService:
         """Before settling a partition just taken over: fold every ledger entry its previous owner
         committed (the partitions' producers are initialised by now, so its transactions are closed),
         or a second result for a request it settled would be settled again."""
+        assert self.ledger is not None
         await self.ledger.read_to_end()
+
+    async def _forget(self) -> None:
+        """Keep the fold's dedupe memory to its window (what was settled before it stays settled in the sums)."""
+        while True:
+            self.handlers.core.balances.forget_before(self.clock() - self.settings.ledger_dedupe_window_s)
+            await asyncio.sleep(60.0)
 
     def is_ready(self) -> bool:
         return self.processor.ready.is_set()
 
     async def run(self) -> None:
-        ledger = self.ledger
+        self.ledger = ledger = await ledger_snapshots.restored_table(
+            self.settings.bootstrap_servers, self.settings.topic_prefix, self.handlers.core.balances,
+            self.handlers.apply_ledger)
         try:
             await ledger.start(catch_up_timeout_s=300)
             self.handlers.folded = True
             log.info("metering folded the ledger: %d tenants", len(self.handlers.core.balances.tenants()))
-            await self.processor.run()
+            tasks = [self._forget]
+            if self.compactor.producer is not None:
+                tasks.append(self.compactor.run)
+            await self.processor.run(tasks=tasks)
         finally:
             await ledger.stop()
+            if self.compactor.table is not None:
+                await self.compactor.table.stop()
 
 
 def build(settings: Settings) -> MeteringService:
@@ -159,6 +181,7 @@ def build(settings: Settings) -> MeteringService:
     # partitions moved on is fenced by their new owner (it stops; nothing it sends counts).
     return MeteringService(
         settings, producer=stream_producer(settings.bootstrap_servers), instance=instance,
+        snapshot_producer=snapshot_producer(settings.bootstrap_servers),
         producer_per_partition=lambda tp: stream_producer(
             settings.bootstrap_servers, transactional_id=f"{settings.topic_prefix}{GROUP}:{tp.topic}:{tp.partition}"),
         consumer_for=lambda topics: group_consumer(settings, *topics, group=GROUP,

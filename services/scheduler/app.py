@@ -3,8 +3,9 @@
     framebus scheduler
 
 Startup: wait for the lease (one scheduler decides at a time: ``lease.py``), read
-framebus.scheduler.backlog (what was live at the last stop), follow framebus.tenants,
-framebus.ledger and framebus.status from the beginning until caught up, follow
+framebus.scheduler.backlog (what was live at the last stop), follow framebus.tenants from the
+beginning, framebus.ledger from its latest snapshots (``common/ledger_snapshots.py``) and
+framebus.status over the dedupe window until caught up, follow
 framebus.workers from its end (announcements are live state; workers re-announce every
 heartbeat), restore the core, then run on the processor runtime (``common/processor.py``):
 
@@ -29,6 +30,7 @@ import time
 from aiokafka.errors import KafkaError
 
 from framebus.schemas.topics import request_topic
+from framebus.services.common import ledger_snapshots
 from framebus.services.common.compacted import TopicTable, read_all
 from framebus.services.common.hosting import serve
 from framebus.services.common.kafka import group_consumer, stream_producer
@@ -84,6 +86,7 @@ class Scheduler:
     def _step(self, now: float):
         if now - self._swept_at > 60.0:  # bound the finished index to the dedupe window
             self.handlers.finished.expire(now)
+            self.handlers.core.balances.forget_before(now - self.settings.ledger_dedupe_window_s)
             self.handlers.auth.expire(now)
             self._swept_at = now
         # Liveness counts only time in which heartbeats could reach us: when the broker last answered
@@ -137,8 +140,12 @@ class Scheduler:
         self._tables = [
             TopicTable(bootstrap, topic("framebus.tenants"), handlers.apply_tenant),
             TopicTable(bootstrap, topic("framebus.signing.keys"), handlers.apply_signing_keys),
-            TopicTable(bootstrap, topic("framebus.ledger"), handlers.apply_ledger),
-            TopicTable(bootstrap, topic("framebus.status"), handlers.finished.apply_record),
+            # From the latest snapshot of each ledger partition on, and statuses of the dedupe window
+            # only: what is read at start does not grow with history.
+            await ledger_snapshots.restored_table(bootstrap, self.settings.topic_prefix, handlers.core.balances,
+                                                  handlers.apply_ledger),
+            TopicTable(bootstrap, topic("framebus.status"), handlers.finished.apply_record,
+                       since_s=handlers.finished.window_s),
             self._heartbeats,
         ]
         for table in self._tables:

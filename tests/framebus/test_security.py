@@ -55,6 +55,6 @@ def test_each_way_an_existing_topic_differs_from_the_catalogue_is_one_line() -> 
     found = mismatches(status, (3, 1), {"cleanup.policy": "delete", "retention.ms": "604800000"}, Replication(3, 2))
     assert found == ("3 partitions, the catalogue asks 6 (adding them moves keys between partitions: left as it is)",
                      "replication factor 1, settings ask 3",
-                     "cleanup.policy=delete, the catalogue asks compact",
-                     "retention.ms=604800000, the catalogue asks -1")
+                     "cleanup.policy=delete, the catalogue asks compact,delete",
+                     "retention.ms=604800000, the catalogue asks 2592000000")
     assert mismatches(status, (6, 3), status.configs(), Replication(3, 2)) == ()

@@ -33,7 +33,7 @@ def test_defaults_make_a_valid_request() -> None:
     made = request()
     assert (made.model, made.width, made.height, made.num_frames, made.num_inference_steps, made.tier.value) == (
         "wan-shapes", 64, 64, 17, 20, "standard"), "the stack's default model, at that model's own clip"
-    assert made.schema_version == SCHEMA_VERSION == "1.7"
+    assert made.schema_version == SCHEMA_VERSION == "1.8"
 
 
 def test_what_a_request_leaves_out_comes_from_its_model_or_the_stacks_default() -> None:

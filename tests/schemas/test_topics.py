@@ -22,7 +22,7 @@ def test_every_topic_of_the_design_is_in_the_catalogue() -> None:
 
 
 def test_compacted_topics_keep_the_latest_value_forever() -> None:
-    for name in ("framebus.status", "framebus.tenants"):
+    for name in ("framebus.tenants", "framebus.scheduler.backlog"):
         configs = BY_NAME[name].configs()
         assert configs["cleanup.policy"] == "compact" and configs["retention.ms"] == "-1"
 
