@@ -206,7 +206,8 @@ class KafkaTransport:
                                      "api_key=...)), which shows each tenant only its own")
         if self._follower is None:
             self._follower = StatusFollower(self.settings.bootstrap_servers, self.settings.topic("framebus.status"),
-                                            self.settings.topic("framebus.progress"), self.tenant_id)
+                                            self.settings.topic("framebus.progress"), self.tenant_id,
+                                            since_s=self.settings.status_retention_days * 86400.0)
         return self._follower
 
     def status(self, request_id: str, *, timeout_s: float = 10.0) -> GenerationStatus | None:

@@ -41,6 +41,11 @@ class ClientSettings(BaseSettings):
     telemetry: str = Field(
         "auto", description="Where spans go: auto (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else off), otlp, "
                             "console, jsonl:DIR, or off. A producer's traceparent travels on either way.")
+    status_retention_days: int = Field(
+        30, gt=0, description="Days a request's status is kept: the retention of framebus.status (compacted, then "
+                              "deleted) and the window a gateway reads at start; an older request is unknown "
+                              "(404), and its request_id may be used again.")
+
     default_model: ModelName = Field(
         DEFAULT_MODEL, description="Model of a request that names none, and the one `framebus worker` serves unless "
                                    "told otherwise; a request's unset size, frames and steps are that model's own.")
@@ -48,9 +53,16 @@ class ClientSettings(BaseSettings):
     # A secured cluster (managed Kafka: Confluent Cloud, MSK, Aiven, ...). Applied to every client
     # of the process alike (framebus.security); the password is never logged.
     kafka_security_protocol: Protocol = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    kafka_sasl_mechanism: Mechanism | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*).")
-    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_sasl_mechanism: Mechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (SASL_*).")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (OAUTHBEARER: the OAuth client id).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (OAUTHBEARER: the OAuth client secret); never logged.")
+    kafka_sasl_oauth_token_url: str | None = Field(
+        None, description="OAUTHBEARER: the identity provider's token endpoint, where the client id and secret "
+                          "are exchanged for tokens (client-credentials grant).")
+    kafka_sasl_oauth_scope: str | None = Field(None, description="OAUTHBEARER: the scope to ask tokens for, if the "
+                                                                 "provider wants one.")
     kafka_ssl_cafile: Path | None = Field(None, description="PEM file of the CA(s) to trust; unset: the system's.")
     kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate, where the cluster asks for one.")
     kafka_ssl_keyfile: Path | None = Field(None, description="PEM key of the client certificate.")
@@ -75,6 +87,8 @@ class ClientSettings(BaseSettings):
         if protocol.startswith("SASL"):
             missing = [name for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
                        if getattr(self, name) is None]
+            if self.kafka_sasl_mechanism == "OAUTHBEARER" and not self.kafka_sasl_oauth_token_url:
+                missing.append("kafka_sasl_oauth_token_url")
             if missing:
                 raise ValueError(f"FRAMEBUS_KAFKA_SECURITY_PROTOCOL={protocol} needs "
                                  + ", ".join(f"FRAMEBUS_{name.upper()}" for name in missing))
@@ -105,7 +119,8 @@ class ClientSettings(BaseSettings):
         return KafkaSecurity(protocol=self.kafka_security_protocol, mechanism=self.kafka_sasl_mechanism,
                              username=self.kafka_sasl_username, password=password,
                              cafile=path(self.kafka_ssl_cafile), certfile=path(self.kafka_ssl_certfile),
-                             keyfile=path(self.kafka_ssl_keyfile), check_hostname=self.kafka_ssl_check_hostname)
+                             keyfile=path(self.kafka_ssl_keyfile), check_hostname=self.kafka_ssl_check_hostname,
+                             token_url=self.kafka_sasl_oauth_token_url, scope=self.kafka_sasl_oauth_scope)
 
     @property
     def embedded_kafka(self) -> bool:

@@ -1,7 +1,7 @@
 """One reader of framebus.status (and framebus.progress) per Kafka client, shared by every call.
 
 A status lives under the key ``tenant/request id``, so one partition holds it. The follower
-reads a status partition from its beginning the first time a call needs it, then keeps
+reads a status partition (the retention window of it) the first time a call needs it, then keeps
 following it: every later ``status`` of a request there is a dictionary lookup, and
 ``wait``/``events`` are told of each change as it arrives. A one-off CLI call reads one
 partition (as it always did); a long-lived client reads each partition once.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from kafka import TopicPartition
@@ -28,8 +29,10 @@ Listener = Callable[[StatusChanged | GenerationProgress], None]
 
 
 class StatusFollower:
-    def __init__(self, bootstrap: str, status_topic: str, progress_topic: str, tenant_id: str) -> None:
+    def __init__(self, bootstrap: str, status_topic: str, progress_topic: str, tenant_id: str, *,
+                 since_s: float | None = None) -> None:
         self.bootstrap = bootstrap
+        self.since_s = since_s  # statuses older than this are past retention: not read at all
         self.status_topic = status_topic
         self.progress_topic = progress_topic
         self.tenant_id = tenant_id
@@ -141,6 +144,13 @@ class StatusFollower:
         new_progress = [TopicPartition(self.progress_topic, p) for p in sorted(wanted) if self._with_progress]
         consumer.assign(sorted(set(consumer.assignment()) | set(new_status) | set(new_progress)))
         consumer.seek_to_beginning(*new_status)
+        if self.since_s is not None:
+            stamp = max(0, int((time.time() - self.since_s) * 1000))
+            for tp, found in consumer.offsets_for_times(dict.fromkeys(new_status, stamp)).items():
+                if found is not None:
+                    consumer.seek(tp, found.offset)
+                else:  # nothing in the window yet: from the end
+                    consumer.seek_to_end(tp)
         if new_progress:
             consumer.seek_to_end(*new_progress)
         # Only once the end offsets are known is the partition taken: a failure here (its leader

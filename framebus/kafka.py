@@ -62,6 +62,14 @@ def why_unreachable(bootstrap: str, *, within_s: float = 60.0) -> str | None:
     broker closes it right after refusing a login, and the refusal is not always read first)."""
     security = security_for(bootstrap)
     who = f"user {security.username!r} ({security.mechanism})"
+    if security.uses_oauth:
+        from framebus.oauth import TokenRefused
+
+        who = f"the token of OAuth client {security.username!r} (OAUTHBEARER)"
+        try:
+            security.tokens.token()
+        except TokenRefused as exc:  # no token, so no login: the identity provider's answer is the reason
+            return str(exc)
     now = time.monotonic()
     for at, message in reversed(_FAILURES.recent):
         if now - at > within_s:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,26 @@ class KafkaSecurity:
     certfile: str | None = None  # PEM client certificate, for clusters that ask for one (mTLS)
     keyfile: str | None = None
     check_hostname: bool = True
+    # OAUTHBEARER: ``username`` and ``password`` are the OAuth client's id and secret, exchanged
+    # at ``token_url`` for tokens (framebus.oauth); the other mechanisms ignore these.
+    token_url: str | None = None
+    scope: str | None = None
+
+    @property
+    def uses_oauth(self) -> bool:
+        return self.uses_sasl and self.mechanism == "OAUTHBEARER"
+
+    @property
+    def tokens(self):
+        """This cluster's one token source (shared by every client of the process)."""
+        from framebus.oauth import ClientCredentials
+
+        key = (self.token_url, self.username, self.password, self.scope)
+        with _lock:
+            if key not in _token_sources:
+                _token_sources[key] = ClientCredentials(self.token_url or "", self.username or "", self.password or "",
+                                                        self.scope)
+            return _token_sources[key]
 
     @property
     def uses_tls(self) -> bool:
@@ -40,7 +60,9 @@ class KafkaSecurity:
     def describe(self) -> str:
         """For logs and errors: what is used, never the secret."""
         parts = [self.protocol]
-        if self.uses_sasl:
+        if self.uses_oauth:
+            parts.append(f"OAUTHBEARER as client {self.username} of {self.token_url}")
+        elif self.uses_sasl:
             parts.append(f"{self.mechanism} as {self.username}")
         if self.uses_tls:
             parts.append(f"CA {self.cafile or 'system'}" + (", client certificate" if self.certfile else ""))
@@ -61,7 +83,9 @@ class KafkaSecurity:
         if self.uses_tls:
             options.update(ssl_cafile=self.cafile, ssl_certfile=self.certfile, ssl_keyfile=self.keyfile,
                            ssl_check_hostname=self.check_hostname)
-        if self.uses_sasl:
+        if self.uses_oauth:
+            options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=self.tokens.for_kafka_python())
+        elif self.uses_sasl:
             options.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                            sasl_plain_password=self.password)
         return options
@@ -71,7 +95,9 @@ class KafkaSecurity:
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if self.uses_tls:
             options["ssl_context"] = self.ssl_context()
-        if self.uses_sasl:
+        if self.uses_oauth:
+            options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=self.tokens.for_aiokafka())
+        elif self.uses_sasl:
             options.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                            sasl_plain_password=self.password)
         return options
@@ -80,6 +106,9 @@ class KafkaSecurity:
         """``broker_credentials`` for a faust App (which hands them to aiokafka)."""
         import faust
 
+        if self.uses_oauth:
+            return {"broker_credentials": faust.OAuthCredentials(oauth_cb=self.tokens.for_aiokafka(),
+                                                                 ssl_context=self.ssl_context())}
         if self.uses_sasl:
             return {"broker_credentials": faust.SASLCredentials(
                 username=self.username, password=self.password, mechanism=self.mechanism,
@@ -92,6 +121,7 @@ class KafkaSecurity:
 PLAINTEXT = KafkaSecurity()
 _lock = threading.Lock()
 _by_bootstrap: dict[str, KafkaSecurity] = {}
+_token_sources: dict[tuple, object] = {}
 
 
 def register(bootstrap: str, security: KafkaSecurity) -> None:

@@ -27,10 +27,14 @@ class SecuredKafkaBroker(KafkaBroker):
     listener = "SASL_SSL"
 
     def __init__(self, *, users: dict[str, str], authorizer: bool = False, super_users: tuple[str, ...] = (),
-                 **kwargs) -> None:
+                 oauth: bool = False, **kwargs) -> None:
         """``users``: SCRAM user name to password, created at format. ``authorizer``: run KRaft's
-        StandardAuthorizer, denying whatever no ACL allows; ``super_users`` (user names) bypass it."""
+        StandardAuthorizer, denying whatever no ACL allows; ``super_users`` (user names) bypass it.
+        ``oauth``: the listener also takes OAUTHBEARER, validating tokens as Kafka does without an
+        identity provider of its own (unsecured JWS: the ``sub`` claim names the user, ``exp`` is
+        checked, no signature), which is what a client's side of OAuth needs to be tested against."""
         super().__init__(**kwargs)
+        self.oauth = oauth
         self.users = dict(users)
         self.authorizer = authorizer
         self.super_users = super_users
@@ -48,9 +52,13 @@ class SecuredKafkaBroker(KafkaBroker):
     def extra_properties(self) -> str:
         jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{BROKER_USER}" '
                 f'password="{self._broker_password}";')
+        mechanisms = f"{MECHANISM},OAUTHBEARER" if self.oauth else MECHANISM
+        oauth = (["listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer."
+                  f'OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="{BROKER_USER}";']
+                 if self.oauth else [])
         return "\n".join(["", "# SASL_SSL (infra/kafka/secured.py)",
-                          f"sasl.enabled.mechanisms={MECHANISM}", f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
-                          f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config={jaas}",
+                          f"sasl.enabled.mechanisms={mechanisms}", f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
+                          f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config={jaas}", *oauth,
                           f"ssl.keystore.location={self.keystore}", "ssl.keystore.type=PKCS12",
                           f"ssl.keystore.password={self._store_password}",
                           f"ssl.truststore.location={self.truststore}", "ssl.truststore.type=PKCS12",

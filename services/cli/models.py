@@ -37,12 +37,12 @@ def list_models(as_json: JsonOption = False) -> None:
 def train(
     output: Path = typer.Option(Path("models/wan-shapes"), help="Where the diffusers checkpoint directory goes."),
     seed: int = typer.Option(20261201, help="Seeds the data set, the initial weights and the training order."),
-    vae_steps: int | None = typer.Option(None, help="VAE training steps (default: the recipe's, 2200)."),
-    dit_steps: int | None = typer.Option(None, help="Transformer and text-encoder training steps (default: 4500)."),
+    vae_steps: int | None = typer.Option(None, help="VAE training steps (default: the recipe's, 2600)."),
+    dit_steps: int | None = typer.Option(None, help="Transformer and text-encoder training steps (default: 5000)."),
     clips: int | None = typer.Option(None, help="Clips rendered for training (default: 4000)."),
     threads: int = typer.Option(0, help="torch threads (0: torch's default, one per core)."),
 ) -> None:
-    """Train wan-shapes from nothing on this machine (about 50 minutes on 2 cores) and save it in diffusers' layout."""
+    """Train wan-shapes from nothing on this machine (about 45 minutes on 2 cores) and save it in diffusers' layout."""
     from framebus.services.shapes.train import TrainConfig
     from framebus.services.shapes.train import train as run_training
 

@@ -53,11 +53,6 @@ class Settings(ClientSettings):
         None, ge=1, description="Copies of every topic's records; unset: 1 on the local broker, 3 on an existing cluster.")
     kafka_min_insync_replicas: int | None = Field(
         None, ge=1, description="Copies a write needs before it counts (acks=all); unset: 1 locally, 2 on a cluster.")
-    status_retention_days: int = Field(
-        30, gt=0, description="Days a request's status is kept: the retention of framebus.status (compacted, then "
-                              "deleted) and the window a gateway reads at start; an older request is unknown "
-                              "(404), and its request_id may be used again.")
-
     request_signatures: Literal["auto", "required", "optional"] = Field(
         "auto", description="Whether the scheduler admits only signed requests and cancels (framebus.signing): required, "
                             "optional (an unsigned one passes, a wrongly signed one never does), or auto: required "

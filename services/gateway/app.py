@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.tenants"), tenants.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches"), batches.apply_record),
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.batches.progress"),
-                             batches.apply_record),
+                             batches.apply_record, since_s=status_window_s),
                   # Progress is worth seconds: only what is written from now on.
                   TopicTable(settings.bootstrap_servers, settings.topic("framebus.progress"), progress.apply_record,
                              from_end=True)]

@@ -25,9 +25,9 @@ class ShapesModelConfig:
     head_dim: int = 64
     layers: int = 4
     ffn_mult: int = 4
-    # 16x16 latents become 8x8 tokens a frame: at (1,4,4) a token spans 16x16 pixels and the
-    # shipped model told shapes apart in 58% of clips (bench/shapes_patch.py, bench/results/shapes-patch.json)
-    patch: tuple[int, int, int] = (1, 2, 2)
+    # 16x16 latents become 4x4 tokens a frame. (1,2,2) learns shapes faster per step (bench/shapes_patch.py)
+    # but costs ~1 s a step at batch 16 on 2 cores: 4,500 steps do not fit the hour (issue #17's notes).
+    patch: tuple[int, int, int] = (1, 4, 4)
     text_dim: int = 128
     text_layers: int = 2
     max_sequence_length: int = 16  # words; the longest phrasing has 12 and an end token

@@ -39,7 +39,7 @@ from framebus.services.shapes.model import ShapesModelConfig, build_untrained
 class TrainConfig:
     seed: int = 20261201
     clips: int = 4000  # rendered once: the VAE's crops and the transformer's latents come from them
-    vae_steps: int = 2200
+    vae_steps: int = 2600
     vae_batch: int = 6
     vae_lr: float = 8e-4
     vae_crop: int = 32
@@ -53,8 +53,8 @@ class TrainConfig:
     vae_shape_weight: float = 4.0  # extra loss weight on pixels of the shape
     text_pretrain_steps: int = 400  # the text encoder first learns to tell the attributes apart
     text_attribute_weight: float = 0.1  # and keeps that objective beside the denoising loss
-    dit_steps: int = 4500
-    dit_batch: int = 16  # of (1,2,2)-patched clips: 320 tokens each
+    dit_steps: int = 5000
+    dit_batch: int = 32
     dit_lr: float = 5e-4
     warmup_steps: int = 200
     unconditional_rate: float = 0.1

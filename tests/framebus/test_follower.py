@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import queue
+import time
 
 from kafka.errors import KafkaTimeoutError
 
@@ -64,5 +65,25 @@ def test_a_failed_read_costs_a_retry_and_waiters_still_hear_every_change(kafka_b
         states = [heard.get(timeout=30).state for _ in range(2)]
         assert states == [RequestState.ACCEPTED, RequestState.COMPLETED]
         assert follower._thread.is_alive()
+    finally:
+        follower.close()
+
+
+def test_statuses_past_retention_are_never_read(kafka_bootstrap, topic_factory) -> None:
+    status_topic, progress_topic = topic_factory("status", 1), topic_factory("progress", 1)
+    sender = producer(kafka_bootstrap)
+    long_ago = int((time.time() - 40 * 86400) * 1000)
+    for n in range(50):  # forty days old: a 30-day retention has them deleted, or about to be
+        record = encode_event(StatusChanged(request_id=f"old-{n}", tenant_id="acme", tier="standard",
+                                            state=RequestState.COMPLETED), source="/tests")
+        sender.send(status_topic, key=record.key, value=record.value, headers=record.headers, timestamp_ms=long_ago)
+    sender.flush(timeout=10)
+    sender.close()
+    publish(kafka_bootstrap, status_topic, RequestState.ACCEPTED)
+    follower = StatusFollower(kafka_bootstrap, status_topic, progress_topic, "acme", since_s=30 * 86400)
+    try:
+        assert follower.status("r1", timeout_s=30).state is RequestState.ACCEPTED
+        assert follower.status("old-7", timeout_s=30) is None
+        assert follower.records_read == 1, "the window's one record, none of the fifty before it"
     finally:
         follower.close()

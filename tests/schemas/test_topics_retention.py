@@ -57,7 +57,8 @@ def test_the_ledger_remembers_settlements_longer_than_any_request_waits() -> Non
 def test_only_settable_retention_changes_and_every_setting_named_exists() -> None:
     assert catalogue() == CATALOGUE
     changed = dict(zip(CATALOGUE, catalogue({"status_retention_days": 2}), strict=True))
-    assert [spec.name for spec, after in changed.items() if spec != after] == ["framebus.status"]
+    assert [spec.name for spec, after in changed.items() if spec != after] == ["framebus.status",
+                                                                               "framebus.batches.progress"]
     for spec in CATALOGUE:
         if spec.retention_setting:  # the catalogue's default is the setting's default
             assert Settings.model_fields[spec.retention_setting].default * DAY_MS == spec.retention_ms, spec.name
