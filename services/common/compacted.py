@@ -139,6 +139,9 @@ class TopicTable:
                         self.skipped += 1
                         log.warning("skipped a record of %s at %s:%s", self.topic, tp.partition, record.offset,
                                     exc_info=True)
+                    # Kept in step with ``apply`` (no await between them): a snapshot of what was applied
+                    # (ledger_snapshots) taken at any await names exactly the offsets it holds.
+                    self._applied_through[tp] = record.offset + 1
             for tp in self._consumer.assignment():
                 self._applied_through[tp] = await self._consumer.position(tp)
             if pending:
