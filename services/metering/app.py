@@ -39,8 +39,8 @@ from framebus.services.common import ledger_snapshots, metrics
 from framebus.services.common.compacted import TopicTable
 from framebus.services.common.deadletters import dead_letter
 from framebus.services.common.hosting import serve
-from framebus.services.common.ledger_snapshots import LedgerCompactor
 from framebus.services.common.kafka import group_consumer, snapshot_producer, stream_producer
+from framebus.services.common.ledger_snapshots import LedgerCompactor
 from framebus.services.common.processor import Lane, Outputs, Processor
 from framebus.services.common.settings import Settings
 from framebus.services.metering.core import Metering

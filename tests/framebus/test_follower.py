@@ -9,10 +9,10 @@ import time
 from kafka.errors import KafkaTimeoutError
 
 from framebus import follower as follower_module
-from framebus.kafka import producer
 from framebus.follower import StatusFollower
-from schemas.codec import encode_event
-from schemas.events import RequestState, StatusChanged
+from framebus.kafka import producer
+from framebus.schemas.codec import encode_event
+from framebus.schemas.events import RequestState, StatusChanged
 
 
 class FlakyConsumer:
