@@ -41,7 +41,6 @@ from framebus.schemas.codec import encode_event
 from framebus.schemas.events import LedgerCharged, LedgerReserved, StatusChanged
 from framebus.schemas.state import RequestState, Tier
 from framebus.services.common import ledger_snapshots
-from framebus.services.common.kafka import snapshot_producer
 from framebus.services.common.ledger import charge_id, reserve_id
 from framebus.services.common.machine import machine
 from framebus.services.gateway.launcher import launch_gateway
@@ -82,18 +81,8 @@ def write_history(settings, requests: int, *, first: int, at: datetime, progress
 
 
 def compact(settings) -> int:
-    async def once() -> int:
-        compactor = ledger_snapshots.LedgerCompactor(settings.bootstrap_servers, settings.topic_prefix,
-                                                     snapshot_producer(settings.bootstrap_servers),
-                                                     window_s=settings.ledger_dedupe_window_s, interval_s=60)
-        await compactor.producer.start()
-        try:
-            await compactor.start()
-            return await compactor.snapshot_now()
-        finally:
-            await compactor.table.stop()
-            await compactor.producer.stop()
-    return asyncio.run(once())
+    return asyncio.run(ledger_snapshots.snapshot_once(settings.bootstrap_servers, settings.topic_prefix,
+                                                      window_s=settings.ledger_dedupe_window_s))
 
 
 def ready_after(processes: Processes, name: str, args: list[str], port: int, timeout_s: float = 600) -> tuple[float, int]:

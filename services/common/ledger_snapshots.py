@@ -145,3 +145,18 @@ class LedgerCompactor:
             written += 1
         self.snapshots_written += written
         return written
+
+
+async def snapshot_once(bootstrap: str, prefix: str, *, window_s: float) -> int:
+    """Fold the ledger to its end and snapshot every partition, once (a bench, a test); how many."""
+    from framebus.services.common.kafka import snapshot_producer
+
+    compactor = LedgerCompactor(bootstrap, prefix, snapshot_producer(bootstrap), window_s=window_s, interval_s=60)
+    await compactor.producer.start()
+    try:
+        await compactor.start()
+        return await compactor.snapshot_now()
+    finally:
+        if compactor.table is not None:
+            await compactor.table.stop()
+        await compactor.producer.stop()

@@ -12,7 +12,6 @@ from framebus.kafka import producer
 from framebus.schemas.codec import encode_event
 from framebus.schemas.events import LedgerCharged, LedgerCredited, LedgerReleased, LedgerReserved
 from framebus.services.common import ledger_snapshots
-from framebus.services.common.kafka import snapshot_producer
 from framebus.services.common.ledger import Balances, charge_id, release_id, reserve_id
 from framebus.services.metering import queries
 
@@ -59,19 +58,8 @@ def test_a_snapshot_plus_the_tail_equals_the_whole_ledger(provisioned_settings) 
     credits = [LedgerCredited(tenant_id=t, entry_id=f"credit-{t}", tokens=1000) for t in TENANTS]
     publish(settings, credits + history(300))
 
-    async def compact() -> int:
-        compactor = ledger_snapshots.LedgerCompactor(settings.bootstrap_servers, settings.topic_prefix,
-                                                     snapshot_producer(settings.bootstrap_servers),
-                                                     window_s=3600, interval_s=60)
-        await compactor.producer.start()
-        try:
-            await compactor.start()
-            return await compactor.snapshot_now()
-        finally:
-            await compactor.table.stop()
-            await compactor.producer.stop()
-
-    written = asyncio.run(compact())
+    written = asyncio.run(ledger_snapshots.snapshot_once(settings.bootstrap_servers, settings.topic_prefix,
+                                                         window_s=3600))
     snapshots = ledger_snapshots.latest(settings.bootstrap_servers, settings.topic(ledger_snapshots.SNAPSHOTS_TOPIC))
     assert written == len(snapshots) > 1, "one snapshot per ledger partition that holds entries"
     # After the snapshots: more requests, a late second settlement of one before them, a new credit.
